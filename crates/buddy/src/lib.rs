@@ -1,0 +1,2 @@
+//! bsa-buddy: filled in by its issue.
+#![no_std]

@@ -1,0 +1,2 @@
+//! bsa-global: filled in by its issue.
+#![no_std]

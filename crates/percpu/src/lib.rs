@@ -1,0 +1,2 @@
+//! bsa-percpu: filled in by its issue.
+#![no_std]

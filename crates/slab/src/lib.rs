@@ -1,0 +1,2 @@
+//! bsa-slab: filled in by its issue.
+#![no_std]
