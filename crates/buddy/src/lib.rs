@@ -1,2 +1,580 @@
-//! bsa-buddy: filled in by its issue.
+//! bsa-buddy: a buddy page allocator (docs: see below).
 #![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+mod check;
+mod error;
+mod free_list;
+mod meta;
+mod section;
+mod stats;
+#[cfg(test)]
+mod tests;
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+pub use error::{AllocError, ConsistencyError};
+pub use meta::META_BYTES;
+pub use section::MAX_SECTION_PAGES;
+pub use stats::{BuddyStats, SectionInfo, Sections};
+
+use meta::{PageMeta, State, NIL};
+use section::SectionRef;
+
+/// The largest block is `2^MAX_ORDER` pages (4 GiB with 4 KiB pages on
+/// 64-bit targets). Requests for more pages, or for a larger alignment, fail
+/// with [`AllocError::TooLarge`].
+#[cfg(target_pointer_width = "64")]
+pub const MAX_ORDER: usize = 20;
+/// The largest block is `2^MAX_ORDER` pages (256 MiB with 4 KiB pages on
+/// 32-bit targets). Requests for more pages, or for a larger alignment, fail
+/// with [`AllocError::TooLarge`].
+#[cfg(not(target_pointer_width = "64"))]
+pub const MAX_ORDER: usize = 16;
+
+/// Number of block orders: `0..=MAX_ORDER`.
+pub const ORDERS: usize = MAX_ORDER + 1;
+
+/// Pages in the largest block.
+pub const MAX_BLOCK_PAGES: usize = 1 << MAX_ORDER;
+
+/// The smallest supported `PAGE_SIZE`.
+pub const MIN_PAGE_SIZE: usize = 64;
+
+/// A live allocation, as reported by [`BuddyAllocator::allocation`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    /// Its page count.
+    pub pages: usize,
+    /// Its user tag (see [`BuddyAllocator::set_tag`]).
+    pub tag: u8,
+}
+
+/// A buddy page allocator over any number of memory regions.
+///
+/// All methods take `&self` or `&mut self`; there is no locking inside, the
+/// owner picks the lock. See the [crate documentation](crate) for how it works.
+pub struct BuddyAllocator<const PAGE_SIZE: usize = 4096> {
+    /// Sections in ascending address order.
+    sections: Option<SectionRef>,
+    section_count: usize,
+    /// Per order, the first section whose free list of that order is non-empty.
+    order_heads: [Option<SectionRef>; ORDERS],
+    free_blocks: [usize; ORDERS],
+    total_pages: usize,
+    free_pages: usize,
+}
+
+impl<const PAGE_SIZE: usize> Default for BuddyAllocator<PAGE_SIZE> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const PAGE_SIZE: usize> core::fmt::Debug for BuddyAllocator<PAGE_SIZE> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BuddyAllocator")
+            .field("page_size", &PAGE_SIZE)
+            .field("sections", &self.section_count)
+            .field("total_pages", &self.total_pages)
+            .field("free_pages", &self.free_pages)
+            .finish()
+    }
+}
+
+impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
+    /// Compile-time check of `PAGE_SIZE`.
+    const PAGE_SIZE_OK: () = {
+        assert!(
+            PAGE_SIZE.is_power_of_two(),
+            "PAGE_SIZE must be a power of two"
+        );
+        assert!(
+            PAGE_SIZE >= MIN_PAGE_SIZE,
+            "PAGE_SIZE is below MIN_PAGE_SIZE"
+        );
+        assert!(
+            PAGE_SIZE <= (usize::MAX >> 1) >> MAX_ORDER,
+            "PAGE_SIZE << MAX_ORDER must fit in half the address space"
+        );
+    };
+
+    /// Bytes in the largest block.
+    pub const MAX_BLOCK_BYTES: usize = PAGE_SIZE << MAX_ORDER;
+
+    /// An allocator with no memory; add some with [`add_region`](Self::add_region).
+    pub const fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::PAGE_SIZE_OK;
+        Self {
+            sections: None,
+            section_count: 0,
+            order_heads: [None; ORDERS],
+            free_blocks: [0; ORDERS],
+            total_pages: 0,
+            free_pages: 0,
+        }
+    }
+
+    /// Hands the region `[start, start + len)` to the allocator.
+    ///
+    /// The start and length may be anything: the section header and the
+    /// page metadata ([`META_BYTES`] per page) are written at the start of
+    /// the region, the largest page-aligned run of pages that fits after them
+    /// is managed. Only the header and the metadata are ever written; the
+    /// managed pages are never touched. The managed pages number at least
+    /// `len / PAGE_SIZE - ceil(overhead / PAGE_SIZE) - 1`.
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::Overflow`] if the region wraps around the address
+    /// space, [`AllocError::RegionTooSmall`] if it cannot hold its metadata
+    /// and one page (or `start` is null), [`AllocError::TooLarge`] if it has
+    /// more than [`MAX_SECTION_PAGES`] pages, [`AllocError::Overlap`] if it
+    /// overlaps a region added before. The allocator is unchanged then.
+    ///
+    /// # Safety
+    ///
+    /// - `start` is valid for reads and writes of `len` bytes.
+    /// - The region is not accessed by anything else for as long as the
+    ///   allocator is in use, except for pages the allocator hands out,
+    ///   between their allocation and their deallocation.
+    pub unsafe fn add_region(
+        &mut self,
+        start: *mut u8,
+        len: usize,
+    ) -> Result<SectionInfo, AllocError> {
+        let start = NonNull::new(start).ok_or(AllocError::RegionTooSmall)?;
+        let plan = section::plan(start.addr().get(), len, PAGE_SIZE)?;
+        let end = start.addr().get() + len;
+        let mut prev = None;
+        let mut cur = self.sections;
+        while let Some(s) = cur {
+            if s.region_start() < end && start.addr().get() < s.region_end() {
+                return Err(AllocError::Overlap);
+            }
+            if s.region_start() >= end {
+                break;
+            }
+            prev = Some(s);
+            cur = s.next();
+        }
+        // SAFETY: the caller guarantees obligations (1) and (2) of `create`
+        // for the whole region, and `plan` was computed for it just above.
+        let s = unsafe { SectionRef::create(start, len, PAGE_SIZE, &plan) };
+        s.set_next(cur);
+        match prev {
+            Some(p) => p.set_next(Some(s)),
+            None => self.sections = Some(s),
+        }
+        self.section_count += 1;
+        self.total_pages += plan.page_count;
+        self.free_range(s, 0, plan.page_count);
+        self.debug_check();
+        Ok(SectionInfo::of(s))
+    }
+
+    /// Hands a `'static` buffer to the allocator, as
+    /// [`add_region`](Self::add_region) does. Safe: the exclusive `'static`
+    /// borrow already guarantees what `add_region` asks of its caller.
+    ///
+    /// # Errors
+    ///
+    /// As for [`add_region`](Self::add_region).
+    pub fn add_region_slice(
+        &mut self,
+        region: &'static mut [core::mem::MaybeUninit<u8>],
+    ) -> Result<SectionInfo, AllocError> {
+        let len = region.len();
+        // SAFETY: the slice is valid for reads and writes of `len` bytes, and
+        // the `'static` exclusive borrow is consumed here, so nothing else
+        // can ever access the region again.
+        unsafe { self.add_region(region.as_mut_ptr().cast::<u8>(), len) }
+    }
+
+    /// The order of the block to take for `count` pages aligned to `align`.
+    fn request_order(count: usize, align: usize) -> Result<usize, AllocError> {
+        if count == 0 {
+            return Err(AllocError::ZeroCount);
+        }
+        if !align.is_power_of_two() {
+            return Err(AllocError::BadAlign);
+        }
+        count.checked_mul(PAGE_SIZE).ok_or(AllocError::Overflow)?;
+        let align_pages = align.max(PAGE_SIZE) / PAGE_SIZE;
+        if count > MAX_BLOCK_PAGES || align_pages > MAX_BLOCK_PAGES {
+            return Err(AllocError::TooLarge);
+        }
+        Ok((count.next_power_of_two().ilog2() as usize).max(align_pages.ilog2() as usize))
+    }
+
+    /// Turns the block `(idx, order)` (already off the free lists) into an
+    /// allocation of its first `count` pages and frees the rest.
+    fn finish_alloc(
+        &mut self,
+        s: SectionRef,
+        idx: usize,
+        order: usize,
+        count: usize,
+    ) -> NonNull<u8> {
+        s.set_meta(idx, PageMeta::alloc(count as u32, 0));
+        self.free_range(s, idx + count, idx + (1 << order));
+        self.debug_check();
+        s.page_ptr(idx)
+    }
+
+    /// Allocates exactly `count` pages aligned to `max(align, PAGE_SIZE)`.
+    ///
+    /// Takes the first free block of the smallest sufficient order (its
+    /// natural alignment provides `align`), hands out its first `count` pages
+    /// and returns the rest to the free lists. O([`MAX_ORDER`]).
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::ZeroCount`], [`AllocError::BadAlign`] (not a power of
+    /// two), [`AllocError::Overflow`] (`count * PAGE_SIZE` overflows),
+    /// [`AllocError::TooLarge`] (more than [`MAX_BLOCK_PAGES`] pages or a
+    /// larger alignment), [`AllocError::NoMemory`].
+    pub fn alloc_pages(&mut self, count: usize, align: usize) -> Result<NonNull<u8>, AllocError> {
+        let order = Self::request_order(count, align)?;
+        for j in order..ORDERS {
+            if let Some((s, idx)) = self.pop_free(j) {
+                return Ok(self.finish_alloc(s, idx, j, count));
+            }
+        }
+        Err(AllocError::NoMemory)
+    }
+
+    /// Like [`alloc_pages`](Self::alloc_pages), but only hands out bytes
+    /// that `accept(start, len_bytes)` approves (for example "below 4 GiB
+    /// physical" for DMA).
+    ///
+    /// Candidates are tried smallest order first; within a free block, its
+    /// first and its last suitably aligned run of `count` pages are offered.
+    /// This scans the free lists (cost proportional to the number of free
+    /// blocks), unlike `alloc_pages`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`alloc_pages`](Self::alloc_pages); [`AllocError::NoMemory`]
+    /// if no candidate is accepted.
+    pub fn alloc_pages_where(
+        &mut self,
+        count: usize,
+        align: usize,
+        mut accept: impl FnMut(NonNull<u8>, usize) -> bool,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let order = Self::request_order(count, align)?;
+        let bytes = count * PAGE_SIZE;
+        for j in order..ORDERS {
+            let mut section = self.order_heads[j];
+            while let Some(s) = section {
+                let mut b = s.heads(j);
+                while b != NIL {
+                    let block = b as usize;
+                    let last = block + (1 << j) - (1 << order);
+                    let target = if accept(s.page_ptr(block), bytes) {
+                        Some(block)
+                    } else if last != block && accept(s.page_ptr(last), bytes) {
+                        Some(last)
+                    } else {
+                        None
+                    };
+                    if let Some(t) = target {
+                        self.carve(s, block, j, t, order);
+                        return Ok(self.finish_alloc(s, t, order, count));
+                    }
+                    b = s.meta(block).next;
+                }
+                section = s.order_next(j);
+            }
+        }
+        Err(AllocError::NoMemory)
+    }
+
+    /// Takes the free block `(block, order)` off the lists and splits it
+    /// down to its aligned sub-block `(target, target_order)`, freeing the
+    /// other halves.
+    fn carve(
+        &mut self,
+        s: SectionRef,
+        mut block: usize,
+        mut order: usize,
+        target: usize,
+        target_order: usize,
+    ) {
+        self.remove_free(s, block, order);
+        while order > target_order {
+            order -= 1;
+            let half = 1 << order;
+            if target >= block + half {
+                self.push_free(s, block, order);
+                block += half;
+            } else {
+                self.push_free(s, block + half, order);
+            }
+        }
+        debug_assert_eq!(block, target);
+    }
+
+    /// The section and page index of `ptr`, which must be page aligned.
+    fn locate(&self, addr: usize) -> Result<(SectionRef, usize), AllocError> {
+        let mut cur = self.sections;
+        while let Some(s) = cur {
+            if s.region_start() > addr {
+                break;
+            }
+            if let Some((idx, aligned)) = s.page_index(addr) {
+                return if aligned {
+                    Ok((s, idx))
+                } else {
+                    Err(AllocError::NotPageAligned)
+                };
+            }
+            cur = s.next();
+        }
+        Err(AllocError::NotInSection)
+    }
+
+    /// Whether page `idx` of `s` (an inner page) lies inside a free block.
+    fn inside_free_block(s: SectionRef, idx: usize) -> bool {
+        let pfn = s.base_pfn() + idx;
+        for order in 1..ORDERS {
+            let head_pfn = pfn & !((1 << order) - 1);
+            let Some(h) = head_pfn.checked_sub(s.base_pfn()) else {
+                break;
+            };
+            let m = s.meta(h);
+            if m.state == State::FreeHead && m.order as usize >= order {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The live allocation headed by `ptr`, or the precise reason there is none.
+    fn live(&self, ptr: NonNull<u8>) -> Result<(SectionRef, usize, PageMeta), AllocError> {
+        let (s, idx) = self.locate(ptr.addr().get())?;
+        let m = s.meta(idx);
+        match m.state {
+            State::AllocHead => Ok((s, idx, m)),
+            State::FreeHead => Err(AllocError::DoubleFree),
+            State::Inner if Self::inside_free_block(s, idx) => Err(AllocError::DoubleFree),
+            State::Inner => Err(AllocError::NotAllocated),
+        }
+    }
+
+    /// Like [`live`](Self::live), also checking the page count.
+    fn live_with(
+        &self,
+        ptr: NonNull<u8>,
+        count: usize,
+    ) -> Result<(SectionRef, usize, PageMeta), AllocError> {
+        let (s, idx, m) = self.live(ptr)?;
+        if m.count as usize != count {
+            return Err(AllocError::WrongCount {
+                expected: m.count as usize,
+                given: count,
+            });
+        }
+        Ok((s, idx, m))
+    }
+
+    /// Returns the `count` pages at `ptr` to the free lists, merging buddies.
+    /// O([`MAX_ORDER`]) plus the lookup of the section (linear in the number
+    /// of sections).
+    ///
+    /// # Errors
+    ///
+    /// [`AllocError::ZeroCount`], [`AllocError::NotInSection`],
+    /// [`AllocError::NotPageAligned`], [`AllocError::DoubleFree`] (the page
+    /// is free), [`AllocError::NotAllocated`] (the page is inside an
+    /// allocation but not its first page), [`AllocError::WrongCount`]. The
+    /// allocator is unchanged then.
+    ///
+    /// # Safety
+    ///
+    /// - The pages are not used after this call (if it succeeds): they may
+    ///   be handed out again.
+    pub unsafe fn dealloc_pages(
+        &mut self,
+        ptr: NonNull<u8>,
+        count: usize,
+    ) -> Result<(), AllocError> {
+        if count == 0 {
+            return Err(AllocError::ZeroCount);
+        }
+        let (s, idx, _) = self.live_with(ptr, count)?;
+        s.set_meta(idx, PageMeta::INNER);
+        self.free_range(s, idx, idx + count);
+        self.debug_check();
+        Ok(())
+    }
+
+    /// Shrinks the live allocation at `ptr` from `old_count` to `new_count`
+    /// pages in place; pages `[new_count, old_count)` go back to the free lists.
+    ///
+    /// # Errors
+    ///
+    /// As for [`dealloc_pages`](Self::dealloc_pages) (checked against
+    /// `old_count`); [`AllocError::ZeroCount`] if `new_count` is 0,
+    /// [`AllocError::BadResize`] if `new_count > old_count`.
+    ///
+    /// # Safety
+    ///
+    /// - Pages `[new_count, old_count)` of the allocation are not used after
+    ///   this call (if it succeeds).
+    pub unsafe fn shrink_pages(
+        &mut self,
+        ptr: NonNull<u8>,
+        old_count: usize,
+        new_count: usize,
+    ) -> Result<(), AllocError> {
+        if old_count == 0 || new_count == 0 {
+            return Err(AllocError::ZeroCount);
+        }
+        let (s, idx, m) = self.live_with(ptr, old_count)?;
+        if new_count > old_count {
+            return Err(AllocError::BadResize);
+        }
+        s.set_meta(idx, PageMeta::alloc(new_count as u32, m.tag));
+        self.free_range(s, idx + new_count, idx + old_count);
+        self.debug_check();
+        Ok(())
+    }
+
+    /// Grows the live allocation at `ptr` from `old_count` to `new_count`
+    /// pages in place, if the pages right after it are free and in the same
+    /// section. O([`MAX_ORDER`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`dealloc_pages`](Self::dealloc_pages) (checked against
+    /// `old_count`); [`AllocError::BadResize`] if `new_count < old_count`,
+    /// [`AllocError::Overflow`] / [`AllocError::TooLarge`] as for
+    /// `alloc_pages`, [`AllocError::NoMemory`] if the following pages are not
+    /// all free. Nothing changes on error.
+    ///
+    /// # Safety
+    ///
+    /// This method has no safety obligations beyond what `&mut self` gives;
+    /// it is `unsafe` for symmetry with the other resizing calls:
+    /// - `ptr` was returned by this allocator (otherwise the call fails
+    ///   cleanly anyway).
+    pub unsafe fn grow_pages_in_place(
+        &mut self,
+        ptr: NonNull<u8>,
+        old_count: usize,
+        new_count: usize,
+    ) -> Result<(), AllocError> {
+        if old_count == 0 {
+            return Err(AllocError::ZeroCount);
+        }
+        let (s, idx, m) = self.live_with(ptr, old_count)?;
+        if new_count < old_count {
+            return Err(AllocError::BadResize);
+        }
+        new_count
+            .checked_mul(PAGE_SIZE)
+            .ok_or(AllocError::Overflow)?;
+        if new_count > MAX_BLOCK_PAGES {
+            return Err(AllocError::TooLarge);
+        }
+        let end = idx + new_count;
+        if end > s.page_count() {
+            return Err(AllocError::NoMemory);
+        }
+        // The pages after an allocation are covered by free blocks starting
+        // exactly there, if they are free at all.
+        let mut q = idx + old_count;
+        while q < end {
+            let f = s.meta(q);
+            if f.state != State::FreeHead {
+                return Err(AllocError::NoMemory);
+            }
+            q += 1 << f.order;
+        }
+        let mut q = idx + old_count;
+        while q < end {
+            let order = s.meta(q).order as usize;
+            self.remove_free(s, q, order);
+            q += 1 << order;
+        }
+        s.set_meta(idx, PageMeta::alloc(new_count as u32, m.tag));
+        self.free_range(s, end, q);
+        self.debug_check();
+        Ok(())
+    }
+
+    /// The live allocation that starts exactly at `ptr`, if any. Reads only
+    /// the allocator's metadata; `ptr` is never dereferenced.
+    pub fn allocation(&self, ptr: NonNull<u8>) -> Option<Allocation> {
+        let (s, idx) = self.locate(ptr.addr().get()).ok()?;
+        let m = s.meta(idx);
+        (m.state == State::AllocHead).then_some(Allocation {
+            pages: m.count as usize,
+            tag: m.tag,
+        })
+    }
+
+    /// Sets the user tag of the live allocation at `ptr` (new allocations
+    /// have tag 0).
+    ///
+    /// # Errors
+    ///
+    /// As for [`dealloc_pages`](Self::dealloc_pages), without the count checks.
+    pub fn set_tag(&mut self, ptr: NonNull<u8>, tag: u8) -> Result<(), AllocError> {
+        let (s, idx, mut m) = self.live(ptr)?;
+        m.tag = tag;
+        s.set_meta(idx, m);
+        Ok(())
+    }
+
+    /// Whether `ptr` lies inside the managed pages of some section.
+    pub fn contains(&self, ptr: *const u8) -> bool {
+        !matches!(self.locate(ptr.addr()), Err(AllocError::NotInSection))
+    }
+
+    /// Whole-allocator figures. O([`MAX_ORDER`]).
+    pub fn stats(&self) -> BuddyStats {
+        let largest = (0..ORDERS).rev().find(|&j| self.order_heads[j].is_some());
+        BuddyStats {
+            total_pages: self.total_pages,
+            free_pages: self.free_pages,
+            free_blocks_per_order: self.free_blocks,
+            largest_free_block_pages: largest.map_or(0, |j| 1 << j),
+            sections: self.section_count,
+        }
+    }
+
+    /// Per-section figures, in address order.
+    pub fn sections(&self) -> Sections<'_> {
+        Sections {
+            next: self.sections,
+            _alloc: PhantomData,
+        }
+    }
+
+    /// Pages in free blocks.
+    pub fn free_pages(&self) -> usize {
+        self.free_pages
+    }
+
+    /// Managed pages in all sections.
+    pub fn total_pages(&self) -> usize {
+        self.total_pages
+    }
+
+    /// Runs [`check_consistency`](Self::check_consistency) after every
+    /// mutation in this crate's own unit tests; compiled out otherwise.
+    #[inline(always)]
+    fn debug_check(&self) {
+        #[cfg(test)]
+        if let Err(e) = self.check_consistency() {
+            panic!("{e}");
+        }
+    }
+}
