@@ -131,10 +131,11 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
     /// # Errors
     ///
     /// [`AllocError::Overflow`] if the region wraps around the address
-    /// space, [`AllocError::RegionTooSmall`] if it cannot hold its metadata
-    /// and one page (or `start` is null), [`AllocError::TooLarge`] if it has
-    /// more than [`MAX_SECTION_PAGES`] pages, [`AllocError::Overlap`] if it
-    /// overlaps a region added before. The allocator is unchanged then.
+    /// space, [`AllocError::Overlap`] if it overlaps a region added before
+    /// (checked before the size), [`AllocError::RegionTooSmall`] if it cannot
+    /// hold its metadata and one page (or `start` is null),
+    /// [`AllocError::TooLarge`] if it has more than [`MAX_SECTION_PAGES`]
+    /// pages. The allocator is unchanged then.
     ///
     /// # Safety
     ///
@@ -148,8 +149,11 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
         len: usize,
     ) -> Result<SectionInfo, AllocError> {
         let start = NonNull::new(start).ok_or(AllocError::RegionTooSmall)?;
-        let plan = section::plan(start.addr().get(), len, PAGE_SIZE)?;
-        let end = start.addr().get() + len;
+        let end = start
+            .addr()
+            .get()
+            .checked_add(len)
+            .ok_or(AllocError::Overflow)?;
         let mut prev = None;
         let mut cur = self.sections;
         while let Some(s) = cur {
@@ -162,6 +166,7 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
             prev = Some(s);
             cur = s.next();
         }
+        let plan = section::plan(start.addr().get(), len, PAGE_SIZE)?;
         // SAFETY: the caller guarantees obligations (1) and (2) of `create`
         // for the whole region, and `plan` was computed for it just above.
         let s = unsafe { SectionRef::create(start, len, PAGE_SIZE, &plan) };
