@@ -1,0 +1,514 @@
+//! `SlabAllocator`: per-class partial / full / empty lists and the policy
+//! around them. Safe code on top of the `Slab` handle, except for the three
+//! entry points that take raw user pointers.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering as IdOrdering};
+
+use crate::header::{self, Slab, DETACHED, EMPTY, FULL, PARTIAL};
+use crate::remote;
+use crate::size_class::{SizeClass, NUM_CLASSES, SLAB_SIZE};
+use crate::{AllocFailure, SlabError};
+
+/// Source of allocator instance identities (0 = "none yet"). A plain core
+/// atomic in every build: it only hands out unique numbers.
+static NEXT_INSTANCE: AtomicUsize = AtomicUsize::new(1);
+
+/// An intrusive doubly-linked list of slabs (links live in the headers).
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct List {
+    pub(crate) head: Option<Slab>,
+    pub(crate) len: usize,
+}
+
+impl List {
+    const EMPTY: List = List { head: None, len: 0 };
+
+    fn push_front(&mut self, s: Slab, tag: header::ListTag) {
+        s.set_prev(None);
+        s.set_next(self.head);
+        if let Some(h) = self.head {
+            h.set_prev(Some(s));
+        }
+        self.head = Some(s);
+        s.set_list(tag);
+        self.len += 1;
+    }
+
+    fn unlink(&mut self, s: Slab) {
+        let (prev, next) = (s.prev(), s.next());
+        match prev {
+            Some(p) => p.set_next(next),
+            None => self.head = next,
+        }
+        if let Some(n) = next {
+            n.set_prev(prev);
+        }
+        s.set_prev(None);
+        s.set_next(None);
+        s.set_list(DETACHED);
+        self.len -= 1;
+    }
+}
+
+/// The three lists of one size class, indexed by `PARTIAL`, `FULL`, `EMPTY`.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct ClassCache {
+    pub(crate) lists: [List; 3],
+}
+
+impl ClassCache {
+    const EMPTY: ClassCache = ClassCache {
+        lists: [List::EMPTY; 3],
+    };
+}
+
+/// A per-CPU small-object allocator over slabs supplied by its caller.
+///
+/// It never allocates pages: [`alloc`](Self::alloc) answers
+/// [`AllocFailure::NeedsSlab`] and the caller feeds a slab with
+/// [`add_slab`](Self::add_slab); frees hand back slabs that became empty
+/// beyond [`empty_keep`](Self::with_empty_keep). All methods taking
+/// `&mut self` are for the owner CPU (under its lock);
+/// [`remote_free`](Self::remote_free) is for any CPU and takes no lock.
+pub struct SlabAllocator {
+    owner: u32,
+    /// Unique identity stamped into our slab headers (0 until the first
+    /// slab is added, so `new` can stay `const`).
+    pub(crate) instance: usize,
+    empty_keep: usize,
+    pub(crate) classes: [ClassCache; NUM_CLASSES],
+    pub(crate) remote_double_frees: u64,
+    pub(crate) corrupt_remote_chains: u64,
+    last_remote_error: Option<SlabError>,
+}
+
+// SAFETY: the allocator owns its slabs exclusively (raw pointers into slab
+// memory handed over by `add_slab`); nothing in it is tied to a thread, and
+// the only state other threads touch (remote stack heads) is atomic. Moving
+// it to another thread moves that ownership with it.
+unsafe impl Send for SlabAllocator {}
+
+impl core::fmt::Debug for SlabAllocator {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SlabAllocator")
+            .field("owner", &self.owner)
+            .field("instance", &self.instance)
+            .field("empty_keep", &self.empty_keep)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlabAllocator {
+    /// An allocator for CPU `owner_cpu` with no slabs and `empty_keep = 1`.
+    /// Usable in statics and arrays.
+    pub const fn new(owner_cpu: u32) -> Self {
+        SlabAllocator {
+            owner: owner_cpu,
+            instance: 0,
+            empty_keep: 1,
+            classes: [ClassCache::EMPTY; NUM_CLASSES],
+            remote_double_frees: 0,
+            corrupt_remote_chains: 0,
+            last_remote_error: None,
+        }
+    }
+
+    /// Sets how many empty slabs each class keeps cached instead of handing
+    /// them back (default 1; 0 returns every slab as soon as it is empty).
+    pub const fn with_empty_keep(mut self, n: usize) -> Self {
+        self.empty_keep = n;
+        self
+    }
+
+    /// Changes `empty_keep`; surplus empty slabs go back at the next
+    /// [`drain_remote`](Self::drain_remote) or [`trim`](Self::trim).
+    pub fn set_empty_keep(&mut self, n: usize) {
+        self.empty_keep = n;
+    }
+
+    /// Empty slabs kept per class.
+    pub fn empty_keep(&self) -> usize {
+        self.empty_keep
+    }
+
+    /// The owner CPU given to [`new`](Self::new).
+    pub fn owner(&self) -> u32 {
+        self.owner
+    }
+
+    /// Allocates an object for `layout`.
+    ///
+    /// Fails with [`AllocFailure::NotSlab`] when the layout is too big or
+    /// too aligned for a size class, and with [`AllocFailure::NeedsSlab`]
+    /// when no slab of the class has a free object, after draining the
+    /// pending remote frees of the class's full slabs.
+    #[inline]
+    pub fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, AllocFailure> {
+        match SizeClass::for_layout(layout) {
+            Some(class) => self.alloc_class(class),
+            None => Err(AllocFailure::NotSlab),
+        }
+    }
+
+    /// Allocates an object of `class` (see [`alloc`](Self::alloc)).
+    #[inline]
+    pub fn alloc_class(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
+        if let Some(slab) = self.classes[class.index()].lists[PARTIAL as usize].head {
+            if let Some(obj) = slab.take_free() {
+                if slab.free() == 0 {
+                    self.exhausted(slab);
+                }
+                return Ok(obj);
+            }
+        }
+        self.alloc_slow(class)
+    }
+
+    #[cold]
+    fn alloc_slow(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
+        loop {
+            let lists = &self.classes[class.index()].lists;
+            if let Some(slab) = lists[PARTIAL as usize].head {
+                match slab.take_free() {
+                    Some(obj) => {
+                        if slab.free() == 0 {
+                            self.exhausted(slab);
+                        }
+                        return Ok(obj);
+                    }
+                    // Not reachable while the list invariant holds; settling
+                    // moves the slab off the partial list, so we progress.
+                    None => {
+                        self.settle(slab, false);
+                        continue;
+                    }
+                }
+            }
+            if let Some(slab) = lists[EMPTY as usize].head {
+                self.move_to(slab, PARTIAL);
+                continue;
+            }
+            if !self.reclaim_full(class) {
+                return Err(AllocFailure::NeedsSlab(class));
+            }
+        }
+    }
+
+    /// A slab just handed out its last locally free object: pick up its
+    /// remote frees, or file it as full.
+    fn exhausted(&mut self, slab: Slab) {
+        if slab.remote_pending() {
+            self.drain_slab(slab);
+        }
+        self.settle(slab, false);
+    }
+
+    /// Drains the full slabs of `class` that have pending remote frees (the
+    /// heads say so). Returns whether any slab left the full list.
+    fn reclaim_full(&mut self, class: SizeClass) -> bool {
+        let mut moved = false;
+        let mut cur = self.classes[class.index()].lists[FULL as usize].head;
+        while let Some(slab) = cur {
+            cur = slab.next();
+            if slab.remote_pending() {
+                self.drain_slab(slab);
+                if slab.free() > 0 {
+                    self.settle(slab, false);
+                    moved = true;
+                }
+            }
+        }
+        moved
+    }
+
+    /// Gives the allocator a slab for `class` (typically after
+    /// [`AllocFailure::NeedsSlab`]). The slab goes on the class's empty list
+    /// and is used by the next allocation of that class.
+    ///
+    /// Fails with [`SlabError::BadSlabMemory`] if `mem` is not aligned to
+    /// `SLAB_SIZE`, and with [`SlabError::SlabAlreadyAdded`] if `mem` already
+    /// holds a live slab header (the same memory added twice).
+    ///
+    /// # Safety
+    /// - `mem` is valid for reads and writes of [`SLAB_SIZE`] bytes and is
+    ///   initialized memory (its first bytes are read to catch a slab added
+    ///   twice).
+    /// - The memory is exclusively owned by this allocator from now until it
+    ///   is handed back by [`free`](Self::free),
+    ///   [`drain_remote`](Self::drain_remote), [`trim`](Self::trim) or
+    ///   [`release_all`](Self::release_all): nothing else reads or writes
+    ///   it, except through objects allocated from it.
+    pub unsafe fn add_slab(&mut self, class: SizeClass, mem: NonNull<u8>) -> Result<(), SlabError> {
+        if mem.addr().get() & (SLAB_SIZE - 1) != 0 {
+            return Err(SlabError::BadSlabMemory);
+        }
+        // SAFETY: `mem` is readable initialized memory of SLAB_SIZE bytes
+        // (obligation 1) and we own it exclusively (obligation 2), so nobody
+        // sets it up or releases it concurrently.
+        if let Ok(found) = unsafe { header::locate(mem) } {
+            let _ = found;
+            return Err(SlabError::SlabAlreadyAdded);
+        }
+        if self.instance == 0 {
+            self.instance = NEXT_INSTANCE.fetch_add(1, IdOrdering::Relaxed);
+        }
+        // SAFETY: obligations 1 and 2; alignment checked above.
+        let slab = unsafe { header::init(mem, class, self.owner, self.instance) };
+        self.settle(slab, false);
+        Ok(())
+    }
+
+    /// Frees `ptr` (an object of `class`) on the owner CPU.
+    ///
+    /// Returns `Ok(Some(slab))` when the slab became empty and the class
+    /// already caches `empty_keep` empty slabs: the caller gets those
+    /// `SLAB_SIZE` bytes back. Pending remote frees of the slab are drained
+    /// first, so a remote free followed by a local free of the same object
+    /// is caught as [`SlabError::DoubleFree`].
+    ///
+    /// Errors (nothing is changed, except that pending remote frees of the
+    /// slab may have been drained): [`SlabError::NotInSlab`] (no valid
+    /// header), [`SlabError::NotOnSlotBoundary`], [`SlabError::WrongOwner`]
+    /// (a slab of another CPU or another `SlabAllocator`),
+    /// [`SlabError::WrongClass`], [`SlabError::DoubleFree`].
+    ///
+    /// # Safety
+    /// - The `SLAB_SIZE`-aligned block containing `ptr` is readable,
+    ///   initialized memory (e.g. the caller's page allocator says it is a
+    ///   slab page). The slab crate cannot know that by itself; it then
+    ///   checks the magic, owner and class in that block.
+    /// - If that block is a slab of another allocator, that slab is not
+    ///   being set up or released concurrently.
+    /// - If `ptr` is valid, the caller no longer uses the object.
+    pub unsafe fn free(
+        &mut self,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<Option<NonNull<u8>>, SlabError> {
+        // SAFETY: obligations 1 and 2 are exactly `locate`'s; our own slabs
+        // are only set up or released by `&mut self` methods.
+        let loc = unsafe { header::locate(ptr) }?;
+        if loc.owner != self.owner || loc.instance != self.instance {
+            return Err(SlabError::WrongOwner);
+        }
+        if loc.class != class {
+            return Err(SlabError::WrongClass {
+                slab: loc.class,
+                given: class,
+            });
+        }
+        // SAFETY: magic, owner and instance match this allocator, and a
+        // header with our instance identity is only written by our
+        // `add_slab`: the slab is one of ours and is live.
+        let slab = unsafe { Slab::from_located(loc.hdr) };
+        if slab.remote_pending() {
+            self.drain_slab(slab);
+        }
+        if !slab.mark_free(loc.index) {
+            self.settle(slab, false);
+            return Err(SlabError::DoubleFree);
+        }
+        Ok(self.settle(slab, true))
+    }
+
+    /// Frees `ptr` (an object of `class`) from any CPU, without the owner's
+    /// lock: validates the header, then pushes the object on its slab's
+    /// remote-free stack with one CAS loop (the link is written into the
+    /// object). The owner returns it to the slab when it drains.
+    ///
+    /// A double free cannot be seen here (the bitmap is the owner's); the
+    /// owner's drain detects it and reports it (see
+    /// [`take_remote_error`](Self::take_remote_error)).
+    ///
+    /// # Safety
+    /// - The `SLAB_SIZE`-aligned block containing `ptr` is readable,
+    ///   initialized memory for the duration of the call.
+    /// - If that block is a slab, it is not being set up or released
+    ///   concurrently (true whenever `ptr` is a live object of it).
+    /// - If validation passes, the first word of `*ptr` may be overwritten:
+    ///   the caller no longer uses the object.
+    pub unsafe fn remote_free(ptr: NonNull<u8>, class: SizeClass) -> Result<(), SlabError> {
+        // SAFETY: obligations 1 and 2 are `locate`'s.
+        let loc = unsafe { header::locate(ptr) }?;
+        if loc.class != class {
+            return Err(SlabError::WrongClass {
+                slab: loc.class,
+                given: class,
+            });
+        }
+        // SAFETY: `locate` validated the header and that `ptr` is a slot of
+        // it (obligation 1 of `push`); obligation 3 gives obligation 2.
+        unsafe { remote::push(loc.hdr, ptr) };
+        Ok(())
+    }
+
+    /// [`remote_free`](Self::remote_free) without a class to check, for
+    /// callers that only have the pointer (e.g. a C `free`).
+    ///
+    /// # Safety
+    /// Same as [`remote_free`](Self::remote_free).
+    pub unsafe fn remote_free_any(ptr: NonNull<u8>) -> Result<(), SlabError> {
+        // SAFETY: forwarded obligations.
+        let loc = unsafe { header::locate(ptr) }?;
+        // SAFETY: as in `remote_free`.
+        unsafe { remote::push(loc.hdr, ptr) };
+        Ok(())
+    }
+
+    /// The owner CPU of the slab holding `ptr`, from the header's write-once
+    /// fields. Fails if the magic, class or slot boundary do not check out.
+    ///
+    /// # Safety
+    /// - The `SLAB_SIZE`-aligned block containing `ptr` is readable,
+    ///   initialized memory for the duration of the call.
+    /// - If that block is a slab, it is not being set up or released
+    ///   concurrently.
+    pub unsafe fn owner_of(ptr: NonNull<u8>) -> Result<u32, SlabError> {
+        // SAFETY: forwarded obligations.
+        unsafe { header::locate(ptr) }.map(|l| l.owner)
+    }
+
+    /// The size class of the slab holding `ptr` (validated like
+    /// [`owner_of`](Self::owner_of)).
+    ///
+    /// # Safety
+    /// Same as [`owner_of`](Self::owner_of).
+    pub unsafe fn class_of(ptr: NonNull<u8>) -> Result<SizeClass, SlabError> {
+        // SAFETY: forwarded obligations.
+        unsafe { header::locate(ptr) }.map(|l| l.class)
+    }
+
+    /// Drains every slab's remote-free stack into its bitmap, files slabs on
+    /// the right lists, and hands slabs that are empty beyond `empty_keep`
+    /// to `release`.
+    pub fn drain_remote(&mut self, mut release: impl FnMut(NonNull<u8>)) {
+        for c in 0..NUM_CLASSES {
+            for tag in [PARTIAL, FULL, EMPTY] {
+                let mut cur = self.classes[c].lists[tag as usize].head;
+                while let Some(slab) = cur {
+                    cur = slab.next();
+                    if slab.remote_pending() {
+                        self.drain_slab(slab);
+                        if let Some(mem) = self.settle(slab, true) {
+                            release(mem);
+                        }
+                    }
+                }
+            }
+            while self.classes[c].lists[EMPTY as usize].len > self.empty_keep {
+                let Some(slab) = self.classes[c].lists[EMPTY as usize].head else {
+                    break;
+                };
+                self.classes[c].lists[EMPTY as usize].unlink(slab);
+                release(self.release_slab(slab));
+            }
+        }
+    }
+
+    /// Drains, then hands every empty slab (cached ones included) to
+    /// `release`.
+    pub fn trim(&mut self, mut release: impl FnMut(NonNull<u8>)) {
+        self.drain_remote(&mut release);
+        for c in 0..NUM_CLASSES {
+            while let Some(slab) = self.classes[c].lists[EMPTY as usize].head {
+                self.classes[c].lists[EMPTY as usize].unlink(slab);
+                release(self.release_slab(slab));
+            }
+        }
+    }
+
+    /// Tear-down: hands every slab to `release`, whether or not it still
+    /// holds live objects (their pointers dangle once the memory is reused;
+    /// freeing them later is the caller's bug). The allocator is empty
+    /// afterwards and can be fed new slabs.
+    pub fn release_all(&mut self, mut release: impl FnMut(NonNull<u8>)) {
+        for c in 0..NUM_CLASSES {
+            for tag in [PARTIAL, FULL, EMPTY] {
+                while let Some(slab) = self.classes[c].lists[tag as usize].head {
+                    self.classes[c].lists[tag as usize].unlink(slab);
+                    release(slab.release());
+                }
+            }
+        }
+    }
+
+    /// Takes (and clears) the last problem a drain found in a remote-free
+    /// chain: [`SlabError::DoubleFree`] or [`SlabError::CorruptRemoteChain`].
+    /// Totals are in [`stats`](Self::stats).
+    pub fn take_remote_error(&mut self) -> Option<SlabError> {
+        self.last_remote_error.take()
+    }
+
+    /// Runs one slab's drain and records what went wrong.
+    fn drain_slab(&mut self, slab: Slab) {
+        let out = slab.drain_remote();
+        if out.double_frees > 0 || out.corrupt {
+            self.remote_double_frees += u64::from(out.double_frees);
+            let err = if out.corrupt {
+                self.corrupt_remote_chains += 1;
+                SlabError::CorruptRemoteChain
+            } else {
+                SlabError::DoubleFree
+            };
+            self.last_remote_error = Some(err);
+            log::error!(
+                "bsa-slab: cpu {} {}: remote-free chain: {} double free(s){}",
+                self.owner,
+                slab.class(),
+                out.double_frees,
+                if out.corrupt {
+                    ", chain corrupt or cyclic: rest abandoned (leaked)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+
+    /// Moves `slab` to the list its free count calls for. With
+    /// `may_release`, a slab that becomes empty while the class already
+    /// caches `empty_keep` empty slabs is released and returned instead.
+    fn settle(&mut self, slab: Slab, may_release: bool) -> Option<NonNull<u8>> {
+        let free = slab.free();
+        let want = if free == 0 {
+            FULL
+        } else if free == slab.count() {
+            EMPTY
+        } else {
+            PARTIAL
+        };
+        let cur = slab.list();
+        if cur == want {
+            return None;
+        }
+        let c = slab.class().index();
+        if cur != DETACHED {
+            self.classes[c].lists[cur as usize].unlink(slab);
+        }
+        if want == EMPTY
+            && may_release
+            && self.classes[c].lists[EMPTY as usize].len >= self.empty_keep
+        {
+            return Some(self.release_slab(slab));
+        }
+        self.classes[c].lists[want as usize].push_front(slab, want);
+        None
+    }
+
+    fn move_to(&mut self, slab: Slab, tag: header::ListTag) {
+        let c = slab.class().index();
+        self.classes[c].lists[slab.list() as usize].unlink(slab);
+        self.classes[c].lists[tag as usize].push_front(slab, tag);
+    }
+
+    /// Releases a detached, empty slab, draining any (necessarily bogus,
+    /// double-free) remote entries first so they are reported.
+    fn release_slab(&mut self, slab: Slab) -> NonNull<u8> {
+        if slab.remote_pending() {
+            self.drain_slab(slab);
+        }
+        slab.release()
+    }
+}

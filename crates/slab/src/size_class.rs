@@ -1,0 +1,250 @@
+//! Size classes, the `Layout` → class table, and per-class slab geometry.
+//!
+//! Everything here is computed at compile time; nothing is `unsafe`.
+
+use core::alloc::Layout;
+use core::fmt;
+
+use crate::header::BITMAP_OFFSET;
+
+/// Bytes in every slab. Every slab is also aligned to this many bytes, so the
+/// header of the slab holding an object is `addr & !(SLAB_SIZE - 1)`.
+///
+/// 32 KiB is the smallest power of two for which the 2048 B class wastes at
+/// most 1/16 of the slab: its objects must be 2048-aligned, so the header
+/// costs one whole slot, and 1 slot in 16 is 1/16.
+pub const SLAB_SIZE: usize = 32 * 1024;
+
+/// The largest object size (and alignment) served by the slab layer.
+pub const MAX_SMALL_SIZE: usize = 2048;
+
+/// Object sizes of the classes, ascending: 8, 16, 24, 32, then four classes
+/// per doubling up to 2048.
+const SIZES: [u16; 28] = [
+    8, 16, 24, 32, // tiny
+    40, 48, 56, 64, // (32, 64]
+    80, 96, 112, 128, // (64, 128]
+    160, 192, 224, 256, // (128, 256]
+    320, 384, 448, 512, // (256, 512]
+    640, 768, 896, 1024, // (512, 1024]
+    1280, 1536, 1792, 2048, // (1024, 2048]
+];
+
+/// Number of size classes.
+pub const NUM_CLASSES: usize = SIZES.len();
+
+/// `LOOKUP[(s - 1) >> 3]` is the index of the smallest class of size `>= s`
+/// for `1 <= s <= MAX_SMALL_SIZE` (all class sizes are multiples of 8).
+static LOOKUP: [u8; MAX_SMALL_SIZE / 8] = build_lookup();
+
+const fn build_lookup() -> [u8; MAX_SMALL_SIZE / 8] {
+    let mut table = [0u8; MAX_SMALL_SIZE / 8];
+    let mut i = 0;
+    let mut class = 0;
+    while i < table.len() {
+        let size = (i + 1) * 8;
+        while (SIZES[class] as usize) < size {
+            class += 1;
+        }
+        table[i] = class as u8;
+        i += 1;
+    }
+    table
+}
+
+/// One size class: objects of [`SizeClass::size`] bytes aligned to
+/// [`SizeClass::align`] (the largest power of two dividing the size).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SizeClass(u8);
+
+impl SizeClass {
+    /// The class serving `layout`, or `None` when the layout is not a slab
+    /// request (size or alignment above [`MAX_SMALL_SIZE`]).
+    ///
+    /// O(1): one rounding and one table load. The chosen class is the smallest
+    /// one whose size is at least `layout.size()` and whose alignment is at
+    /// least `layout.align()`. A zero-sized layout gets the smallest class.
+    #[inline]
+    pub const fn for_layout(layout: Layout) -> Option<SizeClass> {
+        let size = layout.size();
+        let align = layout.align();
+        if size > MAX_SMALL_SIZE || align > MAX_SMALL_SIZE {
+            return None;
+        }
+        // Rounding the size up to the alignment is enough: the smallest class
+        // >= a multiple m·align of align is m·align itself or a multiple of
+        // align (see the crate docs), and it never exceeds MAX_SMALL_SIZE
+        // because MAX_SMALL_SIZE is a multiple of align.
+        let rounded = (size + align - 1) & !(align - 1);
+        let rounded = rounded + (rounded == 0) as usize;
+        Some(SizeClass(LOOKUP[(rounded - 1) >> 3]))
+    }
+
+    /// The class with the given index (`0..NUM_CLASSES`).
+    #[inline]
+    pub const fn from_index(i: usize) -> Option<SizeClass> {
+        if i < NUM_CLASSES {
+            Some(SizeClass(i as u8))
+        } else {
+            None
+        }
+    }
+
+    /// Index of the class, `0..NUM_CLASSES`, ascending with the size.
+    #[inline]
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// Object size in bytes.
+    #[inline]
+    pub const fn size(self) -> usize {
+        SIZES[self.0 as usize] as usize
+    }
+
+    /// Guaranteed alignment of every object: the largest power of two
+    /// dividing the size.
+    #[inline]
+    pub const fn align(self) -> usize {
+        1 << SIZES[self.0 as usize].trailing_zeros()
+    }
+
+    /// Number of objects in one slab of this class.
+    #[inline]
+    pub const fn objects_per_slab(self) -> usize {
+        GEOMETRY[self.0 as usize].count as usize
+    }
+
+    /// Bytes of a slab of this class that hold no object (header, bitmap,
+    /// alignment padding and unusable tail).
+    #[inline]
+    pub const fn slab_overhead(self) -> usize {
+        SLAB_SIZE - self.objects_per_slab() * self.size()
+    }
+
+    /// Iterator over all classes, ascending.
+    pub fn all() -> impl Iterator<Item = SizeClass> {
+        (0..NUM_CLASSES as u8).map(SizeClass)
+    }
+
+    #[inline]
+    pub(crate) const fn geometry(self) -> &'static Geometry {
+        &GEOMETRY[self.0 as usize]
+    }
+}
+
+impl fmt::Display for SizeClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "class {} ({} B)", self.0, self.size())
+    }
+}
+
+/// Where the objects of one class sit in a slab.
+#[derive(Debug)]
+pub(crate) struct Geometry {
+    /// Object size.
+    pub(crate) size: u32,
+    /// Offset of object 0 from the slab start (after header and bitmap,
+    /// rounded up to the class alignment).
+    pub(crate) first: u32,
+    /// Objects per slab.
+    pub(crate) count: u32,
+    /// `ceil(2^32 / size)`, so `(off * recip) >> 32 == off / size` for every
+    /// `off < SLAB_SIZE`. Proof: write `recip = (2^32 + e) / size` with
+    /// `0 <= e < size` and `off = q * size + r`, `r < size`. Then
+    /// `off * recip / 2^32 = q + r / size + off * e / (size * 2^32)`, and the
+    /// last two terms stay below 1 because `off * e < 2^15 * 2^11 < 2^32`
+    /// gives `off * e / 2^32 < 1 <= size - r`. (A unit test also checks every
+    /// offset of every class.) For power-of-two sizes it is an exact shift.
+    pub(crate) recip: u32,
+}
+
+impl Geometry {
+    /// Number of 64-bit bitmap words.
+    #[inline]
+    pub(crate) const fn words(&self) -> usize {
+        (self.count as usize).div_ceil(64)
+    }
+
+    /// Object index of byte offset `off` from object 0, if `off` is exactly
+    /// on a slot boundary of an object of this slab. No hardware division.
+    #[inline]
+    pub(crate) const fn index_of(&self, off_in_slab: usize) -> Option<usize> {
+        let rel = off_in_slab.wrapping_sub(self.first as usize);
+        if rel >= (self.count * self.size) as usize {
+            return None;
+        }
+        let idx = ((rel as u64 * self.recip as u64) >> 32) as usize;
+        if idx * self.size as usize == rel {
+            Some(idx)
+        } else {
+            None
+        }
+    }
+}
+
+const fn compute_geometry(size: usize) -> Geometry {
+    let align = 1usize << size.trailing_zeros();
+    // Largest count such that header + bitmap(count), rounded up to the
+    // alignment, plus count objects fit in the slab.
+    let mut count = SLAB_SIZE / size;
+    loop {
+        let header = BITMAP_OFFSET + count.div_ceil(64) * 8;
+        let first = (header + align - 1) & !(align - 1);
+        if first + count * size <= SLAB_SIZE {
+            let recip = (1u64 << 32).div_ceil(size as u64);
+            return Geometry {
+                size: size as u32,
+                first: first as u32,
+                count: count as u32,
+                recip: recip as u32,
+            };
+        }
+        count -= 1;
+    }
+}
+
+const fn build_geometry() -> [Geometry; NUM_CLASSES] {
+    const ZERO: Geometry = Geometry {
+        size: 0,
+        first: 0,
+        count: 0,
+        recip: 0,
+    };
+    let mut g = [ZERO; NUM_CLASSES];
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        g[i] = compute_geometry(SIZES[i] as usize);
+        i += 1;
+    }
+    g
+}
+
+static GEOMETRY: [Geometry; NUM_CLASSES] = build_geometry();
+
+/// Compile-time checks of the rules the crate docs promise.
+const _: () = {
+    assert!(SLAB_SIZE.is_power_of_two());
+    assert!(SIZES[NUM_CLASSES - 1] as usize == MAX_SMALL_SIZE);
+    let g = build_geometry();
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        // Every class is a multiple of 8 (table lookup, link word).
+        assert!(SIZES[i] % 8 == 0);
+        if i > 0 {
+            assert!(SIZES[i] > SIZES[i - 1]);
+        }
+        // At most 64 bitmap words, so one summary word covers them.
+        assert!(g[i].words() <= 64);
+        // Internal waste: for s in 33..=2048, class(s) <= 1.25 s. The worst
+        // request for class i is SIZES[i - 1] + 1.
+        if SIZES[i] > 32 {
+            assert!(4 * SIZES[i] as usize <= 5 * (SIZES[i - 1] as usize + 1));
+        }
+        // Header + unusable tail at most 1/16 of the slab. (The loom build
+        // has a bigger header and is not held to it.)
+        #[cfg(not(bsa_loom))]
+        assert!(SLAB_SIZE - (g[i].count * g[i].size) as usize <= SLAB_SIZE / 16);
+        i += 1;
+    }
+};

@@ -1,0 +1,308 @@
+//! Statistics and the consistency checker (lists vs bitmaps vs counters).
+
+use core::fmt;
+
+use crate::cache::SlabAllocator;
+use crate::header::{Slab, EMPTY, FULL, PARTIAL};
+use crate::size_class::{SizeClass, NUM_CLASSES};
+
+/// Per-class numbers of one [`SlabAllocator`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Objects not free in the bitmaps. Objects sitting on a remote-free
+    /// stack count as live until the owner drains them.
+    pub live_objects: usize,
+    /// `live_objects` times the class size.
+    pub live_bytes: usize,
+    /// Objects free for the owner.
+    pub free_objects: usize,
+    /// Slabs with some free and some live objects.
+    pub partial_slabs: usize,
+    /// Slabs with no free object.
+    pub full_slabs: usize,
+    /// Cached slabs with every object free.
+    pub empty_slabs: usize,
+    /// Slabs whose remote-free stack is not empty (read from the stack
+    /// heads, a snapshot: other CPUs may push at any time).
+    pub remote_pending_slabs: usize,
+}
+
+impl ClassStats {
+    /// Slabs of any state.
+    pub fn slabs(&self) -> usize {
+        self.partial_slabs + self.full_slabs + self.empty_slabs
+    }
+
+    fn add(&mut self, o: &ClassStats) {
+        self.live_objects += o.live_objects;
+        self.live_bytes += o.live_bytes;
+        self.free_objects += o.free_objects;
+        self.partial_slabs += o.partial_slabs;
+        self.full_slabs += o.full_slabs;
+        self.empty_slabs += o.empty_slabs;
+        self.remote_pending_slabs += o.remote_pending_slabs;
+    }
+}
+
+/// A snapshot of a [`SlabAllocator`]'s state.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SlabStats {
+    /// Indexed by [`SizeClass::index`].
+    pub classes: [ClassStats; NUM_CLASSES],
+    /// Remote-free chain entries that were already free when drained
+    /// (double frees), since the allocator was created.
+    pub remote_double_frees: u64,
+    /// Remote-free chains abandoned as corrupt or cyclic.
+    pub corrupt_remote_chains: u64,
+}
+
+impl SlabStats {
+    /// Sum over all classes.
+    pub fn total(&self) -> ClassStats {
+        let mut t = ClassStats::default();
+        for c in &self.classes {
+            t.add(c);
+        }
+        t
+    }
+}
+
+/// Which list a slab is on.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SlabState {
+    /// Some objects free.
+    Partial,
+    /// No object free.
+    Full,
+    /// All objects free.
+    Empty,
+}
+
+impl SlabState {
+    fn from_tag(tag: u8) -> SlabState {
+        match tag {
+            PARTIAL => SlabState::Partial,
+            FULL => SlabState::Full,
+            _ => SlabState::Empty,
+        }
+    }
+}
+
+/// What [`SlabAllocator::check_consistency`] found wrong.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlabConsistencyError {
+    /// A listed slab's header has a bad magic, another owner/instance, or
+    /// another class than the list it is on.
+    BadHeader {
+        /// Class of the list.
+        class: SizeClass,
+    },
+    /// `prev`/`next` links disagree, a slab carries the wrong list tag, or
+    /// a list is longer than its counter (a cycle).
+    BrokenList {
+        /// Class of the list.
+        class: SizeClass,
+        /// The list.
+        list: SlabState,
+    },
+    /// A list's length differs from its counter.
+    ListLength {
+        /// Class of the list.
+        class: SizeClass,
+        /// The list.
+        list: SlabState,
+        /// Slabs found by walking.
+        walked: usize,
+        /// The counter.
+        recorded: usize,
+    },
+    /// A slab's free count does not belong on its list.
+    WrongList {
+        /// Class of the slab.
+        class: SizeClass,
+        /// The list it is on.
+        list: SlabState,
+        /// Its free count.
+        free: u32,
+    },
+    /// Bits set in the bitmap differ from the free counter, or bits are set
+    /// beyond the object count.
+    Bitmap {
+        /// Class of the slab.
+        class: SizeClass,
+        /// Bits set.
+        bits: u32,
+        /// The free counter.
+        free: u32,
+    },
+    /// The summary word does not match the non-zero bitmap words.
+    Summary {
+        /// Class of the slab.
+        class: SizeClass,
+    },
+}
+
+impl fmt::Display for SlabConsistencyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::BadHeader { class } => write!(f, "{class}: listed slab has a bad header"),
+            Self::BrokenList { class, list } => write!(f, "{class}: {list:?} list is broken"),
+            Self::ListLength {
+                class,
+                list,
+                walked,
+                recorded,
+            } => write!(
+                f,
+                "{class}: {list:?} list has {walked} slabs, counter says {recorded}"
+            ),
+            Self::WrongList { class, list, free } => {
+                write!(
+                    f,
+                    "{class}: slab with {free} free objects on the {list:?} list"
+                )
+            }
+            Self::Bitmap { class, bits, free } => {
+                write!(
+                    f,
+                    "{class}: bitmap has {bits} free bits, counter says {free}"
+                )
+            }
+            Self::Summary { class } => write!(f, "{class}: bitmap summary word is wrong"),
+        }
+    }
+}
+
+impl core::error::Error for SlabConsistencyError {}
+
+impl SlabAllocator {
+    /// A snapshot of per-class counts (walks the lists: O(slabs)).
+    pub fn stats(&self) -> SlabStats {
+        let mut classes = [ClassStats::default(); NUM_CLASSES];
+        for (c, st) in classes.iter_mut().enumerate() {
+            let size = SizeClass::from_index(c).map_or(0, SizeClass::size);
+            let lists = &self.classes[c].lists;
+            st.partial_slabs = lists[PARTIAL as usize].len;
+            st.full_slabs = lists[FULL as usize].len;
+            st.empty_slabs = lists[EMPTY as usize].len;
+            for list in lists {
+                let mut cur = list.head;
+                let mut n = 0;
+                while let Some(slab) = cur {
+                    if n == list.len {
+                        break; // corrupt list: check_consistency reports it
+                    }
+                    n += 1;
+                    st.live_objects += (slab.count() - slab.free()) as usize;
+                    st.free_objects += slab.free() as usize;
+                    st.remote_pending_slabs += usize::from(slab.remote_pending());
+                    cur = slab.next();
+                }
+            }
+            st.live_bytes = st.live_objects * size;
+        }
+        SlabStats {
+            classes,
+            remote_double_frees: self.remote_double_frees,
+            corrupt_remote_chains: self.corrupt_remote_chains,
+        }
+    }
+
+    /// Walks every list and checks headers, links, list tags, list lengths
+    /// against their counters, free counters against the bitmaps and the
+    /// summary words, and that each slab sits on the list its free count
+    /// calls for. O(slabs × bitmap words); meant for tests and debugging.
+    pub fn check_consistency(&self) -> Result<(), SlabConsistencyError> {
+        for (c, cache) in self.classes.iter().enumerate() {
+            let Some(class) = SizeClass::from_index(c) else {
+                continue;
+            };
+            for tag in [PARTIAL, FULL, EMPTY] {
+                let list = &cache.lists[tag as usize];
+                let state = SlabState::from_tag(tag);
+                let broken = SlabConsistencyError::BrokenList { class, list: state };
+                let mut prev: Option<Slab> = None;
+                let mut cur = list.head;
+                let mut walked = 0;
+                while let Some(slab) = cur {
+                    if walked == list.len {
+                        return Err(broken);
+                    }
+                    walked += 1;
+                    if slab.prev() != prev || slab.list() != tag {
+                        return Err(broken);
+                    }
+                    self.check_slab(slab, class, state)?;
+                    prev = Some(slab);
+                    cur = slab.next();
+                }
+                if walked != list.len {
+                    return Err(SlabConsistencyError::ListLength {
+                        class,
+                        list: state,
+                        walked,
+                        recorded: list.len,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_slab(
+        &self,
+        slab: Slab,
+        class: SizeClass,
+        state: SlabState,
+    ) -> Result<(), SlabConsistencyError> {
+        if !slab.magic_ok()
+            || slab.class() != class
+            || slab.identity() != (self.owner(), self.instance)
+        {
+            return Err(SlabConsistencyError::BadHeader { class });
+        }
+        let g = class.geometry();
+        let (count, free) = (g.count, slab.free());
+        let mut bits = 0;
+        let mut summary = 0u64;
+        for w in 0..g.words() {
+            let word = slab.word(w);
+            let valid = if (w + 1) * 64 <= count as usize {
+                u64::MAX
+            } else {
+                (1u64 << (count as usize - w * 64)) - 1
+            };
+            if word & !valid != 0 {
+                return Err(SlabConsistencyError::Bitmap {
+                    class,
+                    bits: u32::MAX,
+                    free,
+                });
+            }
+            bits += word.count_ones();
+            if word != 0 {
+                summary |= 1 << w;
+            }
+        }
+        if bits != free {
+            return Err(SlabConsistencyError::Bitmap { class, bits, free });
+        }
+        if summary != slab.summary() {
+            return Err(SlabConsistencyError::Summary { class });
+        }
+        let ok = match state {
+            SlabState::Partial => free > 0 && free < count,
+            SlabState::Full => free == 0,
+            SlabState::Empty => free == count,
+        };
+        if !ok {
+            return Err(SlabConsistencyError::WrongList {
+                class,
+                list: state,
+                free,
+            });
+        }
+        Ok(())
+    }
+}
