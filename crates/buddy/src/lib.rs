@@ -1,4 +1,127 @@
-//! bsa-buddy: a buddy page allocator (docs: see below).
+//! A buddy page allocator for kernels, hypervisors and embedded systems.
+//!
+//! # The problem
+//!
+//! Something has to hand out memory in pages before any heap exists: page
+//! tables, stacks, DMA buffers, the slabs of a small-object allocator. The
+//! memory arrives as a few regions of arbitrary start and length, discovered
+//! at boot or hot-plugged later, possibly huge and mostly untouched. The
+//! allocator must not need a heap of its own, must keep its costs
+//! independent of how much memory it manages and how fragmented it is, must
+//! serve large power-of-two alignments for free, and must turn every misuse
+//! (double free, foreign pointer, wrong size) into an error instead of silent
+//! corruption, in release builds too.
+//!
+//! # The mechanism
+//!
+//! [`BuddyAllocator::add_region`] turns a region into a *section*. At the
+//! region's own start it writes a section header and then one 16-byte
+//! metadata entry ([`META_BYTES`]) per managed page; the managed pages
+//! follow, starting at the first page boundary after the metadata. The page
+//! count is the largest that fits, so at most one page is lost to padding
+//! beyond the metadata itself. The managed pages are never read or written
+//! by the allocator: a multi-gigabyte region that is reserved but not backed
+//! costs only the memory its metadata occupies.
+//!
+//! Free memory is kept as *blocks* of `2^order` pages, `order` in
+//! `0..=`[`MAX_ORDER`], that are **naturally aligned in absolute address**:
+//! a block of `2^k` pages starts at a multiple of `2^k * PAGE_SIZE`. Hence
+//! any block of order `k` satisfies every alignment up to
+//! `2^k * PAGE_SIZE`, and a block's *buddy* (the other half of the block of
+//! order `k + 1` containing it) is found by flipping bit `k` of its page
+//! frame number: no search.
+//!
+//! Only the first page of a block (its *head*) carries metadata: free heads
+//! record their order and the links of a doubly linked free list; allocation
+//! heads record the allocation's page count and a small user tag. Every
+//! other page is marked *inner*. Free lists are intrusive (threaded through
+//! the metadata, as section-relative `u32` page indices) and kept per section
+//! and order; per order, the sections with a non-empty list form another
+//! doubly linked list, so finding a free block of a given order is O(1)
+//! however many sections there are.
+//!
+//! [`BuddyAllocator::alloc_pages`]`(count, align)` takes the first free
+//! block of the smallest order that is both large enough and aligned enough,
+//! hands out **exactly** its first `count` pages, and returns the rest of the
+//! block to the free lists as naturally aligned smaller blocks (a request for
+//! 5 pages consumes 5 pages, not 8). [`BuddyAllocator::dealloc_pages`]
+//! validates the pointer and count against the head's metadata, then frees
+//! the range as naturally aligned blocks, merging each with its buddy for
+//! as long as the buddy is a free block of the same order.
+//! [`BuddyAllocator::shrink_pages`] and
+//! [`BuddyAllocator::grow_pages_in_place`] resize an allocation in place in
+//! the same way, and [`BuddyAllocator::alloc_pages_where`] lets a predicate
+//! choose among the candidate blocks (for example memory below 4 GiB for
+//! DMA).
+//!
+//! # Invariants
+//!
+//! [`BuddyAllocator::check_consistency`] verifies all of them; the tests run
+//! it after every operation.
+//!
+//! - Every managed page is covered by exactly one free block or one live
+//!   allocation, and only the first page of each carries head metadata.
+//! - Every free block is naturally aligned, lies inside its section and is
+//!   on the free list of its order, with consistent back links; no two free
+//!   buddies of the same order exist (they are always merged).
+//! - A section is on the per-order list of sections iff its free list of
+//!   that order is non-empty; page and block counters (per section and
+//!   global) match the metadata.
+//!
+//! Because of the first two, a freed pointer can be classified exactly: an
+//! allocation head (then its count is checked), a free page (double free:
+//! either a free head, or a page inside the free block found by probing the
+//! `MAX_ORDER` naturally aligned candidates for its head), or a page inside
+//! a live allocation (not a head). Every rejected call leaves the allocator
+//! unchanged.
+//!
+//! # Cost
+//!
+//! `alloc_pages`, `dealloc_pages`, `shrink_pages` and `grow_pages_in_place`
+//! do O([`MAX_ORDER`]) metadata reads and writes, independent of the heap
+//! size and of fragmentation. The pointer → section lookup of the freeing
+//! calls walks the (address-sorted) list of sections, which is short in
+//! practice. `alloc_pages_where` scans the free lists until its predicate
+//! accepts. `add_region` writes the metadata of every page of the region;
+//! `check_consistency` reads all of it.
+//!
+//! There is no locking inside: all mutating methods take `&mut self` and the
+//! owner picks the lock. The allocator is [`Send`].
+//!
+//! # Example
+//!
+//! ```
+//! use bsa_buddy::{AllocError, BuddyAllocator};
+//! use core::mem::MaybeUninit;
+//!
+//! // Any memory will do; here a leaked buffer from the host's heap.
+//! let region: &'static mut [MaybeUninit<u8>] =
+//!     Box::leak(vec![MaybeUninit::uninit(); 1 << 20].into_boxed_slice());
+//!
+//! let mut pages = BuddyAllocator::<4096>::new();
+//! let section = pages.add_region_slice(region)?;
+//! assert_eq!(pages.total_pages(), section.total_pages);
+//! let before = pages.stats();
+//!
+//! // Three pages, aligned to 16 KiB: exactly three pages are consumed.
+//! let p = pages.alloc_pages(3, 16 * 1024)?;
+//! assert_eq!(p.as_ptr() as usize % (16 * 1024), 0);
+//! assert_eq!(pages.free_pages(), before.free_pages - 3);
+//!
+//! // Misuse is an error, not corruption.
+//! // SAFETY: rejected calls free nothing; the last call frees `p` once.
+//! unsafe {
+//!     assert_eq!(
+//!         pages.dealloc_pages(p, 4),
+//!         Err(AllocError::WrongCount { expected: 3, given: 4 })
+//!     );
+//!     pages.dealloc_pages(p, 3)?;
+//!     assert_eq!(pages.dealloc_pages(p, 3), Err(AllocError::DoubleFree));
+//! }
+//! assert_eq!(pages.stats(), before);
+//! pages.check_consistency().expect("consistent");
+//! # Ok::<(), AllocError>(())
+//! ```
 #![no_std]
 
 #[cfg(test)]
