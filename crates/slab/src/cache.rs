@@ -247,8 +247,7 @@ impl SlabAllocator {
         // SAFETY: `mem` is readable initialized memory of SLAB_SIZE bytes
         // (obligation 1) and we own it exclusively (obligation 2), so nobody
         // sets it up or releases it concurrently.
-        if let Ok(found) = unsafe { header::locate(mem) } {
-            let _ = found;
+        if unsafe { header::has_live_header(mem) } {
             return Err(SlabError::SlabAlreadyAdded);
         }
         if self.instance == 0 {

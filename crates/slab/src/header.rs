@@ -119,6 +119,18 @@ pub(crate) unsafe fn remote_head_of(hdr: &NonNull<SlabHeader>) -> &AtomicPtr<u8>
     unsafe { &(*hdr.as_ptr()).remote_head }
 }
 
+/// Whether `mem` (a `SLAB_SIZE`-aligned block) starts with a live header.
+///
+/// # Safety
+/// - `mem` is readable, initialized memory of at least the header's size,
+///   not being set up or released concurrently.
+pub(crate) unsafe fn has_live_header(mem: NonNull<u8>) -> bool {
+    // SAFETY: the caller guarantees the header bytes are readable and
+    // initialized and not written concurrently.
+    let magic = unsafe { (*mem.cast::<SlabHeader>().as_ptr()).magic };
+    magic == MAGIC ^ mem.addr().get()
+}
+
 /// Sets up a slab in `mem`: header, all-free bitmap, link words.
 ///
 /// # Safety

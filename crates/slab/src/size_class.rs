@@ -75,8 +75,9 @@ impl SizeClass {
         // >= a multiple m·align of align is m·align itself or a multiple of
         // align (see the crate docs), and it never exceeds MAX_SMALL_SIZE
         // because MAX_SMALL_SIZE is a multiple of align.
+        // A zero-sized request still gets a distinct, aligned object.
+        let size = size + (size == 0) as usize;
         let rounded = (size + align - 1) & !(align - 1);
-        let rounded = rounded + (rounded == 0) as usize;
         Some(SizeClass(LOOKUP[(rounded - 1) >> 3]))
     }
 
