@@ -20,7 +20,10 @@ pub(crate) unsafe fn push(hdr: NonNull<SlabHeader>, obj: NonNull<u8>) {
     // SAFETY: obligation 1: the header is initialized and stays so for the
     // duration of the call.
     let head = unsafe { crate::header::remote_head_of(&hdr) };
-    let mut top = head.load(Ordering::Relaxed);
+    // Optimistic first attempt against an empty stack (the common case: the
+    // owner drains often) instead of a load: one atomic operation when it
+    // succeeds, and a failed CAS returns the current top like a load would.
+    let mut top = core::ptr::null_mut();
     loop {
         // SAFETY: obligation 2 and `obj` is an 8-aligned slot (all classes
         // are multiples of 8), prepared by `link_init` at slab setup.
