@@ -1,2 +1,213 @@
-//! bsa-global: filled in by its issue.
+//! One `GlobalAlloc` for a kernel: a buddy page allocator plus per-CPU slab
+//! caches, composed so that an OS can write
+//! `#[global_allocator] static HEAP: GlobalAllocator<MyPlatform> = ...`.
+//!
+//! # The problem
+//!
+//! A kernel heap must be fast for small objects on every CPU at once, serve
+//! page-sized and page-aligned blocks, give DMA-able memory below 4 GiB, and
+//! survive the bugs of its callers: a double free or a foreign pointer must
+//! be caught and reported in release builds, not turned into silent
+//! corruption. It also has to start from nothing — no heap exists to hold
+//! its own metadata — and learn the CPU count at boot.
+//!
+//! # The mechanism
+//!
+//! - **Routing.** A request whose size and alignment fit a slab size class
+//!   (up to 2 KiB, see `bsa-slab`) goes to the current CPU's
+//!   [`SlabAllocator`](bsa_slab::SlabAllocator), held in a
+//!   [`PerCpu`](bsa_percpu::PerCpu) slot (cache-padded, own spin lock).
+//!   Everything else is a run of whole pages from the
+//!   [`BuddyAllocator`](bsa_buddy::BuddyAllocator), which sits behind one
+//!   spin lock. The fast path — a slab of the class has room — takes only
+//!   the CPU's own, uncontended slot lock.
+//! - **Refill and release.** When a CPU's cache has no room it answers
+//!   `NeedsSlab`; the allocator drops the slot lock, takes one 32 KiB slab
+//!   chunk (aligned to 32 KiB) from the buddy, tags it *slab* there,
+//!   re-takes the slot lock and adds it. A slab that becomes empty beyond
+//!   the cache's policy is handed back the same way. **A slot lock is never
+//!   held while the buddy lock is taken.**
+//! - **Critical section.** Every operation runs inside one
+//!   [`Platform`] critical section (interrupts masked in a kernel), so the
+//!   CPU cannot change under it and an interrupt handler that allocates
+//!   cannot deadlock on a lock its own CPU holds.
+//! - **Cross-CPU frees** of small objects take the slab crate's lock-free
+//!   remote-free stack (one CAS); the owner drains it under its own lock.
+//! - **Metadata comes from the regions themselves.** `init` carves the
+//!   per-CPU slots from the start of the first region; every region carves
+//!   its slab-ownership map (4 bytes per 32 KiB) and the buddy's page
+//!   metadata (16 bytes per page) from its own start. No boot heap.
+//!
+//! # Validating a free
+//!
+//! `dealloc` gets a pointer and a `Layout`. The layout decides the route;
+//! the pointer is then validated **before any memory it points to is read**:
+//!
+//! - *Pages*: under the buddy lock, the pointer must head a live buddy
+//!   allocation tagged *large* whose page count equals the layout's.
+//!   Anything else (a slab chunk, a page-API block, an interior pointer, a
+//!   free page, a foreign pointer, a wrong count) is refused.
+//! - *Small objects*: a lock-free lookup finds the region containing the
+//!   pointer (a short table, at most [`MAX_REGIONS`]) and its 32 KiB chunk's
+//!   entry in the region's **slab-ownership map**. The entry is 0 unless the
+//!   chunk is a live slab, and then says which CPU slot owns it. Owner bits
+//!   are set (after the slab header is written) and cleared (before the
+//!   chunk goes back to the buddy) only under the owning slot's lock.
+//!   - Owner is the current CPU: take the slot lock, re-check the entry, and
+//!     free locally. The slab cannot be released while we hold its owner's
+//!     lock, so its header is ours to read; the slab crate then checks the
+//!     magic, class and slot boundary and catches double frees in its
+//!     bitmap (after draining pending remote frees).
+//!   - Owner is another CPU: one `fetch_add` on the entry both reads the
+//!     owner and registers the free as *in flight*; the object is pushed on
+//!     the slab's remote stack, then the count is dropped. Releasing a chunk
+//!     clears its owner with a compare-exchange that only succeeds with no
+//!     free in flight, so a chunk never returns to the buddy while a remote
+//!     free is reading its header — even when that free is a racing double
+//!     free. Remote double frees are caught when the owner drains.
+//!
+//!   Cost on the small-free fast path: one `Acquire` load of the region
+//!   count, a scan of (usually one) region bounds, one load of the map
+//!   entry; the local path adds only the slot lock it needs anyway, the
+//!   remote path two uncontended atomic RMWs on the map entry next to the
+//!   CAS on the slab's stack. No buddy lock, no global contention.
+//!
+//! Every refused operation is reported once through [`Platform::report`]
+//! (default: `log::error!`), after all locks are dropped, and changes
+//! nothing: the allocator stays consistent ([`GlobalAllocator::check_consistency`]).
+//!
+//! # Out of memory
+//!
+//! When the buddy cannot serve a request, [`Platform::grow`] is asked once
+//! for another region (sized for the request plus metadata and alignment
+//! slack); if it gives one, the region is added and the request retried
+//! once. Otherwise `GlobalAlloc` returns null and the other APIs
+//! `Err(NoMemory)`. Nothing panics and no partial state is left behind.
+//!
+//! # Embedding it in an OS
+//!
+//! 1. Implement [`Platform`] (it is an `unsafe trait` only because
+//!    [`grow`](Platform::grow) hands memory over): `current_cpu` (e.g. from
+//!    `tp`/`gs`/`TPIDR_EL1`), `enter_critical`/`exit_critical` (save and
+//!    mask interrupts, restore the saved state — must nest), and where
+//!    useful `virt_to_phys`, `grow` and `report`.
+//! 2. Declare the allocator as a `static` with [`GlobalAllocator::new`].
+//! 3. Early in boot, on one CPU, call [`GlobalAllocator::init`] with the
+//!    first free memory region and the number of CPUs. Before that, every
+//!    allocation returns null.
+//! 4. Later, from any CPU, give it more memory with
+//!    [`GlobalAllocator::add_region`] (e.g. the rest of the firmware's
+//!    memory map).
+//!
+//! **IRQ safety.** Interrupt handlers may allocate and free if and only if
+//! `enter_critical` masks interrupts: every lock the allocator takes is
+//! taken inside the critical section. With the default no-op critical
+//! section, only threads (never handlers) may use it, and a thread must not
+//! be preempted by another thread using the same CPU slot while inside —
+//! true in hosted programs where each slot's lock simply serialises threads.
+//!
+//! ```no_run
+//! use core::ptr::addr_of_mut;
+//! use bsa_global::{GlobalAllocator, Platform};
+//!
+//! /// The kernel's view of the machine.
+//! struct KernelPlatform;
+//!
+//! # fn read_cpu_id_register() -> usize { 0 }
+//! # fn save_and_disable_interrupts() -> usize { 0 }
+//! # fn restore_interrupts(_saved: usize) {}
+//! // SAFETY: `grow` is not overridden, so no memory is handed over here.
+//! unsafe impl Platform for KernelPlatform {
+//!     fn current_cpu(&self) -> usize {
+//!         read_cpu_id_register() // e.g. the hart id kept in `tp`
+//!     }
+//!     fn enter_critical(&self) -> usize {
+//!         save_and_disable_interrupts() // e.g. csrrc sstatus, SIE
+//!     }
+//!     fn exit_critical(&self, saved: usize) {
+//!         restore_interrupts(saved)
+//!     }
+//! }
+//!
+//! #[global_allocator]
+//! static HEAP: GlobalAllocator<KernelPlatform> = GlobalAllocator::new(KernelPlatform);
+//!
+//! const HEAP_BYTES: usize = 8 << 20;
+//! static mut HEAP_MEMORY: [u8; HEAP_BYTES] = [0; HEAP_BYTES];
+//!
+//! fn kernel_main(cpu_count: usize) {
+//!     // SAFETY: HEAP_MEMORY is used by nothing else, for the kernel's lifetime.
+//!     unsafe {
+//!         let region = core::ptr::slice_from_raw_parts_mut(
+//!             addr_of_mut!(HEAP_MEMORY).cast::<u8>(),
+//!             HEAP_BYTES,
+//!         );
+//!         HEAP.init(region, cpu_count).expect("heap init");
+//!     }
+//!     // From here on `alloc::boxed::Box`, `Vec`, ... work on every CPU.
+//!     let v: Vec<u32> = (0..1000).collect();
+//!     assert_eq!(v.len(), 1000);
+//!     // DMA buffer below 4 GiB physical, 2 pages, page aligned:
+//!     let dma = HEAP.alloc_pages_lowmem(2, 4096).expect("dma pages");
+//!     // SAFETY: allocated just above with the same count, not used after.
+//!     unsafe { HEAP.dealloc_pages(dma, 2) }.unwrap();
+//! }
+//! # fn main() { kernel_main(1) }
+//! ```
+//!
+//! The allocator also works as a plain object (several may coexist), which
+//! is how its tests drive it:
+//!
+//! ```
+//! use core::alloc::{GlobalAlloc, Layout};
+//! use bsa_global::{GlobalAllocator, Platform};
+//!
+//! struct OneCpu;
+//! // SAFETY: no memory is handed over through the hooks.
+//! unsafe impl Platform for OneCpu {}
+//!
+//! let heap: GlobalAllocator<OneCpu> = GlobalAllocator::new(OneCpu);
+//! let layout = Layout::from_size_align(256 << 10, 4096).unwrap();
+//! let memory = unsafe { std::alloc::alloc(layout) };
+//! // SAFETY: `memory` is ours until `heap` is gone (we leak it below).
+//! unsafe { heap.init(core::ptr::slice_from_raw_parts_mut(memory, layout.size()), 1) }.unwrap();
+//! let free_after_init = heap.stats().free_pages;
+//!
+//! let small = Layout::new::<[u64; 8]>();
+//! let p = unsafe { heap.alloc(small) };
+//! assert!(!p.is_null());
+//! unsafe { heap.dealloc(p, small) };
+//! heap.trim();
+//! assert_eq!(heap.stats().free_pages, free_after_init);
+//! heap.check_consistency().unwrap();
+//! # drop(heap);
+//! ```
 #![no_std]
+
+#[cfg(any(test, feature = "hosted"))]
+extern crate std;
+
+mod allocator;
+mod api;
+mod error;
+#[cfg(feature = "hosted")]
+mod hosted;
+mod platform;
+mod regions;
+mod stats;
+
+pub use allocator::{GlobalAllocator, MAX_CPUS};
+pub use error::{AllocError, ConsistencyError};
+#[cfg(feature = "hosted")]
+pub use hosted::HostedPlatform;
+pub use platform::{Misuse, MisuseKind, Platform};
+pub use regions::MAX_REGIONS;
+pub use stats::{Stats, STATS_CPUS};
+
+/// Re-exported lower layers, for their types in this crate's API.
+pub use bsa_buddy;
+pub use bsa_percpu;
+pub use bsa_slab;
+
+#[cfg(test)]
+mod tests;

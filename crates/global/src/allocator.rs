@@ -1,0 +1,776 @@
+//! `GlobalAllocator`: routing between the per-CPU slab caches and the buddy,
+//! initialisation, regions, the page API, trim. Safe code except for the
+//! calls into the lower crates' `unsafe fn`s, each justified where it is made.
+
+use core::alloc::Layout;
+use core::mem::MaybeUninit;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use bsa_buddy::BuddyAllocator;
+use bsa_percpu::{CpuIndexError, CriticalSection, PerCpu};
+use bsa_slab::{AllocFailure, SizeClass, SlabAllocator, SlabError, SLAB_SIZE};
+use spin::{Mutex, Once};
+
+use crate::platform::PlatformCpu;
+use crate::regions::{self, ChunkList, Regions, INFLIGHT, OWNER_MASK};
+use crate::{AllocError, Misuse, MisuseKind, Platform};
+
+/// Most CPU slots an allocator supports (the owner field of the slab map is
+/// 16 bits wide, with 0 meaning "no owner").
+pub const MAX_CPUS: usize = OWNER_MASK as usize - 1;
+
+/// Buddy tag of pages backing a large `GlobalAlloc`/`Allocator` block.
+pub(crate) const TAG_LARGE: u8 = 1;
+/// Buddy tag of a slab chunk.
+pub(crate) const TAG_SLAB: u8 = 2;
+/// Buddy tag of pages handed out by the page API.
+pub(crate) const TAG_PAGES: u8 = 3;
+
+/// Everything behind the buddy lock.
+pub(crate) struct Heap<const PAGE_SIZE: usize> {
+    pub(crate) buddy: BuddyAllocator<PAGE_SIZE>,
+    /// Bytes of all regions given to the allocator (metadata included).
+    pub(crate) managed_bytes: usize,
+    /// Pages in live large blocks (`TAG_LARGE`).
+    pub(crate) large_pages: usize,
+    /// Pages in live page-API allocations (`TAG_PAGES`).
+    pub(crate) api_pages: usize,
+    /// Slab chunks currently taken from the buddy (`TAG_SLAB`).
+    pub(crate) slab_chunks: usize,
+}
+
+pub(crate) type Cs<'a, 'b, P> = CriticalSection<'a, PlatformCpu<'b, P>>;
+
+/// What a pointer/layout pair routes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// A slab object of this class.
+    Small(SizeClass),
+    /// This many buddy pages.
+    Large(usize),
+}
+
+/// A buddy allocator plus per-CPU slab caches behind one `GlobalAlloc`.
+///
+/// See the [crate documentation](crate) for the design, the embedding guide
+/// and the misuse policy.
+pub struct GlobalAllocator<P: Platform, const PAGE_SIZE: usize = 4096> {
+    pub(crate) platform: P,
+    pub(crate) heap: Mutex<Heap<PAGE_SIZE>>,
+    pub(crate) regions: Regions,
+    pub(crate) cpus: Once<PerCpu<'static, SlabAllocator>>,
+}
+
+impl<P: Platform + core::fmt::Debug, const PAGE_SIZE: usize> core::fmt::Debug
+    for GlobalAllocator<P, PAGE_SIZE>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GlobalAllocator")
+            .field("platform", &self.platform)
+            .field("page_size", &PAGE_SIZE)
+            .field("initialized", &self.cpus.is_completed())
+            .field("regions", &self.regions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
+    /// Pages in one slab chunk.
+    pub(crate) const SLAB_PAGES: usize = {
+        assert!(
+            PAGE_SIZE.is_power_of_two() && PAGE_SIZE <= SLAB_SIZE,
+            "bsa-global needs PAGE_SIZE to be a power of two no larger than bsa_slab::SLAB_SIZE"
+        );
+        SLAB_SIZE / PAGE_SIZE
+    };
+
+    /// An allocator with no memory. Usable in a `static`; call
+    /// [`init`](Self::init) before the first allocation (or implement
+    /// [`Platform::initial_region`]).
+    pub const fn new(platform: P) -> Self {
+        Self {
+            platform,
+            heap: Mutex::new(Heap {
+                buddy: BuddyAllocator::new(),
+                managed_bytes: 0,
+                large_pages: 0,
+                api_pages: 0,
+                slab_chunks: 0,
+            }),
+            regions: Regions::new(),
+            cpus: Once::new(),
+        }
+    }
+
+    /// The platform hooks.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// Whether [`init`](Self::init) (or the lazy bootstrap) has completed.
+    pub fn is_initialized(&self) -> bool {
+        self.cpus.is_completed()
+    }
+
+    /// Number of CPU slots (0 before `init`).
+    pub fn cpu_count(&self) -> usize {
+        self.cpus.get().map_or(0, PerCpu::cpu_count)
+    }
+
+    /// Gives the allocator its first region and the number of CPU slots.
+    ///
+    /// The per-CPU slab state (one cache line or more per CPU) and the
+    /// region's metadata are carved from the start of `region`; the rest is
+    /// managed. May be called from any CPU, once.
+    ///
+    /// # Errors
+    /// [`AllocError::AlreadyInitialized`], [`AllocError::BadCpuCount`]
+    /// (0 or more than [`MAX_CPUS`]), [`AllocError::RegionTooSmall`]. On
+    /// error the allocator stays uninitialised (the bytes of `region` may
+    /// have been written) and `init` may be called again.
+    ///
+    /// # Safety
+    /// - `region` is valid for reads and writes of its whole length.
+    /// - It is used by nothing else for as long as the allocator exists,
+    ///   except through allocations the allocator hands out (it is given to
+    ///   the allocator for good).
+    pub unsafe fn init(&self, region: *mut [u8], cpu_count: usize) -> Result<(), AllocError> {
+        let mut ran = false;
+        let result = self.cpus.try_call_once(|| {
+            ran = true;
+            // SAFETY: forwarded from this function's contract.
+            unsafe { self.build(region, cpu_count) }
+        });
+        match result {
+            Ok(_) if ran => Ok(()),
+            Ok(_) => Err(AllocError::AlreadyInitialized),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The per-CPU slabs, initialising lazily through
+    /// [`Platform::initial_region`] on first use.
+    #[inline]
+    pub(crate) fn cpus(&self) -> Option<&PerCpu<'static, SlabAllocator>> {
+        match self.cpus.get() {
+            Some(c) => Some(c),
+            None => self.bootstrap(),
+        }
+    }
+
+    #[cold]
+    fn bootstrap(&self) -> Option<&PerCpu<'static, SlabAllocator>> {
+        self.cpus
+            .try_call_once(|| {
+                let (region, cpus) = self
+                    .platform
+                    .initial_region()
+                    .ok_or(AllocError::NotInitialized)?;
+                // SAFETY: `Platform`'s implementor guarantees the region is
+                // valid, unused and handed over for good.
+                unsafe { self.build(region, cpus) }
+            })
+            .ok()
+    }
+
+    /// # Safety
+    /// As for [`init`](Self::init).
+    unsafe fn build(
+        &self,
+        region: *mut [u8],
+        cpu_count: usize,
+    ) -> Result<PerCpu<'static, SlabAllocator>, AllocError> {
+        if cpu_count == 0 || cpu_count > MAX_CPUS {
+            return Err(AllocError::BadCpuCount);
+        }
+        let start = region.cast::<u8>();
+        let len = region.len();
+        if start.is_null() {
+            return Err(AllocError::RegionTooSmall);
+        }
+        let storage = PerCpu::<SlabAllocator>::storage_size(cpu_count)
+            .filter(|&s| s < len)
+            .ok_or(AllocError::RegionTooSmall)?;
+        // SAFETY: `start` is non-null and valid for reads and writes of `len
+        // > storage` bytes, exclusively ours for good (caller contract), so
+        // its first `storage` bytes can be viewed as an exclusive `'static`
+        // slice of possibly-uninitialised bytes.
+        let mem: &'static mut [MaybeUninit<u8>] =
+            unsafe { core::slice::from_raw_parts_mut(start.cast(), storage) };
+        let (cpus, rest) = PerCpu::new_in(mem, cpu_count, |i| SlabAllocator::new(i as u32))
+            .map_err(|_| AllocError::RegionTooSmall)?;
+        let used = storage - rest.len();
+        // SAFETY: the remainder of the region past the per-CPU slots is
+        // valid, unused and ours for good (caller contract).
+        unsafe { self.add_region_inner(start.wrapping_add(used), len - used, len) }?;
+        Ok(cpus)
+    }
+
+    /// Gives the allocator another region, at any time, from any CPU.
+    ///
+    /// The region's slab-ownership map (4 bytes per 32 KiB) and the buddy's
+    /// page metadata (16 bytes per page) are carved from its start.
+    ///
+    /// # Errors
+    /// [`AllocError::NotInitialized`] before `init`,
+    /// [`AllocError::RegionTooSmall`], [`AllocError::Overlap`],
+    /// [`AllocError::TooManyRegions`]. The allocator is unchanged then.
+    ///
+    /// # Safety
+    /// As for [`init`](Self::init).
+    pub unsafe fn add_region(&self, region: *mut [u8]) -> Result<(), AllocError> {
+        if self.cpus().is_none() {
+            return Err(AllocError::NotInitialized);
+        }
+        let ctx = PlatformCpu(&self.platform);
+        let _cs = CriticalSection::enter(&ctx);
+        // SAFETY: forwarded from this function's contract.
+        unsafe { self.add_region_inner(region.cast(), region.len(), region.len()) }
+    }
+
+    /// # Safety
+    /// `[start, start + len)` is valid, unused and ours for good;
+    /// `accounted` is the byte count to add to `managed_bytes`.
+    unsafe fn add_region_inner(
+        &self,
+        start: *mut u8,
+        len: usize,
+        accounted: usize,
+    ) -> Result<(), AllocError> {
+        let mut heap = self.heap.lock();
+        let plan = self.regions.plan(&mut *heap, start, len)?;
+        // SAFETY: the remainder after the map is inside the region, which is
+        // valid, unused and ours for good (caller contract); the buddy only
+        // hands its pages out through this allocator.
+        let added = unsafe { heap.buddy.add_region(plan.rest, plan.rest_len) };
+        match added {
+            Ok(_) => {}
+            Err(bsa_buddy::AllocError::Overlap) => return Err(AllocError::Overlap),
+            Err(bsa_buddy::AllocError::TooLarge) => return Err(AllocError::RegionTooSmall),
+            Err(_) => return Err(AllocError::RegionTooSmall),
+        }
+        // SAFETY: `plan` is fresh from this table under the same buddy lock;
+        // the region's contract is this function's.
+        unsafe { self.regions.publish(&mut *heap, plan) };
+        heap.managed_bytes += accounted;
+        Ok(())
+    }
+
+    /// Run `f` inside a critical section.
+    #[inline]
+    pub(crate) fn with_cs<R>(&self, f: impl FnOnce(&Cs<'_, '_, P>) -> R) -> R {
+        let ctx = PlatformCpu(&self.platform);
+        let cs = CriticalSection::enter(&ctx);
+        f(&cs)
+    }
+
+    /// Where a layout goes. Size 0 is treated as size 1.
+    #[inline]
+    pub(crate) fn route(layout: Layout) -> Result<Route, AllocError> {
+        let size = layout.size().max(1);
+        // `size <= isize::MAX - (align - 1)` (a `Layout` invariant), so this
+        // cannot fail for `size.max(1)`.
+        let effective =
+            Layout::from_size_align(size, layout.align()).map_err(|_| AllocError::BadRequest)?;
+        match SizeClass::for_layout(effective) {
+            Some(class) => Ok(Route::Small(class)),
+            None => Ok(Route::Large(size.div_ceil(PAGE_SIZE))),
+        }
+    }
+
+    pub(crate) fn report(&self, kind: MisuseKind, addr: usize, layout: Option<Layout>) {
+        self.platform.report(&Misuse {
+            kind,
+            addr,
+            size: layout.map_or(0, |l| l.size()),
+            align: layout.map_or(0, |l| l.align()),
+        });
+    }
+
+    fn report_cpu(&self, e: CpuIndexError) {
+        self.report(
+            MisuseKind::CpuOutOfRange {
+                cpu: e.cpu,
+                cpu_count: e.cpu_count,
+            },
+            0,
+            None,
+        );
+    }
+
+    /// Bytes to ask [`Platform::grow`] for so that a block of `pages` pages
+    /// aligned to `align` fits whatever the region's start: twice the
+    /// power-of-two block, plus metadata and slack.
+    fn grow_bytes(pages: usize, align: usize) -> usize {
+        let block_pages = pages
+            .max(align / PAGE_SIZE)
+            .max(1)
+            .checked_next_power_of_two()
+            .unwrap_or(usize::MAX / 2 / PAGE_SIZE + 1);
+        let bytes = block_pages.saturating_mul(PAGE_SIZE).saturating_mul(2);
+        let meta = (bytes / PAGE_SIZE)
+            .saturating_add(1)
+            .saturating_mul(bsa_buddy::META_BYTES)
+            .saturating_add(bytes / SLAB_SIZE * 4);
+        bytes
+            .saturating_add(meta)
+            .saturating_add(4 * PAGE_SIZE)
+            .saturating_add(core::mem::size_of::<usize>() * 64)
+    }
+
+    /// Pages from the buddy, tagged `tag`, trying [`Platform::grow`] once.
+    pub(crate) fn buddy_alloc(
+        &self,
+        pages: usize,
+        align: usize,
+        tag: u8,
+        mut accept: Option<&mut dyn FnMut(NonNull<u8>, usize) -> bool>,
+    ) -> Result<NonNull<u8>, AllocError> {
+        for attempt in 0..2 {
+            {
+                let mut heap = self.heap.lock();
+                let r = match accept.as_mut() {
+                    Some(f) => heap.buddy.alloc_pages_where(pages, align, f),
+                    None => heap.buddy.alloc_pages(pages, align),
+                };
+                match r {
+                    Ok(p) => {
+                        let tagged = heap.buddy.set_tag(p, tag);
+                        debug_assert!(tagged.is_ok());
+                        match tag {
+                            TAG_LARGE => heap.large_pages += pages,
+                            TAG_PAGES => heap.api_pages += pages,
+                            _ => heap.slab_chunks += 1,
+                        }
+                        return Ok(p);
+                    }
+                    Err(bsa_buddy::AllocError::NoMemory) => {}
+                    Err(bsa_buddy::AllocError::TooLarge) if attempt == 0 => {
+                        // Larger than any block: no region can help.
+                        return Err(AllocError::NoMemory);
+                    }
+                    Err(bsa_buddy::AllocError::TooLarge) => return Err(AllocError::NoMemory),
+                    Err(_) => return Err(AllocError::BadRequest),
+                }
+            }
+            if attempt == 0 {
+                let Some(region) = self.platform.grow(Self::grow_bytes(pages, align)) else {
+                    break;
+                };
+                // SAFETY: `Platform`'s implementor guarantees the region is
+                // valid, unused and handed over for good.
+                let added =
+                    unsafe { self.add_region_inner(region.cast(), region.len(), region.len()) };
+                if let Err(e) = added {
+                    log::warn!("bsa-global: region from Platform::grow refused: {e}");
+                    break;
+                }
+            }
+        }
+        Err(AllocError::NoMemory)
+    }
+
+    /// Return `count` pages tagged `tag` at `ptr`, validating everything
+    /// first. `Err` is the misuse found (nothing changed then).
+    pub(crate) fn buddy_free(
+        &self,
+        ptr: NonNull<u8>,
+        count: usize,
+        tag: u8,
+    ) -> Result<(), MisuseKind> {
+        let mut heap = self.heap.lock();
+        match heap.buddy.allocation(ptr) {
+            Some(a) if a.tag == tag && a.pages == count => {
+                // SAFETY: the pages are a live allocation with the tag and
+                // count the caller claims; by the contract of the public
+                // entry points the caller no longer uses them.
+                let r = unsafe { heap.buddy.dealloc_pages(ptr, count) };
+                debug_assert!(r.is_ok());
+                match tag {
+                    TAG_LARGE => heap.large_pages -= count,
+                    TAG_PAGES => heap.api_pages -= count,
+                    _ => heap.slab_chunks -= 1,
+                }
+                Ok(())
+            }
+            Some(a) if a.tag == tag => Err(MisuseKind::WrongPageCount {
+                expected: a.pages,
+                given: count,
+            }),
+            Some(a) if a.tag == TAG_SLAB || tag == TAG_SLAB => Err(MisuseKind::LayoutMismatch),
+            Some(_) => Err(MisuseKind::WrongApi),
+            None => Err(self.classify_dead(&mut heap.buddy, ptr)),
+        }
+    }
+
+    /// Why `ptr` (not the head of a live buddy allocation) was refused.
+    fn classify_dead(&self, buddy: &mut BuddyAllocator<PAGE_SIZE>, ptr: NonNull<u8>) -> MisuseKind {
+        if self.regions.entry(ptr.addr().get()).is_none() {
+            return MisuseKind::ForeignPointer;
+        }
+        if !buddy.contains(ptr.as_ptr()) {
+            // In a region, but in its metadata or per-CPU area.
+            return MisuseKind::NotAllocated;
+        }
+        // Let the buddy tell a free page from an interior one.
+        // SAFETY: there is no live allocation at `ptr` (`allocation` said
+        // so under the same lock), so this call cannot succeed: it only
+        // reports why, and changes nothing.
+        match unsafe { buddy.dealloc_pages(ptr, 1) } {
+            Err(bsa_buddy::AllocError::DoubleFree) => MisuseKind::DoubleFree,
+            _ => MisuseKind::NotAllocated,
+        }
+    }
+
+    /// Classify a small-object free whose chunk is not a live slab.
+    fn classify_not_slab(&self, ptr: NonNull<u8>) -> MisuseKind {
+        if self.regions.entry(ptr.addr().get()).is_none() {
+            return MisuseKind::ForeignPointer;
+        }
+        let heap = self.heap.lock();
+        let chunk =
+            ptr.map_addr(|a| core::num::NonZeroUsize::new(a.get() & !(SLAB_SIZE - 1)).unwrap_or(a));
+        match (heap.buddy.allocation(ptr), heap.buddy.allocation(chunk)) {
+            (Some(_), _) => MisuseKind::LayoutMismatch,
+            (_, Some(a)) if a.tag != TAG_SLAB => MisuseKind::LayoutMismatch,
+            _ => MisuseKind::NotAllocated,
+        }
+    }
+
+    // ----- small objects -------------------------------------------------
+
+    /// Allocate a small object of `class` on the current CPU.
+    #[inline]
+    pub(crate) fn alloc_small(
+        &self,
+        cpus: &PerCpu<'static, SlabAllocator>,
+        cs: &Cs<'_, '_, P>,
+        class: SizeClass,
+    ) -> Result<NonNull<u8>, AllocError> {
+        match cpus.with_current(cs, |s| s.alloc_class(class)) {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(AllocFailure::NeedsSlab(c))) => self.refill(cpus, cs, c),
+            Ok(Err(_)) => Err(AllocError::BadRequest),
+            Err(e) => {
+                self.report_cpu(e);
+                Err(AllocError::CpuOutOfRange)
+            }
+        }
+    }
+
+    /// Get a slab chunk from the buddy (no slot lock held), hand it to the
+    /// current CPU's cache and allocate from it.
+    #[cold]
+    fn refill(
+        &self,
+        cpus: &PerCpu<'static, SlabAllocator>,
+        cs: &Cs<'_, '_, P>,
+        class: SizeClass,
+    ) -> Result<NonNull<u8>, AllocError> {
+        self.report_remote_errors(cpus, cs.cpu());
+        let chunk = self.buddy_alloc(Self::SLAB_PAGES, SLAB_SIZE, TAG_SLAB, None)?;
+        let Some(entry) = self.regions.entry(chunk.addr().get()) else {
+            debug_assert!(false, "buddy page outside every region");
+            let _ = self.buddy_free(chunk, Self::SLAB_PAGES, TAG_SLAB);
+            return Err(AllocError::NoMemory);
+        };
+        let cpu = cs.cpu();
+        let r = cpus.with_current(cs, |s| {
+            // SAFETY: the chunk is a fresh buddy allocation of `SLAB_SIZE`
+            // bytes aligned to `SLAB_SIZE`, inside a region that is valid and
+            // initialised memory (the buddy never writes managed pages; the
+            // region's bytes are initialised per `init`'s contract). It is
+            // tagged SLAB and only returned to the buddy after the slab
+            // cache hands it back.
+            unsafe { s.add_slab(class, chunk) }?;
+            regions::claim(entry, cpu);
+            Ok::<_, SlabError>(s.alloc_class(class))
+        });
+        match r {
+            Ok(Ok(Ok(p))) => Ok(p),
+            Ok(Ok(Err(_))) => Err(AllocError::NoMemory),
+            Ok(Err(e)) => {
+                debug_assert!(false, "add_slab refused a fresh chunk: {e:?}");
+                let _ = self.buddy_free(chunk, Self::SLAB_PAGES, TAG_SLAB);
+                Err(AllocError::NoMemory)
+            }
+            Err(e) => {
+                let _ = self.buddy_free(chunk, Self::SLAB_PAGES, TAG_SLAB);
+                self.report_cpu(e);
+                Err(AllocError::CpuOutOfRange)
+            }
+        }
+    }
+
+    /// Free a small object. `Err` is the misuse found (already refused).
+    #[inline]
+    pub(crate) fn free_small(
+        &self,
+        cpus: &PerCpu<'static, SlabAllocator>,
+        cs: &Cs<'_, '_, P>,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(), MisuseKind> {
+        let Some(entry) = self.regions.entry(ptr.addr().get()) else {
+            return Err(MisuseKind::ForeignPointer);
+        };
+        let owner = entry.load(Ordering::Acquire) & OWNER_MASK;
+        if owner == 0 {
+            return Err(self.classify_not_slab(ptr));
+        }
+        let cpu = cs.cpu();
+        if owner as usize == cpu + 1 {
+            return self.free_local(cpus, cs, entry, ptr, class);
+        }
+        // Remote path: announce the free (and re-read the owner) with one RMW.
+        let old = entry.fetch_add(INFLIGHT, Ordering::Acquire);
+        let owner = old & OWNER_MASK;
+        if owner == 0 || owner as usize == cpu + 1 {
+            entry.fetch_sub(INFLIGHT, Ordering::Release);
+            return if owner == 0 {
+                Err(self.classify_not_slab(ptr))
+            } else {
+                self.free_local(cpus, cs, entry, ptr, class)
+            };
+        }
+        // SAFETY: (1) the chunk containing `ptr` is a live slab of this
+        // allocator: its owner bits were non-zero in the same RMW that
+        // registered us as in flight, and a chunk's pages only go back to the
+        // buddy after `regions::release` saw no free in flight — so the
+        // header memory stays ours, initialised and not released until our
+        // `fetch_sub` below; (2) the header was fully written before the
+        // owner bits were set (`Release` in `claim`, `Acquire` above);
+        // (3) the caller of `dealloc` gives up the object.
+        let r = unsafe { SlabAllocator::remote_free(ptr, class) };
+        entry.fetch_sub(INFLIGHT, Ordering::Release);
+        r.map_err(slab_misuse)
+    }
+
+    fn free_local(
+        &self,
+        cpus: &PerCpu<'static, SlabAllocator>,
+        cs: &Cs<'_, '_, P>,
+        entry: &AtomicU32,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(), MisuseKind> {
+        let cpu = cs.cpu();
+        let r = cpus.with_current(cs, |s| {
+            // Owner bits of a chunk owned by `cpu` only change under this lock.
+            if entry.load(Ordering::Relaxed) & OWNER_MASK != cpu as u32 + 1 {
+                return Err(None);
+            }
+            // SAFETY: (1) the chunk is a live slab owned by this CPU slot, and
+            // it cannot be released while we hold the slot's lock, so its
+            // header is our initialised memory; (2) it is not being set up or
+            // released concurrently (both happen under this lock); (3) the
+            // caller of `dealloc` gives up the object.
+            match unsafe { s.free(ptr, class) } {
+                Ok(Some(surplus)) => {
+                    release_chunk(&self.regions, surplus, cpu);
+                    Ok(Some(surplus))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(Some(e)),
+            }
+        });
+        match r {
+            Ok(Ok(Some(surplus))) => {
+                let freed = self.buddy_free(surplus, Self::SLAB_PAGES, TAG_SLAB);
+                debug_assert!(freed.is_ok());
+                Ok(())
+            }
+            Ok(Ok(None)) => Ok(()),
+            Ok(Err(None)) => Err(self.classify_not_slab(ptr)),
+            Ok(Err(Some(e))) => Err(slab_misuse(e)),
+            // Cannot happen: `with_current` just succeeded with the same
+            // critical section, whose CPU index does not change.
+            Err(e) => Err(MisuseKind::CpuOutOfRange {
+                cpu: e.cpu,
+                cpu_count: e.cpu_count,
+            }),
+        }
+    }
+
+    /// Report what the drains of `cpu` found since the last call.
+    fn report_remote_errors(&self, cpus: &PerCpu<'static, SlabAllocator>, cpu: usize) {
+        if let Ok(Some(e)) = cpus.with_cpu(cpu, |s| s.take_remote_error()) {
+            self.report(slab_misuse(e), 0, None);
+        }
+    }
+
+    /// Drain every CPU's pending remote frees and return every empty slab
+    /// (cached ones included) to the buddy. Callable from any CPU. Returns
+    /// the number of slab chunks returned.
+    ///
+    /// After every allocation was freed, `trim` brings the buddy's free
+    /// pages back exactly to their value right after `init` (plus the
+    /// pages of regions added since).
+    pub fn trim(&self) -> usize {
+        let Some(cpus) = self.cpus.get() else {
+            return 0;
+        };
+        let mut returned = 0;
+        for cpu in 0..cpus.cpu_count() {
+            let list = self.with_cs(|_cs| {
+                let mut list = ChunkList::new();
+                let _ = cpus.with_cpu(cpu, |s| {
+                    s.trim(|chunk| {
+                        release_chunk(&self.regions, chunk, cpu);
+                        // SAFETY: the slab cache handed the chunk back
+                        // (detached, empty) and its map entry was cleared
+                        // with no remote free in flight: it is ours, unused.
+                        unsafe { list.push(chunk) };
+                    })
+                });
+                list
+            });
+            returned += self.free_chunks(list);
+            self.with_cs(|_| self.report_remote_errors(cpus, cpu));
+        }
+        returned
+    }
+
+    /// Drain pending remote frees of every CPU without returning cached
+    /// empty slabs beyond the usual policy.
+    pub fn drain_remote_frees(&self) -> usize {
+        let Some(cpus) = self.cpus.get() else {
+            return 0;
+        };
+        let mut returned = 0;
+        for cpu in 0..cpus.cpu_count() {
+            let list = self.with_cs(|_cs| {
+                let mut list = ChunkList::new();
+                let _ = cpus.with_cpu(cpu, |s| {
+                    s.drain_remote(|chunk| {
+                        release_chunk(&self.regions, chunk, cpu);
+                        // SAFETY: as in `trim`.
+                        unsafe { list.push(chunk) };
+                    })
+                });
+                list
+            });
+            returned += self.free_chunks(list);
+            self.with_cs(|_| self.report_remote_errors(cpus, cpu));
+        }
+        returned
+    }
+
+    fn free_chunks(&self, mut list: ChunkList) -> usize {
+        let mut n = 0;
+        self.with_cs(|_| {
+            while let Some(chunk) = list.pop() {
+                let freed = self.buddy_free(chunk, Self::SLAB_PAGES, TAG_SLAB);
+                debug_assert!(freed.is_ok());
+                n += 1;
+            }
+        });
+        n
+    }
+
+    // ----- page API ------------------------------------------------------
+
+    /// `count` pages aligned to `max(align, PAGE_SIZE)`, straight from the
+    /// buddy (exactly `count` pages are used). Free them with
+    /// [`dealloc_pages`](Self::dealloc_pages).
+    ///
+    /// # Errors
+    /// [`AllocError::NotInitialized`], [`AllocError::BadRequest`] (count 0,
+    /// align not a power of two, too large), [`AllocError::NoMemory`] (after
+    /// trying [`Platform::grow`] once).
+    pub fn alloc_pages(&self, count: usize, align: usize) -> Result<NonNull<u8>, AllocError> {
+        self.cpus().ok_or(AllocError::NotInitialized)?;
+        check_page_request::<PAGE_SIZE>(count, align)?;
+        self.with_cs(|_| self.buddy_alloc(count, align, TAG_PAGES, None))
+    }
+
+    /// Like [`alloc_pages`](Self::alloc_pages), but the whole block (first
+    /// and last byte) lies below 4 GiB physical according to
+    /// [`Platform::virt_to_phys`] (for 32-bit DMA).
+    ///
+    /// # Errors
+    /// As for [`alloc_pages`](Self::alloc_pages).
+    pub fn alloc_pages_lowmem(
+        &self,
+        count: usize,
+        align: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        const LIMIT: u64 = 1 << 32;
+        self.cpus().ok_or(AllocError::NotInitialized)?;
+        check_page_request::<PAGE_SIZE>(count, align)?;
+        let platform = &self.platform;
+        let mut low = |p: NonNull<u8>, bytes: usize| {
+            let first = p.addr().get();
+            let Some(last) = first.checked_add(bytes - 1) else {
+                return false;
+            };
+            platform.virt_to_phys(first) < LIMIT && platform.virt_to_phys(last) < LIMIT
+        };
+        self.with_cs(|_| self.buddy_alloc(count, align, TAG_PAGES, Some(&mut low)))
+    }
+
+    /// Return pages from [`alloc_pages`](Self::alloc_pages) /
+    /// [`alloc_pages_lowmem`](Self::alloc_pages_lowmem).
+    ///
+    /// # Errors
+    /// [`AllocError::NotInitialized`]; [`AllocError::Pages`] with the
+    /// buddy's reason (not a live page-API allocation, wrong count, double
+    /// free, foreign pointer); nothing changes then.
+    ///
+    /// # Safety
+    /// If the call succeeds, the pages are not used afterwards.
+    pub unsafe fn dealloc_pages(&self, ptr: NonNull<u8>, count: usize) -> Result<(), AllocError> {
+        use bsa_buddy::AllocError as B;
+        self.cpus().ok_or(AllocError::NotInitialized)?;
+        self.with_cs(|_| self.buddy_free(ptr, count, TAG_PAGES))
+            .map_err(|kind| {
+                AllocError::Pages(match kind {
+                    MisuseKind::WrongPageCount { expected, given } => {
+                        B::WrongCount { expected, given }
+                    }
+                    MisuseKind::DoubleFree => B::DoubleFree,
+                    MisuseKind::ForeignPointer => B::NotInSection,
+                    _ => B::NotAllocated,
+                })
+            })
+    }
+
+    pub(crate) fn report_misuse(&self, kind: MisuseKind, ptr: NonNull<u8>, layout: Layout) {
+        self.report(kind, ptr.addr().get(), Some(layout));
+    }
+}
+
+/// Validate a page-API request before taking any lock.
+fn check_page_request<const PAGE_SIZE: usize>(
+    count: usize,
+    align: usize,
+) -> Result<(), AllocError> {
+    if count == 0
+        || !align.is_power_of_two()
+        || count > bsa_buddy::MAX_BLOCK_PAGES
+        || align / PAGE_SIZE > bsa_buddy::MAX_BLOCK_PAGES
+        || count.checked_mul(PAGE_SIZE).is_none()
+    {
+        return Err(AllocError::BadRequest);
+    }
+    Ok(())
+}
+
+/// Clear the map entry of a chunk the slab cache of `cpu` just handed back.
+fn release_chunk(regions: &Regions, chunk: NonNull<u8>, cpu: usize) {
+    match regions.entry(chunk.addr().get()) {
+        Some(entry) => regions::release(entry, cpu),
+        None => debug_assert!(false, "slab chunk outside every region"),
+    }
+}
+
+/// Map a slab-layer error to the misuse reported.
+pub(crate) fn slab_misuse(e: SlabError) -> MisuseKind {
+    match e {
+        SlabError::DoubleFree => MisuseKind::DoubleFree,
+        SlabError::WrongClass { .. } => MisuseKind::LayoutMismatch,
+        SlabError::NotOnSlotBoundary => MisuseKind::NotAllocated,
+        _ => MisuseKind::Corruption,
+    }
+}

@@ -1,0 +1,310 @@
+//! `GlobalAlloc` and `allocator_api2::alloc::Allocator` on top of the
+//! routing in `allocator.rs`.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::Ordering;
+
+use allocator_api2::alloc::{AllocError as ApiAllocError, Allocator};
+
+use crate::allocator::{Route, TAG_LARGE};
+use crate::regions::OWNER_MASK;
+use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
+
+impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
+    /// Allocate for `layout` (size 0 is served as size 1).
+    #[inline]
+    pub(crate) fn allocate_inner(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
+        let cpus = self.cpus().ok_or(AllocError::NotInitialized)?;
+        match Self::route(layout)? {
+            Route::Small(class) => self.with_cs(|cs| self.alloc_small(cpus, cs, class)),
+            Route::Large(pages) => self.with_cs(|_| {
+                self.buddy_alloc(pages, layout.align().max(PAGE_SIZE), TAG_LARGE, None)
+            }),
+        }
+    }
+
+    /// Bytes usable at an allocation made for `layout`.
+    pub(crate) fn capacity(layout: Layout) -> usize {
+        match Self::route(layout) {
+            Ok(Route::Small(class)) => class.size(),
+            Ok(Route::Large(pages)) => pages * PAGE_SIZE,
+            Err(_) => layout.size(),
+        }
+    }
+
+    /// Free `ptr` allocated for `layout`; misuse is reported and ignored.
+    #[inline]
+    pub(crate) fn deallocate_inner(&self, ptr: NonNull<u8>, layout: Layout) {
+        let Some(cpus) = self.cpus.get() else {
+            self.report_misuse(MisuseKind::ForeignPointer, ptr, layout);
+            return;
+        };
+        let r = match Self::route(layout) {
+            Ok(Route::Small(class)) => self.with_cs(|cs| self.free_small(cpus, cs, ptr, class)),
+            Ok(Route::Large(pages)) => self.with_cs(|_| self.buddy_free(ptr, pages, TAG_LARGE)),
+            Err(_) => Err(MisuseKind::LayoutMismatch),
+        };
+        if let Err(kind) = r {
+            self.report_misuse(kind, ptr, layout);
+        }
+    }
+
+    /// Check, without changing anything, that `ptr` is plausibly an
+    /// allocation for `layout`: for a small layout, its chunk is a live slab
+    /// of this allocator (the object itself is checked when it is freed);
+    /// for a large one, it heads a live large block of the right size.
+    fn validate(&self, ptr: NonNull<u8>, layout: Layout) -> Result<Route, MisuseKind> {
+        if self.cpus.get().is_none() {
+            return Err(MisuseKind::ForeignPointer);
+        }
+        let route = Self::route(layout).map_err(|_| MisuseKind::LayoutMismatch)?;
+        match route {
+            Route::Small(_) => {
+                let Some(entry) = self.regions.entry(ptr.addr().get()) else {
+                    return Err(MisuseKind::ForeignPointer);
+                };
+                if entry.load(Ordering::Acquire) & OWNER_MASK == 0 {
+                    return Err(MisuseKind::NotAllocated);
+                }
+            }
+            Route::Large(pages) => {
+                let heap = self.with_cs(|_| self.heap.lock().buddy.allocation(ptr));
+                match heap {
+                    Some(a) if a.tag == TAG_LARGE && a.pages == pages => {}
+                    Some(a) if a.tag == TAG_LARGE => {
+                        return Err(MisuseKind::WrongPageCount {
+                            expected: a.pages,
+                            given: pages,
+                        })
+                    }
+                    Some(_) => return Err(MisuseKind::LayoutMismatch),
+                    None => return Err(MisuseKind::NotAllocated),
+                }
+            }
+        }
+        Ok(route)
+    }
+
+    /// Resize `ptr` from `old` to `new` without moving it, if possible.
+    /// `Ok(Some(capacity))` on success, `Ok(None)` if it must move,
+    /// `Err` on misuse (nothing changed).
+    pub(crate) fn resize_in_place(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<Option<usize>, MisuseKind> {
+        let old_route = self.validate(ptr, old)?;
+        let Ok(new_route) = Self::route(new) else {
+            return Ok(None);
+        };
+        if ptr.addr().get() % new.align() != 0 {
+            return Ok(None);
+        }
+        match (old_route, new_route) {
+            (Route::Small(a), Route::Small(b)) if a == b => Ok(Some(a.size())),
+            (Route::Large(op), Route::Large(np)) => self.with_cs(|_| {
+                let mut heap = self.heap.lock();
+                match heap.buddy.allocation(ptr) {
+                    Some(a) if a.tag == TAG_LARGE && a.pages == op => {}
+                    _ => return Err(MisuseKind::NotAllocated),
+                }
+                if np < op {
+                    // SAFETY: the block is a live large allocation of `op`
+                    // pages (checked under this lock); the caller asked to
+                    // shrink, so pages past `np` are no longer used.
+                    let r = unsafe { heap.buddy.shrink_pages(ptr, op, np) };
+                    debug_assert!(r.is_ok());
+                    heap.large_pages -= op - np;
+                } else if np > op {
+                    // SAFETY: the block is a live allocation of `op` pages
+                    // (checked under this lock).
+                    if unsafe { heap.buddy.grow_pages_in_place(ptr, op, np) }.is_err() {
+                        return Ok(None);
+                    }
+                    heap.large_pages += np - op;
+                }
+                Ok(Some(np * PAGE_SIZE))
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    /// Shared `realloc`/`grow`/`shrink`: in place if possible, else
+    /// allocate, copy `min(old, new)` bytes and free. Misuse is reported.
+    ///
+    /// # Safety
+    /// `ptr` was allocated by this allocator for `old` and is not used after
+    /// a successful call.
+    unsafe fn resize(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<(NonNull<u8>, usize), AllocError> {
+        match self.resize_in_place(ptr, old, new) {
+            Ok(Some(cap)) => Ok((ptr, cap)),
+            Ok(None) => {
+                let fresh = self.allocate_inner(new)?;
+                // SAFETY: `ptr` is a validated live allocation of at least
+                // `old.size()` bytes (caller contract, checked by
+                // `validate`), `fresh` a new one of at least `new.size()`;
+                // they are distinct allocations, so they do not overlap.
+                unsafe {
+                    ptr::copy_nonoverlapping(
+                        ptr.as_ptr(),
+                        fresh.as_ptr(),
+                        old.size().min(new.size()),
+                    )
+                };
+                self.deallocate_inner(ptr, old);
+                Ok((fresh, Self::capacity(new)))
+            }
+            Err(kind) => {
+                self.report_misuse(kind, ptr, old);
+                Err(AllocError::BadRequest)
+            }
+        }
+    }
+}
+
+// SAFETY: `alloc` returns blocks of at least `layout.size()` bytes aligned
+// to `layout.align()` (slab classes guarantee the alignment they are chosen
+// for; large blocks are page aligned and at least `layout.align()` aligned
+// by the buddy's natural alignment), or null. No two live blocks overlap
+// (each comes from exactly one slab slot or buddy block). No method panics
+// or unwinds; misuse is reported and ignored.
+unsafe impl<P: Platform, const PAGE_SIZE: usize> GlobalAlloc for GlobalAllocator<P, PAGE_SIZE> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.allocate_inner(layout)
+            .map_or(ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        match NonNull::new(ptr) {
+            Some(p) => self.deallocate_inner(p, layout),
+            None => self.report(MisuseKind::NotAllocated, 0, Some(layout)),
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        match self.allocate_inner(layout) {
+            Ok(p) => {
+                // SAFETY: `p` is a fresh allocation of at least
+                // `layout.size()` bytes.
+                unsafe { p.as_ptr().write_bytes(0, layout.size()) };
+                p.as_ptr()
+            }
+            Err(_) => ptr::null_mut(),
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Ok(new) = Layout::from_size_align(new_size, layout.align()) else {
+            return ptr::null_mut();
+        };
+        let Some(p) = NonNull::new(ptr) else {
+            self.report(MisuseKind::NotAllocated, 0, Some(layout));
+            return ptr::null_mut();
+        };
+        // SAFETY: forwarded from `GlobalAlloc::realloc`'s contract.
+        match unsafe { self.resize(p, layout, new) } {
+            Ok((q, _)) => q.as_ptr(),
+            Err(_) => ptr::null_mut(),
+        }
+    }
+}
+
+fn dangling(layout: Layout) -> NonNull<[u8]> {
+    let p = NonNull::new(ptr::without_provenance_mut::<u8>(layout.align()))
+        .unwrap_or(NonNull::dangling());
+    NonNull::slice_from_raw_parts(p, 0)
+}
+
+// SAFETY: blocks are valid until deallocated (they come from the same
+// routing as `GlobalAlloc`); the returned length is the block's real
+// capacity, and any layout size in `[requested, capacity]` routes to the
+// same slab class (classes are monotonic) or the same page count, so every
+// layout that "fits" frees correctly. Zero-size requests get a dangling,
+// aligned pointer that is never passed to the inner allocator. Copies of
+// `&GlobalAllocator` are the same allocator.
+unsafe impl<P: Platform, const PAGE_SIZE: usize> Allocator for &GlobalAllocator<P, PAGE_SIZE> {
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, ApiAllocError> {
+        if layout.size() == 0 {
+            return Ok(dangling(layout));
+        }
+        let p = self.allocate_inner(layout).map_err(|_| ApiAllocError)?;
+        Ok(NonNull::slice_from_raw_parts(
+            p,
+            GlobalAllocator::<P, PAGE_SIZE>::capacity(layout),
+        ))
+    }
+
+    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, ApiAllocError> {
+        let block = self.allocate(layout)?;
+        // SAFETY: `block` is a fresh allocation of `block.len()` bytes (0 for
+        // a dangling one, for which the write is a no-op).
+        unsafe { block.cast::<u8>().as_ptr().write_bytes(0, block.len()) };
+        Ok(block)
+    }
+
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            self.deallocate_inner(ptr, layout);
+        }
+    }
+
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, ApiAllocError> {
+        if old.size() == 0 {
+            return self.allocate(new);
+        }
+        // SAFETY: forwarded from `Allocator::grow`'s contract.
+        let (p, cap) = unsafe { self.resize(ptr, old, new) }.map_err(|_| ApiAllocError)?;
+        Ok(NonNull::slice_from_raw_parts(p, cap))
+    }
+
+    unsafe fn grow_zeroed(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, ApiAllocError> {
+        // SAFETY: forwarded from `Allocator::grow_zeroed`'s contract.
+        let block = unsafe { self.grow(ptr, old, new) }?;
+        let tail = block.len() - old.size();
+        // SAFETY: bytes `[old.size(), block.len())` of the (possibly new)
+        // block are inside it and not yet part of the caller's data.
+        unsafe {
+            block
+                .cast::<u8>()
+                .as_ptr()
+                .add(old.size())
+                .write_bytes(0, tail)
+        };
+        Ok(block)
+    }
+
+    unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, ApiAllocError> {
+        if new.size() == 0 {
+            // SAFETY: forwarded from `Allocator::shrink`'s contract.
+            unsafe { self.deallocate(ptr, old) };
+            return Ok(dangling(new));
+        }
+        // SAFETY: forwarded from `Allocator::shrink`'s contract.
+        let (p, cap) = unsafe { self.resize(ptr, old, new) }.map_err(|_| ApiAllocError)?;
+        Ok(NonNull::slice_from_raw_parts(p, cap))
+    }
+}

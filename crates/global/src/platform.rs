@@ -1,0 +1,193 @@
+//! The integrator's hooks: [`Platform`], and what the allocator tells it
+//! about misuse ([`Misuse`]).
+
+use core::fmt;
+
+/// Everything the allocator needs to know about the machine it runs on.
+///
+/// Every method has a default, so a single-CPU system without interrupts
+/// that allocate can write `unsafe impl Platform for MyPlatform {}`. A kernel
+/// normally overrides [`current_cpu`](Platform::current_cpu) and the
+/// critical section, and possibly [`virt_to_phys`](Platform::virt_to_phys),
+/// [`grow`](Platform::grow) and [`report`](Platform::report).
+///
+/// # Safety
+///
+/// Implementors guarantee, for the regions returned by
+/// [`grow`](Platform::grow) and [`initial_region`](Platform::initial_region):
+/// - the memory is valid for reads and writes of its whole length, and
+/// - it is used by nothing else for as long as the allocator exists (it is
+///   handed over for good, as with [`GlobalAllocator::add_region`](crate::GlobalAllocator::add_region)).
+///
+/// The other hooks carry no safety obligation: a wrong CPU index or a
+/// missing critical section can cost contention or deadlock, never memory
+/// safety (every per-CPU slot is protected by its own lock).
+pub unsafe trait Platform: Sync {
+    /// Index of the CPU running the caller, in `0..cpu_count` (the count
+    /// given to [`init`](crate::GlobalAllocator::init)). Only called inside
+    /// the critical section. Default: `0` (one CPU).
+    ///
+    /// An index `>= cpu_count` makes the operation fail (null / error) and is
+    /// reported as [`MisuseKind::CpuOutOfRange`].
+    fn current_cpu(&self) -> usize {
+        0
+    }
+
+    /// Enter a critical section and return the state to restore: mask
+    /// interrupts (which also stops preemption) so that nothing else on this
+    /// CPU can enter the allocator until [`exit_critical`](Platform::exit_critical).
+    /// Must nest. Default: nothing (correct only if no interrupt handler or
+    /// preempting thread allocates, or if every CPU index is used by one
+    /// thread only, as in a hosted program).
+    ///
+    /// Every allocator operation runs inside one critical section; the
+    /// allocator never blocks in it except on its own spin locks, and calls
+    /// no other hook from it except [`current_cpu`](Platform::current_cpu),
+    /// [`virt_to_phys`](Platform::virt_to_phys), [`grow`](Platform::grow) and
+    /// [`report`](Platform::report).
+    fn enter_critical(&self) -> usize {
+        0
+    }
+
+    /// Leave the critical section, restoring `saved` from the matching
+    /// [`enter_critical`](Platform::enter_critical). Default: nothing.
+    fn exit_critical(&self, saved: usize) {
+        let _ = saved;
+    }
+
+    /// Physical address of the virtual address `virt` (used by
+    /// [`alloc_pages_lowmem`](crate::GlobalAllocator::alloc_pages_lowmem)).
+    /// Default: identity mapping.
+    fn virt_to_phys(&self, virt: usize) -> u64 {
+        virt as u64
+    }
+
+    /// Called once when an allocation cannot be satisfied: return another
+    /// region of at least `min_bytes` bytes (which already accounts for the
+    /// allocator's metadata and alignment slack) and the allocator adds it
+    /// and retries once. Default: `None` (allocation fails with null /
+    /// `Err`). Called without any allocator lock held, inside the critical
+    /// section; it must not allocate from this allocator.
+    fn grow(&self, min_bytes: usize) -> Option<*mut [u8]> {
+        let _ = min_bytes;
+        None
+    }
+
+    /// Called with every detected misuse (bad free, layout mismatch, bad
+    /// CPU index...), after the offending operation was refused and without
+    /// any allocator lock held. The allocator is consistent when this runs;
+    /// the bad free has been ignored. Default: `log::error!`.
+    fn report(&self, misuse: &Misuse) {
+        log::error!("bsa-global: {misuse}; the operation was ignored");
+    }
+
+    /// Lazy bootstrap for hosted use: when the allocator is used before
+    /// [`init`](crate::GlobalAllocator::init), it calls this once and, on
+    /// `Some((region, cpu_count))`, initialises itself with it. Default:
+    /// `None` (use before `init` fails: null / `Err(NotInitialized)`).
+    fn initial_region(&self) -> Option<(*mut [u8], usize)> {
+        None
+    }
+}
+
+/// What went wrong in a [`Misuse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MisuseKind {
+    /// The pointer is not in any region of this allocator.
+    ForeignPointer,
+    /// The object or pages were already free.
+    DoubleFree,
+    /// The pointer is inside this allocator's memory but does not start a
+    /// live allocation (an interior pointer, or memory never handed out).
+    NotAllocated,
+    /// The layout does not match the allocation: a small-object layout for
+    /// pages (or the reverse), or a size class different from the object's.
+    LayoutMismatch,
+    /// The layout's size implies a different number of pages than the
+    /// allocation has.
+    WrongPageCount {
+        /// Pages the allocation has.
+        expected: usize,
+        /// Pages the layout implies.
+        given: usize,
+    },
+    /// Page API pointer freed through `GlobalAlloc` / `Allocator` or the
+    /// reverse.
+    WrongApi,
+    /// [`Platform::current_cpu`] returned an index outside `0..cpu_count`.
+    CpuOutOfRange {
+        /// The index returned.
+        cpu: usize,
+        /// The CPU count given to `init`.
+        cpu_count: usize,
+    },
+    /// The slab layer found a corrupted free chain or slab header (e.g. a
+    /// remote double free detected while draining).
+    Corruption,
+}
+
+/// A misuse the allocator detected and refused (see [`Platform::report`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Misuse {
+    /// What went wrong.
+    pub kind: MisuseKind,
+    /// Address the caller passed (0 if not applicable).
+    pub addr: usize,
+    /// Size of the layout the caller passed (0 if not applicable).
+    pub size: usize,
+    /// Alignment of the layout the caller passed (0 if not applicable).
+    pub align: usize,
+}
+
+impl fmt::Display for MisuseKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            MisuseKind::ForeignPointer => f.write_str("pointer not managed by this allocator"),
+            MisuseKind::DoubleFree => f.write_str("double free"),
+            MisuseKind::NotAllocated => f.write_str("pointer does not start a live allocation"),
+            MisuseKind::LayoutMismatch => f.write_str("layout does not match the allocation"),
+            MisuseKind::WrongPageCount { expected, given } => write!(
+                f,
+                "layout implies {given} pages but the allocation has {expected}"
+            ),
+            MisuseKind::WrongApi => {
+                f.write_str("page-API allocation mixed with GlobalAlloc/Allocator")
+            }
+            MisuseKind::CpuOutOfRange { cpu, cpu_count } => write!(
+                f,
+                "Platform::current_cpu returned {cpu}, but init was given {cpu_count} CPUs"
+            ),
+            MisuseKind::Corruption => f.write_str("corrupted slab metadata or free chain"),
+        }
+    }
+}
+
+impl fmt::Display for Misuse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (ptr {:#x}, size {}, align {})",
+            self.kind, self.addr, self.size, self.align
+        )
+    }
+}
+
+/// Adapter from [`Platform`] to `bsa_percpu::CpuContext`.
+pub(crate) struct PlatformCpu<'a, P: ?Sized>(pub(crate) &'a P);
+
+impl<P: Platform + ?Sized> bsa_percpu::CpuContext for PlatformCpu<'_, P> {
+    type Saved = usize;
+
+    fn current_cpu(&self) -> usize {
+        self.0.current_cpu()
+    }
+
+    fn enter_critical(&self) -> usize {
+        self.0.enter_critical()
+    }
+
+    fn exit_critical(&self, saved: usize) {
+        self.0.exit_critical(saved)
+    }
+}

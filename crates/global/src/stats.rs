@@ -1,0 +1,232 @@
+//! `stats()` and `check_consistency()`. Neither allocates: every figure is
+//! in a fixed-size array.
+
+use core::sync::atomic::Ordering;
+
+use bsa_slab::{ClassStats, SlabStats, NUM_CLASSES, SLAB_SIZE};
+
+use crate::allocator::TAG_SLAB;
+use crate::regions::OWNER_MASK;
+use crate::{ConsistencyError, GlobalAllocator, Platform};
+
+/// CPUs broken down individually in [`Stats::per_cpu`]; use
+/// [`GlobalAllocator::cpu_stats`] for any CPU.
+pub const STATS_CPUS: usize = 16;
+
+/// A snapshot of a [`GlobalAllocator`] (see [`GlobalAllocator::stats`]).
+///
+/// Figures are read CPU by CPU and then from the buddy, so under concurrent
+/// use they are each exact but not all from the same instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// Whether `init` has completed.
+    pub initialized: bool,
+    /// CPU slots.
+    pub cpu_count: usize,
+    /// Regions added (the initial one included).
+    pub regions: usize,
+    /// Bytes of all regions given to the allocator, metadata included.
+    pub managed_bytes: usize,
+    /// Pages the buddy manages (after metadata).
+    pub total_pages: usize,
+    /// Pages free in the buddy.
+    pub free_pages: usize,
+    /// Bytes in buddy pages handed out (large blocks + page API + slabs).
+    pub pages_in_use_bytes: usize,
+    /// Bytes in live large (`GlobalAlloc`/`Allocator`) blocks.
+    pub large_bytes: usize,
+    /// Bytes in live page-API allocations.
+    pub page_api_bytes: usize,
+    /// Slab chunks taken from the buddy (each `SLAB_SIZE` bytes).
+    pub slab_chunks: usize,
+    /// Per size class (index [`bsa_slab::SizeClass::index`]), summed over
+    /// CPUs: live objects and bytes, slabs per state (empty ones are the
+    /// cached empty slabs), slabs with pending remote frees.
+    pub classes: [ClassStats; NUM_CLASSES],
+    /// Sum of `classes`.
+    pub small: ClassStats,
+    /// Per-CPU totals (over classes) for the first [`STATS_CPUS`] CPUs.
+    pub per_cpu: [ClassStats; STATS_CPUS],
+    /// Remote double frees detected by drains, since init.
+    pub remote_double_frees: u64,
+    /// Corrupt remote-free chains abandoned by drains, since init.
+    pub corrupt_remote_chains: u64,
+}
+
+impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
+    /// The full slab statistics of CPU slot `cpu` (`None` before `init` or
+    /// if `cpu >= cpu_count`).
+    pub fn cpu_stats(&self, cpu: usize) -> Option<SlabStats> {
+        let cpus = self.cpus.get()?;
+        self.with_cs(|_| cpus.with_cpu(cpu, |s| s.stats())).ok()
+    }
+
+    /// A snapshot of the allocator's figures. Allocation-free.
+    pub fn stats(&self) -> Stats {
+        let mut st = Stats {
+            initialized: false,
+            cpu_count: 0,
+            regions: self.regions.len(),
+            managed_bytes: 0,
+            total_pages: 0,
+            free_pages: 0,
+            pages_in_use_bytes: 0,
+            large_bytes: 0,
+            page_api_bytes: 0,
+            slab_chunks: 0,
+            classes: [ClassStats::default(); NUM_CLASSES],
+            small: ClassStats::default(),
+            per_cpu: [ClassStats::default(); STATS_CPUS],
+            remote_double_frees: 0,
+            corrupt_remote_chains: 0,
+        };
+        if let Some(cpus) = self.cpus.get() {
+            st.initialized = true;
+            st.cpu_count = cpus.cpu_count();
+            for cpu in 0..cpus.cpu_count() {
+                let Some(s) = self.cpu_stats(cpu) else {
+                    continue;
+                };
+                for (sum, c) in st.classes.iter_mut().zip(s.classes.iter()) {
+                    add(sum, c);
+                }
+                if let Some(slot) = st.per_cpu.get_mut(cpu) {
+                    *slot = s.total();
+                }
+                st.remote_double_frees += s.remote_double_frees;
+                st.corrupt_remote_chains += s.corrupt_remote_chains;
+            }
+            for c in &st.classes {
+                add(&mut st.small, c);
+            }
+        }
+        self.with_cs(|_| {
+            let heap = self.heap.lock();
+            st.managed_bytes = heap.managed_bytes;
+            st.total_pages = heap.buddy.total_pages();
+            st.free_pages = heap.buddy.free_pages();
+            st.large_bytes = heap.large_pages * PAGE_SIZE;
+            st.page_api_bytes = heap.api_pages * PAGE_SIZE;
+            st.slab_chunks = heap.slab_chunks;
+        });
+        st.pages_in_use_bytes = (st.total_pages - st.free_pages) * PAGE_SIZE;
+        st
+    }
+
+    /// Check every invariant this crate maintains, plus the buddy's and each
+    /// CPU's slab checker. Safe to call at any time (it takes the locks it
+    /// needs, never a slot lock while holding the buddy lock); exact
+    /// cross-layer accounting is checked per CPU under that CPU's lock.
+    ///
+    /// # Errors
+    /// The first broken invariant found.
+    pub fn check_consistency(&self) -> Result<(), ConsistencyError> {
+        let Some(cpus) = self.cpus.get() else {
+            return Ok(());
+        };
+        // 1. Each CPU's slabs: the slab checker, and the chunks the map says
+        //    it owns are exactly its slabs (both change only under its lock).
+        for cpu in 0..cpus.cpu_count() {
+            let r = self.with_cs(|_| {
+                cpus.with_cpu(cpu, |s| {
+                    s.check_consistency()
+                        .map_err(|_| ConsistencyError::new("slab cache inconsistent"))?;
+                    let slabs = s.stats().total().slabs();
+                    let owned = self
+                        .regions
+                        .iter()
+                        .map(|r| {
+                            r.chunks()
+                                .filter(|(_, e)| {
+                                    e.load(Ordering::Relaxed) & OWNER_MASK == cpu as u32 + 1
+                                })
+                                .count()
+                        })
+                        .sum::<usize>();
+                    if owned != slabs {
+                        return Err(ConsistencyError::new(
+                            "slab map ownership differs from the CPU's slab count",
+                        ));
+                    }
+                    Ok(())
+                })
+            });
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(mut e)) => {
+                    e.cpu = Some(cpu);
+                    return Err(e);
+                }
+                Err(_) => return Err(ConsistencyError::new("CPU slot missing")),
+            }
+        }
+        // 2. The buddy, its accounting, and map => buddy (a chunk marked as
+        //    a slab is a live SLAB-tagged buddy allocation of one chunk).
+        self.with_cs(|_| {
+            let heap = self.heap.lock();
+            heap.buddy
+                .check_consistency()
+                .map_err(|_| ConsistencyError::new("buddy allocator inconsistent"))?;
+            let used = heap.buddy.total_pages() - heap.buddy.free_pages();
+            if used != heap.large_pages + heap.api_pages + heap.slab_chunks * Self::SLAB_PAGES {
+                return Err(ConsistencyError::new(
+                    "pages in use differ from large + page-API + slab accounting",
+                ));
+            }
+            let mut owned = 0;
+            for r in self.regions.iter() {
+                if r.end <= r.start {
+                    return Err(ConsistencyError::new("empty region in the table"));
+                }
+                for (addr, e) in r.chunks() {
+                    let v = e.load(Ordering::Relaxed);
+                    let owner = v & OWNER_MASK;
+                    if owner == 0 {
+                        continue;
+                    }
+                    owned += 1;
+                    let bad = |what| ConsistencyError {
+                        what,
+                        cpu: Some(owner as usize - 1),
+                        addr: Some(addr),
+                    };
+                    if owner as usize > cpus.cpu_count() {
+                        return Err(bad("slab map owner out of range"));
+                    }
+                    let Some(chunk) = self.chunk_ptr(addr) else {
+                        return Err(bad("slab map entry outside the buddy"));
+                    };
+                    match heap.buddy.allocation(chunk) {
+                        Some(a) if a.tag == TAG_SLAB && a.pages == Self::SLAB_PAGES => {}
+                        _ => return Err(bad("slab map entry is not a live slab chunk")),
+                    }
+                }
+            }
+            if owned > heap.slab_chunks {
+                return Err(ConsistencyError::new("more owned chunks than slab chunks"));
+            }
+            Ok(())
+        })
+    }
+
+    /// A pointer (with provenance) to the chunk at `addr`, derived from the
+    /// buddy's view of the sections (only used by the checker, which never
+    /// dereferences it).
+    fn chunk_ptr(&self, addr: usize) -> Option<core::ptr::NonNull<u8>> {
+        // The buddy only compares addresses; a provenance-free pointer is
+        // enough to ask it about `addr`.
+        let p = core::ptr::NonNull::new(core::ptr::without_provenance_mut::<u8>(addr))?;
+        debug_assert_eq!(addr % SLAB_SIZE, 0);
+        Some(p)
+    }
+}
+
+fn add(sum: &mut ClassStats, c: &ClassStats) {
+    sum.live_objects += c.live_objects;
+    sum.live_bytes += c.live_bytes;
+    sum.free_objects += c.free_objects;
+    sum.partial_slabs += c.partial_slabs;
+    sum.full_slabs += c.full_slabs;
+    sum.empty_slabs += c.empty_slabs;
+    sum.remote_pending_slabs += c.remote_pending_slabs;
+}
