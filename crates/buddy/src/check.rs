@@ -1,5 +1,7 @@
 //! The consistency checker: metadata vs free lists vs counters.
 
+#![deny(unsafe_code)]
+
 use crate::error::ConsistencyError as E;
 use crate::meta::{State, NIL};
 use crate::section::SectionRef;

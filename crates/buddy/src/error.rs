@@ -1,5 +1,7 @@
 //! Error values returned by the allocator and by its consistency checker.
 
+#![deny(unsafe_code)]
+
 use core::fmt;
 
 /// Why an allocator operation was refused.

@@ -4,6 +4,8 @@
 //! a block of a given order therefore costs O(1), whatever the number of
 //! sections or blocks.
 
+#![deny(unsafe_code)]
+
 use crate::meta::{PageMeta, State, NIL};
 use crate::section::SectionRef;
 use crate::{BuddyAllocator, MAX_ORDER};

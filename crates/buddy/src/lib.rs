@@ -165,6 +165,18 @@ pub const ORDERS: usize = MAX_ORDER + 1;
 pub const MAX_BLOCK_PAGES: usize = 1 << MAX_ORDER;
 
 /// The smallest supported `PAGE_SIZE`.
+///
+/// `PAGE_SIZE` must be a power of two, at least this, and small enough that
+/// the largest block fits in half the address space; anything else fails to
+/// compile:
+///
+/// ```compile_fail
+/// let _ = bsa_buddy::BuddyAllocator::<1000>::new(); // not a power of two
+/// ```
+///
+/// ```compile_fail
+/// let _ = bsa_buddy::BuddyAllocator::<32>::new(); // below the minimum
+/// ```
 pub const MIN_PAGE_SIZE: usize = 64;
 
 /// A live allocation, as reported by [`BuddyAllocator::allocation`].

@@ -4,6 +4,8 @@
 //! Only the first page of a block carries meaning ("head"); every other page
 //! is [`State::Inner`]. That way splitting and merging touch O(1) entries.
 
+#![deny(unsafe_code)]
+
 /// Section-relative page index meaning "no page" in list links.
 pub(crate) const NIL: u32 = u32::MAX;
 

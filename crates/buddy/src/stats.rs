@@ -1,5 +1,7 @@
 //! Figures about the allocator and its sections. Reading them never allocates.
 
+#![deny(unsafe_code)]
+
 use core::marker::PhantomData;
 
 use crate::section::SectionRef;

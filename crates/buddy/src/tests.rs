@@ -764,7 +764,7 @@ fn random_run(seed: u64, ops: usize, layout: &[(usize, usize, usize)]) {
             let pages = match rng.below(10) {
                 0..=5 => 1 + rng.below(2),
                 6..=8 => 1 + rng.below(8),
-                _ => 1 + rng.below(40),
+                _ => 1 + rng.below(BIG),
             };
             let align = if rng.below(4) == 0 {
                 1 << rng.below(13)
@@ -872,19 +872,25 @@ const OPS: usize = 700;
 #[cfg(not(miri))]
 const OPS: usize = 100_000;
 
+/// Region sizes (in units of `PAGE_SIZE`) and the largest random request
+/// shrink under Miri, where every metadata access is slow.
 #[cfg(miri)]
-const SCALE: usize = 1;
+const SCALE: usize = 2;
 #[cfg(not(miri))]
-const SCALE: usize = 4;
+const SCALE: usize = 16;
+#[cfg(miri)]
+const BIG: usize = 12;
+#[cfg(not(miri))]
+const BIG: usize = 40;
 
 #[test]
 fn random_one_aligned_region() {
-    random_run(1, OPS, &[(0, 64 * P * 4 * SCALE, 0)]);
+    random_run(1, OPS, &[(0, 32 * P * SCALE, 0)]);
 }
 
 #[test]
 fn random_unaligned_start_and_length() {
-    random_run(2, OPS, &[(8 * P + 77, 60 * P * 4 * SCALE + 123, 0)]);
+    random_run(2, OPS, &[(8 * P + 77, 30 * P * SCALE + 123, 0)]);
 }
 
 #[test]
@@ -893,9 +899,9 @@ fn random_several_regions_added_over_time() {
         3,
         OPS,
         &[
-            (5, 40 * P * SCALE + 9, 0),
-            (3 * P + 1, 25 * P * SCALE, OPS / 4),
-            (0, 33 * P * SCALE + 200, OPS / 2),
+            (5, 10 * P * SCALE + 9, 0),
+            (3 * P + 1, 6 * P * SCALE, OPS / 4),
+            (0, 8 * P * SCALE + 200, OPS / 2),
             (P / 2, 6 * P, 3 * OPS / 4),
         ],
     );
