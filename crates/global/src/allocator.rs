@@ -131,7 +131,10 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// have been written) and `init` may be called again.
     ///
     /// # Safety
-    /// - `region` is valid for reads and writes of its whole length.
+    /// - `region` is valid for reads and writes of its whole length, and
+    ///   initialised (any content: the slab layer reads a chunk's first
+    ///   bytes before it writes its header; memory from a zeroing allocator,
+    ///   a zeroed `static` or a kernel's RAM mapping all qualify).
     /// - It is used by nothing else for as long as the allocator exists,
     ///   except through allocations the allocator hands out (it is given to
     ///   the allocator for good).
@@ -475,14 +478,20 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             let _ = self.buddy_free(chunk, Self::SLAB_PAGES, TAG_SLAB);
             return Err(AllocError::NoMemory);
         };
+        // A previous user of these pages (a large block) may have left
+        // uninitialised bytes (e.g. struct padding) where the slab layer
+        // reads before writing its header; the chunk is ours, so make its
+        // first cache line defined. Zero never matches a slab magic.
+        // SAFETY: the chunk is a live buddy allocation of `SLAB_SIZE` (>= 64)
+        // bytes that nobody else references yet.
+        unsafe { chunk.as_ptr().write_bytes(0, 64) };
         let cpu = cs.cpu();
         let r = cpus.with_current(cs, |s| {
             // SAFETY: the chunk is a fresh buddy allocation of `SLAB_SIZE`
             // bytes aligned to `SLAB_SIZE`, inside a region that is valid and
-            // initialised memory (the buddy never writes managed pages; the
-            // region's bytes are initialised per `init`'s contract). It is
-            // tagged SLAB and only returned to the buddy after the slab
-            // cache hands it back.
+            // initialised memory (`init`'s contract; its first cache line was
+            // just written). It is tagged SLAB and only returned to the buddy
+            // after the slab cache hands it back.
             unsafe { s.add_slab(class, chunk) }?;
             regions::claim(entry, cpu);
             Ok::<_, SlabError>(s.alloc_class(class))

@@ -21,7 +21,8 @@ std::thread_local! {
 
 /// A [`Platform`] for hosted programs: each thread is given a CPU slot
 /// round-robin (on its first allocation), regions come from the system
-/// allocator ([`std::alloc::System`], never the global allocator), the first
+/// allocator ([`std::alloc::System`], never the global allocator; zeroed,
+/// which the OS provides lazily), the first
 /// one lazily on first use, and [`grow`](Platform::grow) adds more on demand.
 ///
 /// Threads sharing a slot simply contend on its spin lock; there are no
@@ -81,7 +82,7 @@ impl HostedPlatform {
     fn system_region(&self, bytes: usize) -> Option<*mut [u8]> {
         let layout = Layout::from_size_align(bytes.max(1), 4096).ok()?;
         // SAFETY: `layout` has a non-zero size.
-        let p = unsafe { System.alloc(layout) };
+        let p = unsafe { System.alloc_zeroed(layout) };
         if p.is_null() {
             return None;
         }
@@ -90,8 +91,9 @@ impl HostedPlatform {
     }
 }
 
-// SAFETY: regions come fresh from `System.alloc`, are valid for reads and
-// writes of their length, and are never freed or used by anything else.
+// SAFETY: regions come fresh from `System.alloc_zeroed` (so they are
+// initialised), are valid for reads and writes of their length, and are
+// never freed or used by anything else.
 unsafe impl Platform for HostedPlatform {
     fn current_cpu(&self) -> usize {
         let ticket = TICKET

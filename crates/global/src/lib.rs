@@ -168,7 +168,7 @@
 //!
 //! let heap: GlobalAllocator<OneCpu> = GlobalAllocator::new(OneCpu);
 //! let layout = Layout::from_size_align(256 << 10, 4096).unwrap();
-//! let memory = unsafe { std::alloc::alloc(layout) };
+//! let memory = unsafe { std::alloc::alloc_zeroed(layout) };
 //! // SAFETY: `memory` is ours until `heap` is gone (we leak it below).
 //! unsafe { heap.init(core::ptr::slice_from_raw_parts_mut(memory, layout.size()), 1) }.unwrap();
 //! let free_after_init = heap.stats().free_pages;

@@ -15,7 +15,8 @@ use core::fmt;
 ///
 /// Implementors guarantee, for the regions returned by
 /// [`grow`](Platform::grow) and [`initial_region`](Platform::initial_region):
-/// - the memory is valid for reads and writes of its whole length, and
+/// - the memory is valid for reads and writes of its whole length and
+///   initialised (any content), and
 /// - it is used by nothing else for as long as the allocator exists (it is
 ///   handed over for good, as with [`GlobalAllocator::add_region`](crate::GlobalAllocator::add_region)).
 ///

@@ -1,6 +1,7 @@
 //! Integration tests of `GlobalAllocator`: several CPUs simulated by
 //! threads bound to slots, every rule of the issue, and misuse handling.
 
+use bsa_global as bsa;
 mod common;
 
 use core::alloc::{GlobalAlloc, Layout};

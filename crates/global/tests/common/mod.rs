@@ -11,7 +11,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::vec::Vec;
 
-use bsa_global::{GlobalAllocator, Misuse, MisuseKind, Platform};
+// The includer says which crate is under test: `use bsa_global as bsa;`
+// (integration tests) or `use crate as bsa;` (unit tests).
+use super::bsa::{GlobalAllocator, Misuse, MisuseKind, Platform};
 
 std::thread_local! {
     static CPU: Cell<usize> = const { Cell::new(0) };
