@@ -140,7 +140,7 @@ fn build_kernel(debug: bool) -> Result<PathBuf> {
 struct Verdict {
     /// A line that reads exactly `PASS`.
     passed: bool,
-    /// The first line starting with `FAIL`.
+    /// The first line starting with `FAIL`, and up to 3 lines after it.
     failure: Option<String>,
     /// The last lines, for the error message.
     tail: Vec<String>,
@@ -252,8 +252,15 @@ fn scan(mut console: impl Read) -> Verdict {
         if text.trim() == "PASS" {
             verdict.passed = true;
         }
-        if text.starts_with("FAIL") && verdict.failure.is_none() {
-            verdict.failure = Some(text.clone());
+        match &mut verdict.failure {
+            None if text.starts_with("FAIL") => verdict.failure = Some(text.clone()),
+            // Quote a few lines after the first FAIL too (a multi-line
+            // message, or what the other harts said).
+            Some(failure) if failure.lines().count() < 4 => {
+                failure.push_str("\n  ");
+                failure.push_str(&text);
+            }
+            _ => {}
         }
         if verdict.tail.len() == TAIL {
             verdict.tail.remove(0);

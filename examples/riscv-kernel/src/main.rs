@@ -169,5 +169,17 @@ fn fail(why: fmt::Arguments) -> ! {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    fail(format_args!("panic on hart {}: {info}", arch::hart_id()))
+    // One line, so that `cargo xtask qemu` quotes all of it.
+    match info.location() {
+        Some(at) => fail(format_args!(
+            "panic on hart {} at {at}: {}",
+            arch::hart_id(),
+            info.message()
+        )),
+        None => fail(format_args!(
+            "panic on hart {}: {}",
+            arch::hart_id(),
+            info.message()
+        )),
+    }
 }

@@ -24,7 +24,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use bsa_global::Stats;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
 /// Work rounds per hart.
@@ -35,6 +35,10 @@ const MIN_TICKS: usize = 200;
 const TICK_US: u64 = 250;
 /// A hart that has not finished after this many seconds fails the run.
 const WATCHDOG_SECS: u64 = 60;
+/// A hart that made no progress for this many seconds is reported as stuck
+/// by the others (a deadlock: e.g. a timer interrupt spinning on a lock its
+/// own hart holds).
+const STALL_SECS: u64 = 10;
 /// Hart 0 runs the allocator's consistency checker every this many rounds,
 /// while the other harts keep allocating.
 const CHECK_EVERY: usize = 2500;
@@ -49,6 +53,10 @@ const PAGE: usize = crate::memory::PAGE_SIZE as usize;
 
 /// Counters of one hart, printed at the end.
 struct Counters {
+    /// `time` at the hart's last sign of progress (0: not started).
+    heartbeat: AtomicU64,
+    /// The hart freed everything and stopped.
+    finished: AtomicBool,
     rounds: AtomicUsize,
     sent: AtomicUsize,
     received: AtomicUsize,
@@ -60,6 +68,8 @@ struct Counters {
 impl Counters {
     const fn new() -> Self {
         Self {
+            heartbeat: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
             rounds: AtomicUsize::new(0),
             sent: AtomicUsize::new(0),
             received: AtomicUsize::new(0),
@@ -337,7 +347,11 @@ pub fn run_hart(id: usize) -> Result<(), String> {
                 counters.ticks.load(Ordering::Relaxed)
             ));
         }
+        counters.heartbeat.store(arch::time(), Ordering::Relaxed);
         hart.round(round)?;
+        if round % 256 == 0 {
+            check_progress(id, harts, hz)?;
+        }
         round += 1;
     }
     counters.rounds.store(round, Ordering::Relaxed);
@@ -348,6 +362,8 @@ pub fn run_hart(id: usize) -> Result<(), String> {
     DONE_SENDING.fetch_add(1, Ordering::Release);
     loop {
         let all_done = DONE_SENDING.load(Ordering::Acquire) == harts;
+        counters.heartbeat.store(arch::time(), Ordering::Relaxed);
+        check_progress(id, harts, hz)?;
         hart.drain()?;
         if all_done {
             break;
@@ -364,7 +380,27 @@ pub fn run_hart(id: usize) -> Result<(), String> {
     }
     drop(hart);
     trap::stop_timer();
+    counters.finished.store(true, Ordering::Relaxed);
     FINISHED.fetch_add(1, Ordering::Release);
+    Ok(())
+}
+
+/// Fails if another hart that has not finished made no progress for
+/// [`STALL_SECS`]: it is stuck, and would otherwise hang the run silently.
+fn check_progress(id: usize, harts: usize, hz: u64) -> Result<(), String> {
+    let now = arch::time();
+    for (other, c) in COUNTERS.iter().enumerate().take(harts) {
+        let last = c.heartbeat.load(Ordering::Relaxed);
+        if other != id
+            && last != 0
+            && !c.finished.load(Ordering::Relaxed)
+            && now.saturating_sub(last) > STALL_SECS * hz
+        {
+            return Err(format!(
+                "hart {other} made no progress for {STALL_SECS} s (deadlocked?)"
+            ));
+        }
+    }
     Ok(())
 }
 
