@@ -17,7 +17,8 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
     /// Walks every section's metadata, free lists and counters and checks
     /// them against each other:
     ///
-    /// - sections are sorted by address, disjoint, and counted correctly;
+    /// - sections are sorted by address, disjoint, counted correctly, and
+    ///   form a valid search tree (treap) for address lookup;
     /// - every managed page is covered by exactly one free block or live
     ///   allocation, and only block heads carry metadata;
     /// - free blocks are naturally aligned, inside their section, and no two
@@ -58,6 +59,9 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
             {
                 return Err(E::in_section("section geometry", si));
             }
+            if crate::tree::floor(self.root, s.region_start()) != Some(s) {
+                return Err(E::in_section("section not found in the section tree", si));
+            }
             let walk = Self::walk_pages(s, si)?;
             if walk.free_pages != s.free_pages() {
                 return Err(E::in_section("section free page counter", si));
@@ -79,6 +83,12 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
         }
         if count != self.section_count {
             return Err(E::new("section count"));
+        }
+        let mut budget = self.section_count;
+        let in_tree =
+            crate::tree::check(self.root, 0, None, u64::MAX, &mut budget).map_err(E::new)?;
+        if in_tree != self.section_count {
+            return Err(E::new("section tree misses sections"));
         }
         if total != self.total_pages {
             return Err(E::new("total page counter"));

@@ -79,9 +79,9 @@
 //!
 //! `alloc_pages`, `dealloc_pages`, `shrink_pages` and `grow_pages_in_place`
 //! do O([`MAX_ORDER`]) metadata reads and writes, independent of the heap
-//! size and of fragmentation. The pointer → section lookup of the freeing
-//! calls walks the (address-sorted) list of sections, which is short in
-//! practice. `alloc_pages_where` scans the free lists until its predicate
+//! size and of fragmentation. Taking a block never depends on the number of
+//! sections; finding the section of a pointer (in the freeing and resizing
+//! calls) descends a treap of the sections, O(log sections) expected. `alloc_pages_where` scans the free lists until its predicate
 //! accepts. `add_region` writes the metadata of every page of the region;
 //! `check_consistency` reads all of it.
 //!
@@ -135,6 +135,7 @@ mod section;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod tree;
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -195,6 +196,8 @@ pub struct Allocation {
 pub struct BuddyAllocator<const PAGE_SIZE: usize = 4096> {
     /// Sections in ascending address order.
     sections: Option<SectionRef>,
+    /// Root of the treap of sections (for address lookup).
+    root: Option<SectionRef>,
     section_count: usize,
     /// Per order, the first section whose free list of that order is non-empty.
     order_heads: [Option<SectionRef>; ORDERS],
@@ -246,6 +249,7 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
         let () = Self::PAGE_SIZE_OK;
         Self {
             sections: None,
+            root: None,
             section_count: 0,
             order_heads: [None; ORDERS],
             free_blocks: [0; ORDERS],
@@ -284,32 +288,29 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
         len: usize,
     ) -> Result<SectionInfo, AllocError> {
         let start = NonNull::new(start).ok_or(AllocError::RegionTooSmall)?;
-        let end = start
-            .addr()
-            .get()
-            .checked_add(len)
-            .ok_or(AllocError::Overflow)?;
-        let mut prev = None;
-        let mut cur = self.sections;
-        while let Some(s) = cur {
-            if s.region_start() < end && start.addr().get() < s.region_end() {
-                return Err(AllocError::Overlap);
-            }
-            if s.region_start() >= end {
-                break;
-            }
-            prev = Some(s);
-            cur = s.next();
+        let start_addr = start.addr().get();
+        let end = start_addr.checked_add(len).ok_or(AllocError::Overflow)?;
+        let prev = tree::floor(self.root, start_addr);
+        if prev.is_some_and(|p| p.region_end() > start_addr)
+            || tree::ceil(self.root, start_addr).is_some_and(|n| n.region_start() < end)
+        {
+            return Err(AllocError::Overlap);
         }
-        let plan = section::plan(start.addr().get(), len, PAGE_SIZE)?;
+        let plan = section::plan(start_addr, len, PAGE_SIZE)?;
         // SAFETY: the caller guarantees obligations (1) and (2) of `create`
         // for the whole region, and `plan` was computed for it just above.
         let s = unsafe { SectionRef::create(start, len, PAGE_SIZE, &plan) };
-        s.set_next(cur);
         match prev {
-            Some(p) => p.set_next(Some(s)),
-            None => self.sections = Some(s),
+            Some(p) => {
+                s.set_next(p.next());
+                p.set_next(Some(s));
+            }
+            None => {
+                s.set_next(self.sections);
+                self.sections = Some(s);
+            }
         }
+        self.root = Some(tree::insert(self.root, s));
         self.section_count += 1;
         self.total_pages += plan.page_count;
         self.free_range(s, 0, plan.page_count);
@@ -462,21 +463,12 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
 
     /// The section and page index of `ptr`, which must be page aligned.
     fn locate(&self, addr: usize) -> Result<(SectionRef, usize), AllocError> {
-        let mut cur = self.sections;
-        while let Some(s) = cur {
-            if s.region_start() > addr {
-                break;
-            }
-            if let Some((idx, aligned)) = s.page_index(addr) {
-                return if aligned {
-                    Ok((s, idx))
-                } else {
-                    Err(AllocError::NotPageAligned)
-                };
-            }
-            cur = s.next();
+        let s = tree::floor(self.root, addr).ok_or(AllocError::NotInSection)?;
+        match s.page_index(addr) {
+            Some((idx, true)) => Ok((s, idx)),
+            Some((_, false)) => Err(AllocError::NotPageAligned),
+            None => Err(AllocError::NotInSection),
         }
-        Err(AllocError::NotInSection)
     }
 
     /// Whether page `idx` of `s` (an inner page) lies inside a free block.
@@ -524,8 +516,7 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
     }
 
     /// Returns the `count` pages at `ptr` to the free lists, merging buddies.
-    /// O([`MAX_ORDER`]) plus the lookup of the section (linear in the number
-    /// of sections).
+    /// O([`MAX_ORDER`]) plus the lookup of the section (O(log sections)).
     ///
     /// # Errors
     ///

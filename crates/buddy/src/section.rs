@@ -37,6 +37,11 @@ pub(crate) struct SectionHeader {
     free_pages: usize,
     /// Next section in address order.
     next: Option<SectionRef>,
+    /// Children in the treap of sections keyed by `region_start`.
+    left: Option<SectionRef>,
+    right: Option<SectionRef>,
+    /// Treap priority: a hash of `region_start`.
+    prio: u64,
     /// Head of this section's free list per order (page index or `NIL`).
     heads: [u32; ORDERS],
     /// Number of free blocks per order in this section.
@@ -189,6 +194,9 @@ impl SectionRef {
                 page_size,
                 free_pages: 0,
                 next: None,
+                left: None,
+                right: None,
+                prio: crate::tree::priority(base),
                 heads: [NIL; ORDERS],
                 blocks: [0; ORDERS],
                 order_next: [None; ORDERS],
@@ -205,6 +213,9 @@ impl SectionRef {
     field!(page_size, set_page_size: usize);
     field!(free_pages, set_free_pages: usize);
     field!(next, set_next: Option<SectionRef>);
+    field!(left, set_left: Option<SectionRef>);
+    field!(right, set_right: Option<SectionRef>);
+    field!(prio, set_prio: u64);
     array_field!(heads, set_head: u32);
     array_field!(blocks, set_blocks: usize);
     array_field!(order_next, set_order_next: Option<SectionRef>);

@@ -906,3 +906,52 @@ fn random_several_regions_added_over_time() {
         ],
     );
 }
+
+#[test]
+fn many_sections_in_random_order() {
+    let n = if cfg!(miri) { 12 } else { 64 };
+    let slot = 8 * P;
+    let region = Region::new(n * slot, P);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = Rng(42);
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    let mut b = B::new();
+    let mut pages = 0;
+    for &i in &order {
+        // Each region leaves a gap of 1..P bytes before the next slot.
+        let len = slot - 1 - rng.below(P - 1);
+        // SAFETY: disjoint ranges inside `region`, which outlives `b`.
+        let info = unsafe { b.add_region(region.at(i * slot), len) }.unwrap();
+        pages += info.total_pages;
+        check(&b);
+        // Overlaps with any added region are found whatever the tree shape.
+        for &j in &order[..order.iter().position(|&x| x == i).unwrap() + 1] {
+            let at = region.at(j * slot + rng.below(slot - P));
+            // SAFETY: rejected before anything is written.
+            assert_eq!(unsafe { b.add_region(at, 2) }, Err(AllocError::Overlap));
+        }
+    }
+    check(&b);
+    assert_eq!(b.stats().sections, n);
+    assert_eq!(b.total_pages(), pages);
+    let starts: Vec<usize> = b.sections().map(|s| s.region_start).collect();
+    assert!(starts.windows(2).all(|w| w[0] < w[1]));
+    let mut got = Vec::new();
+    while let Ok(p) = b.alloc_pages(1, 1) {
+        assert!(b.contains(p.as_ptr()));
+        assert_eq!(b.allocation(p), Some(Allocation { pages: 1, tag: 0 }));
+        got.push(p);
+    }
+    assert_eq!(got.len(), pages);
+    for i in (1..got.len()).rev() {
+        got.swap(i, rng.below(i + 1));
+    }
+    for p in got {
+        // SAFETY: live single pages.
+        unsafe { b.dealloc_pages(p, 1) }.unwrap();
+    }
+    check(&b);
+    assert_eq!(b.free_pages(), pages);
+}
