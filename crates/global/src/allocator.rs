@@ -13,7 +13,7 @@ use bsa_slab::{AllocFailure, SizeClass, SlabAllocator, SlabError, SLAB_SIZE};
 use spin::{Mutex, Once};
 
 use crate::platform::PlatformCpu;
-use crate::regions::{self, ChunkList, Regions, INFLIGHT, OWNER_MASK};
+use crate::regions::{self, ChunkList, Regions, OWNER_MASK};
 use crate::{AllocError, Misuse, MisuseKind, Platform};
 
 /// Most CPU slots an allocator supports (the owner field of the slab map is
@@ -533,10 +533,9 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             return self.free_local(cpus, cs, entry, ptr, class);
         }
         // Remote path: announce the free (and re-read the owner) with one RMW.
-        let old = entry.fetch_add(INFLIGHT, Ordering::Acquire);
-        let owner = old & OWNER_MASK;
+        let owner = regions::begin_remote(entry);
         if owner == 0 || owner as usize == cpu + 1 {
-            entry.fetch_sub(INFLIGHT, Ordering::Release);
+            regions::end_remote(entry);
             return if owner == 0 {
                 Err(self.classify_not_slab(ptr))
             } else {
@@ -552,7 +551,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         // owner bits were set (`Release` in `claim`, `Acquire` above);
         // (3) the caller of `dealloc` gives up the object.
         let r = unsafe { SlabAllocator::remote_free(ptr, class) };
-        entry.fetch_sub(INFLIGHT, Ordering::Release);
+        regions::end_remote(entry);
         r.map_err(slab_misuse)
     }
 

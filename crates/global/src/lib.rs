@@ -209,5 +209,15 @@ pub use bsa_buddy;
 pub use bsa_percpu;
 pub use bsa_slab;
 
+/// The slab-ownership map protocol, exposed only to the loom model
+/// (`tests/loom.rs`, `--cfg bsa_loom`). Not part of the API.
+#[cfg(bsa_loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::regions::{
+        begin_remote, claim, end_remote, release, MapEntry, INFLIGHT, OWNER_MASK,
+    };
+}
+
 #[cfg(test)]
 mod tests;

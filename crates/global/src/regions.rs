@@ -35,9 +35,9 @@ use crate::AllocError;
 pub const MAX_REGIONS: usize = 64;
 
 /// Owner part of a map entry.
-pub(crate) const OWNER_MASK: u32 = 0xFFFF;
+pub const OWNER_MASK: u32 = 0xFFFF;
 /// One in-flight remote free.
-pub(crate) const INFLIGHT: u32 = 1 << 16;
+pub const INFLIGHT: u32 = 1 << 16;
 
 struct Entry {
     /// First byte of the region.
@@ -239,28 +239,111 @@ impl Regions {
     }
 }
 
+/// The atomic operations the map protocol needs, so that the same protocol
+/// code runs on core atomics (the allocator) and on loom's (the model in
+/// `tests/loom.rs`, built with `--cfg bsa_loom`).
+pub trait MapEntry {
+    /// As `AtomicU32::fetch_add`.
+    fn fetch_add(&self, v: u32, order: Ordering) -> u32;
+    /// As `AtomicU32::fetch_sub`.
+    fn fetch_sub(&self, v: u32, order: Ordering) -> u32;
+    /// As `AtomicU32::compare_exchange_weak`.
+    fn compare_exchange_weak(
+        &self,
+        current: u32,
+        new: u32,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u32, u32>;
+}
+
+macro_rules! impl_map_entry {
+    ($t:ty) => {
+        impl MapEntry for $t {
+            #[inline]
+            fn fetch_add(&self, v: u32, order: Ordering) -> u32 {
+                <$t>::fetch_add(self, v, order)
+            }
+            #[inline]
+            fn fetch_sub(&self, v: u32, order: Ordering) -> u32 {
+                <$t>::fetch_sub(self, v, order)
+            }
+            #[inline]
+            fn compare_exchange_weak(
+                &self,
+                current: u32,
+                new: u32,
+                success: Ordering,
+                failure: Ordering,
+            ) -> Result<u32, u32> {
+                <$t>::compare_exchange_weak(self, current, new, success, failure)
+            }
+        }
+    };
+}
+
+impl_map_entry!(AtomicU32);
+#[cfg(bsa_loom)]
+impl_map_entry!(loom::sync::atomic::AtomicU32);
+
+/// Ordering that publishes (weakened to `Relaxed` in the loom mutant, to
+/// prove the model notices).
+#[cfg(not(bsa_loom_mutant))]
+const PUBLISH: Ordering = Ordering::Release;
+#[cfg(bsa_loom_mutant)]
+const PUBLISH: Ordering = Ordering::Relaxed;
+/// Ordering that observes a publication (weakened in the mutant).
+#[cfg(not(bsa_loom_mutant))]
+const OBSERVE: Ordering = Ordering::Acquire;
+#[cfg(bsa_loom_mutant)]
+const OBSERVE: Ordering = Ordering::Relaxed;
+
+#[inline]
+fn relax() {
+    #[cfg(bsa_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(bsa_loom))]
+    core::hint::spin_loop();
+}
+
 /// Mark the chunk of `entry` as a slab of CPU slot `cpu`. Called under that
-/// slot's lock, after the slab header is initialised.
-pub(crate) fn claim(entry: &AtomicU32, cpu: usize) {
+/// slot's lock, after the slab header is initialised (`Release`: a remote
+/// free that sees the owner also sees the header).
+pub fn claim<E: MapEntry + ?Sized>(entry: &E, cpu: usize) {
     // Only in-flight counts of stray (misuse) frees can be present.
-    let old = entry.fetch_add(cpu as u32 + 1, Ordering::Release);
+    let old = entry.fetch_add(cpu as u32 + 1, PUBLISH);
     debug_assert_eq!(old & OWNER_MASK, 0, "chunk claimed twice");
 }
 
 /// Clear the owner of a chunk owned by `cpu`, waiting until no remote free
 /// is in flight on it. Called under that slot's lock. Afterwards no remote
-/// free can touch the chunk: a later one reads owner 0 and refuses.
-pub(crate) fn release(entry: &AtomicU32, cpu: usize) {
+/// free can touch the chunk: a later one reads owner 0 and refuses, and
+/// every earlier one has finished (`Acquire` on success pairs with the
+/// `Release` of [`end_remote`]), so the chunk can go back to the buddy.
+pub fn release<E: MapEntry + ?Sized>(entry: &E, cpu: usize) {
     let owned = cpu as u32 + 1;
-    // Acquire: the in-flight frees' writes (the push into the slab) happen
-    // before the pages go back to the buddy.
-    while let Err(v) = entry.compare_exchange_weak(owned, 0, Ordering::Acquire, Ordering::Relaxed) {
+    while let Err(v) = entry.compare_exchange_weak(owned, 0, OBSERVE, Ordering::Relaxed) {
         debug_assert_eq!(v & OWNER_MASK, owned, "released chunk not owned");
         if v & OWNER_MASK != owned {
             return;
         }
-        core::hint::spin_loop();
+        relax();
     }
+}
+
+/// Start a remote free on the chunk of `entry`: registers it as in flight
+/// and returns the owner bits (0: not a live slab — call [`end_remote`]
+/// and refuse). While registered, the chunk cannot be released.
+#[inline]
+pub fn begin_remote<E: MapEntry + ?Sized>(entry: &E) -> u32 {
+    entry.fetch_add(INFLIGHT, OBSERVE) & OWNER_MASK
+}
+
+/// End a remote free started with [`begin_remote`] (`Release`: everything
+/// the free did happens before the chunk is released).
+#[inline]
+pub fn end_remote<E: MapEntry + ?Sized>(entry: &E) {
+    entry.fetch_sub(INFLIGHT, PUBLISH);
 }
 
 /// A list of detached, empty slab chunks waiting to go back to the buddy,
