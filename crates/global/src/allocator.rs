@@ -204,9 +204,10 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let (cpus, rest) = PerCpu::new_in(mem, cpu_count, |i| SlabAllocator::new(i as u32))
             .map_err(|_| AllocError::RegionTooSmall)?;
         let used = storage - rest.len();
-        // SAFETY: the remainder of the region past the per-CPU slots is
-        // valid, unused and ours for good (caller contract).
-        unsafe { self.add_region_inner(start.wrapping_add(used), len - used, len) }?;
+        // SAFETY: the region is valid, unused and ours for good (caller
+        // contract); its first `used` bytes hold the per-CPU slots and are
+        // left alone.
+        unsafe { self.add_region_inner(start, len, used) }?;
         Ok(cpus)
     }
 
@@ -229,20 +230,20 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let ctx = PlatformCpu(&self.platform);
         let _cs = CriticalSection::enter(&ctx);
         // SAFETY: forwarded from this function's contract.
-        unsafe { self.add_region_inner(region.cast(), region.len(), region.len()) }
+        unsafe { self.add_region_inner(region.cast(), region.len(), 0) }
     }
 
     /// # Safety
-    /// `[start, start + len)` is valid, unused and ours for good;
-    /// `accounted` is the byte count to add to `managed_bytes`.
+    /// `[start, start + len)` is valid, initialised, unused and ours for
+    /// good, except its first `reserved` bytes, which are not touched.
     unsafe fn add_region_inner(
         &self,
         start: *mut u8,
         len: usize,
-        accounted: usize,
+        reserved: usize,
     ) -> Result<(), AllocError> {
         let mut heap = self.heap.lock();
-        let plan = self.regions.plan(&mut *heap, start, len)?;
+        let plan = self.regions.plan(&mut *heap, start, len, reserved)?;
         // SAFETY: the remainder after the map is inside the region, which is
         // valid, unused and ours for good (caller contract); the buddy only
         // hands its pages out through this allocator.
@@ -256,7 +257,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         // SAFETY: `plan` is fresh from this table under the same buddy lock;
         // the region's contract is this function's.
         unsafe { self.regions.publish(&mut *heap, plan) };
-        heap.managed_bytes += accounted;
+        heap.managed_bytes += len;
         Ok(())
     }
 
@@ -363,8 +364,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 };
                 // SAFETY: `Platform`'s implementor guarantees the region is
                 // valid, unused and handed over for good.
-                let added =
-                    unsafe { self.add_region_inner(region.cast(), region.len(), region.len()) };
+                let added = unsafe { self.add_region_inner(region.cast(), region.len(), 0) };
                 if let Err(e) = added {
                     log::warn!("bsa-global: region from Platform::grow refused: {e}");
                     break;

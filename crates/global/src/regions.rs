@@ -111,7 +111,9 @@ impl Regions {
         self.count.load(Ordering::Acquire)
     }
 
-    /// Split `[start, start + len)` into its map and the rest. Checks
+    /// Split `[start, start + len)` into a reserved head of `reserved`
+    /// bytes (the caller's, e.g. the per-CPU slots), the map and the rest.
+    /// The whole range counts for overlap checks and lookups. Checks
     /// bounds, overlap with every published region and the table capacity;
     /// writes nothing. `_writer` proves the caller holds the buddy lock.
     pub(crate) fn plan<B>(
@@ -119,16 +121,14 @@ impl Regions {
         _writer: &mut B,
         start: *mut u8,
         len: usize,
+        reserved: usize,
     ) -> Result<Plan, AllocError> {
-        if start.is_null() {
+        if start.is_null() || reserved > len {
             return Err(AllocError::RegionTooSmall);
         }
         let s = start.addr();
         let end = s.checked_add(len).ok_or(AllocError::RegionTooSmall)?;
         let n = self.count.load(Ordering::Relaxed);
-        if n >= MAX_REGIONS {
-            return Err(AllocError::TooManyRegions);
-        }
         for e in &self.entries[..n] {
             let (es, ee) = (
                 e.start.load(Ordering::Relaxed),
@@ -138,18 +138,23 @@ impl Regions {
                 return Err(AllocError::Overlap);
             }
         }
+        if n >= MAX_REGIONS {
+            return Err(AllocError::TooManyRegions);
+        }
         let base = s & !(SLAB_SIZE - 1);
         let chunks = (end - base).div_ceil(SLAB_SIZE);
-        let pad = start.align_offset(core::mem::align_of::<AtomicU32>());
-        let map_bytes = chunks
+        let map_start = start.wrapping_add(reserved);
+        let pad = map_start.align_offset(core::mem::align_of::<AtomicU32>());
+        let head = chunks
             .checked_mul(core::mem::size_of::<AtomicU32>())
             .and_then(|b| b.checked_add(pad))
+            .and_then(|b| b.checked_add(reserved))
             .ok_or(AllocError::RegionTooSmall)?;
-        if map_bytes >= len {
+        if head >= len {
             return Err(AllocError::RegionTooSmall);
         }
-        // `pad < map_bytes < len`, so the map and `rest` are inside the region.
-        let map = NonNull::new(start.wrapping_add(pad).cast::<AtomicU32>())
+        // `reserved + pad < head < len`: the map and `rest` are inside the region.
+        let map = NonNull::new(map_start.wrapping_add(pad).cast::<AtomicU32>())
             .ok_or(AllocError::RegionTooSmall)?;
         Ok(Plan {
             start: s,
@@ -157,8 +162,8 @@ impl Regions {
             base,
             chunks,
             map,
-            rest: start.wrapping_add(map_bytes),
-            rest_len: len - map_bytes,
+            rest: start.wrapping_add(head),
+            rest_len: len - head,
         })
     }
 

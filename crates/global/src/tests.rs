@@ -203,7 +203,7 @@ fn region_map_claim_release_and_lookup() {
     let regions = Regions::new();
     let mut writer = ();
     let plan = regions
-        .plan(&mut writer, region.all().cast(), region.len())
+        .plan(&mut writer, region.all().cast(), region.len(), 0)
         .unwrap();
     assert!(plan.rest_len < region.len());
     // SAFETY: fresh plan under our (single-threaded) writer; the region
@@ -216,7 +216,7 @@ fn region_map_claim_release_and_lookup() {
     assert_eq!(e.load(Ordering::Relaxed), 0);
     // Overlap is refused.
     assert!(matches!(
-        regions.plan(&mut writer, region.all().cast(), 4096),
+        regions.plan(&mut writer, region.all().cast(), 4096, 0),
         Err(AllocError::Overlap)
     ));
     regions::claim(e, 3);

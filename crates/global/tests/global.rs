@@ -63,6 +63,11 @@ fn before_init_and_init_errors() {
         );
         // Overlap with the first region is refused, a disjoint one accepted.
         assert_eq!(
+            h.add_region(region.part(0, 64 * 1024)),
+            Err(AllocError::Overlap),
+            "the per-CPU head of the first region counts too"
+        );
+        assert_eq!(
             h.add_region(region.part(MIB, 2 * MIB)),
             Err(AllocError::Overlap)
         );
