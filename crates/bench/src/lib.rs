@@ -1,0 +1,1 @@
+//! Shared workloads for the bsa benchmarks (filled in by issue 6).
