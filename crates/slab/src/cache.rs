@@ -155,6 +155,14 @@ impl SlabAllocator {
     /// Allocates an object of `class` (see [`alloc`](Self::alloc)).
     #[inline]
     pub fn alloc_class(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
+        let r = self.alloc_class_inner(class);
+        #[cfg(test)]
+        self.debug_check(Some(class));
+        r
+    }
+
+    #[inline]
+    fn alloc_class_inner(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         if let Some(slab) = self.classes[class.index()].lists[PARTIAL as usize].head {
             if let Some(obj) = slab.take_free() {
                 if slab.free() == 0 {
@@ -256,6 +264,8 @@ impl SlabAllocator {
         // SAFETY: obligations 1 and 2; alignment checked above.
         let slab = unsafe { header::init(mem, class, self.owner, self.instance) };
         self.settle(slab, false);
+        #[cfg(test)]
+        self.debug_check(Some(class));
         Ok(())
     }
 
@@ -305,11 +315,15 @@ impl SlabAllocator {
         if slab.remote_pending() {
             self.drain_slab(slab);
         }
-        if !slab.mark_free(loc.index) {
+        let r = if slab.mark_free(loc.index) {
+            Ok(self.settle(slab, true))
+        } else {
             self.settle(slab, false);
-            return Err(SlabError::DoubleFree);
-        }
-        Ok(self.settle(slab, true))
+            Err(SlabError::DoubleFree)
+        };
+        #[cfg(test)]
+        self.debug_check(Some(class));
+        r
     }
 
     /// Frees `ptr` (an object of `class`) from any CPU, without the owner's
@@ -404,6 +418,8 @@ impl SlabAllocator {
                 release(self.release_slab(slab));
             }
         }
+        #[cfg(test)]
+        self.debug_check(None);
     }
 
     /// Drains, then hands every empty slab (cached ones included) to
@@ -438,6 +454,19 @@ impl SlabAllocator {
     /// Totals are in [`stats`](Self::stats).
     pub fn take_remote_error(&mut self) -> Option<SlabError> {
         self.last_remote_error.take()
+    }
+
+    /// Test builds check the lists after every operation (of one class, or
+    /// all of them), as talc does.
+    #[cfg(test)]
+    fn debug_check(&self, class: Option<SizeClass>) {
+        let r = match class {
+            Some(c) => self.check_class(c),
+            None => self.check_consistency(),
+        };
+        if let Err(e) = r {
+            panic!("bsa-slab consistency check failed: {e}");
+        }
     }
 
     /// Runs one slab's drain and records what went wrong.

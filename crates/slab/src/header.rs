@@ -238,8 +238,7 @@ impl Slab {
     pub(crate) fn class(self) -> SizeClass {
         // SAFETY: type invariant (initialized header); `class` is write-once
         // and was a valid index when written.
-        let c = unsafe { (*self.h()).class };
-        SizeClass::from_index(c as usize).unwrap_or(SizeClass::from_index(0).unwrap())
+        SizeClass::from_raw(unsafe { (*self.h()).class })
     }
 
     #[inline]

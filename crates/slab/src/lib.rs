@@ -59,6 +59,41 @@
 //! objects must be 2048-aligned, so the header takes the first slot and 15
 //! objects remain. 32 KiB is the smallest power of two for which that holds.
 //!
+//! | class (B) | align | objects / slab | overhead (B) | overhead |
+//! |----:|----:|-----:|-----:|-----:|
+//! | 8 | 8 | 4025 | 568 | 1.7% |
+//! | 16 | 16 | 2028 | 320 | 1.0% |
+//! | 24 | 8 | 1355 | 248 | 0.8% |
+//! | 32 | 32 | 1018 | 192 | 0.6% |
+//! | 40 | 8 | 815 | 168 | 0.5% |
+//! | 48 | 16 | 679 | 176 | 0.5% |
+//! | 56 | 8 | 582 | 176 | 0.5% |
+//! | 64 | 64 | 510 | 128 | 0.4% |
+//! | 80 | 16 | 408 | 128 | 0.4% |
+//! | 96 | 32 | 340 | 128 | 0.4% |
+//! | 112 | 16 | 291 | 176 | 0.5% |
+//! | 128 | 128 | 255 | 128 | 0.4% |
+//! | 160 | 32 | 204 | 128 | 0.4% |
+//! | 192 | 64 | 170 | 128 | 0.4% |
+//! | 224 | 32 | 145 | 288 | 0.9% |
+//! | 256 | 256 | 127 | 256 | 0.8% |
+//! | 320 | 64 | 102 | 128 | 0.4% |
+//! | 384 | 128 | 85 | 128 | 0.4% |
+//! | 448 | 64 | 72 | 512 | 1.6% |
+//! | 512 | 512 | 63 | 512 | 1.6% |
+//! | 640 | 128 | 51 | 128 | 0.4% |
+//! | 768 | 256 | 42 | 512 | 1.6% |
+//! | 896 | 128 | 36 | 512 | 1.6% |
+//! | 1024 | 1024 | 31 | 1024 | 3.1% |
+//! | 1280 | 256 | 25 | 768 | 2.3% |
+//! | 1536 | 512 | 21 | 512 | 1.6% |
+//! | 1792 | 256 | 18 | 512 | 1.6% |
+//! | 2048 | 2048 | 15 | 2048 | 6.25% |
+//!
+//! (64-bit targets; the header is 64 bytes, plus 8 bytes of bitmap per 64
+//! objects. [`SizeClass::objects_per_slab`] and [`SizeClass::slab_overhead`]
+//! give the numbers at run time.)
+//!
 //! **Memory cost.** A class in use costs at least one slab per CPU: 32 KiB
 //! per CPU and class, so up to 28 × 32 KiB = 896 KiB per CPU if every class
 //! is used, plus up to `empty_keep` cached empty slabs per class (default 1).
@@ -148,7 +183,7 @@
 //! ```
 #![no_std]
 
-#[cfg(any(test, bsa_loom))]
+#[cfg(test)]
 extern crate std;
 
 mod cache;

@@ -128,6 +128,14 @@ impl SizeClass {
         (0..NUM_CLASSES as u8).map(SizeClass)
     }
 
+    /// The class with index `i`, for indices read back from a header that
+    /// this crate wrote (out-of-range values panic on the table lookups).
+    #[inline]
+    pub(crate) const fn from_raw(i: u8) -> SizeClass {
+        debug_assert!((i as usize) < NUM_CLASSES);
+        SizeClass(i)
+    }
+
     #[inline]
     pub(crate) const fn geometry(self) -> &'static Geometry {
         &GEOMETRY[self.0 as usize]

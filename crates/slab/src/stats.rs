@@ -214,37 +214,38 @@ impl SlabAllocator {
     /// summary words, and that each slab sits on the list its free count
     /// calls for. O(slabs × bitmap words); meant for tests and debugging.
     pub fn check_consistency(&self) -> Result<(), SlabConsistencyError> {
-        for (c, cache) in self.classes.iter().enumerate() {
-            let Some(class) = SizeClass::from_index(c) else {
-                continue;
-            };
-            for tag in [PARTIAL, FULL, EMPTY] {
-                let list = &cache.lists[tag as usize];
-                let state = SlabState::from_tag(tag);
-                let broken = SlabConsistencyError::BrokenList { class, list: state };
-                let mut prev: Option<Slab> = None;
-                let mut cur = list.head;
-                let mut walked = 0;
-                while let Some(slab) = cur {
-                    if walked == list.len {
-                        return Err(broken);
-                    }
-                    walked += 1;
-                    if slab.prev() != prev || slab.list() != tag {
-                        return Err(broken);
-                    }
-                    self.check_slab(slab, class, state)?;
-                    prev = Some(slab);
-                    cur = slab.next();
+        SizeClass::all().try_for_each(|c| self.check_class(c))
+    }
+
+    /// [`check_consistency`](Self::check_consistency) for one class.
+    pub fn check_class(&self, class: SizeClass) -> Result<(), SlabConsistencyError> {
+        let cache = &self.classes[class.index()];
+        for tag in [PARTIAL, FULL, EMPTY] {
+            let list = &cache.lists[tag as usize];
+            let state = SlabState::from_tag(tag);
+            let broken = SlabConsistencyError::BrokenList { class, list: state };
+            let mut prev: Option<Slab> = None;
+            let mut cur = list.head;
+            let mut walked = 0;
+            while let Some(slab) = cur {
+                if walked == list.len {
+                    return Err(broken);
                 }
-                if walked != list.len {
-                    return Err(SlabConsistencyError::ListLength {
-                        class,
-                        list: state,
-                        walked,
-                        recorded: list.len,
-                    });
+                walked += 1;
+                if slab.prev() != prev || slab.list() != tag {
+                    return Err(broken);
                 }
+                self.check_slab(slab, class, state)?;
+                prev = Some(slab);
+                cur = slab.next();
+            }
+            if walked != list.len {
+                return Err(SlabConsistencyError::ListLength {
+                    class,
+                    list: state,
+                    walked,
+                    recorded: list.len,
+                });
             }
         }
         Ok(())

@@ -921,8 +921,11 @@ fn randomized_against_a_model_with_remote_threads() {
 
     let mut tag = 0u8;
     for op in 0..ops {
+        // Alternate growth and shrink phases so slabs are fed, emptied,
+        // returned and fed again.
+        let alloc_pct = if (op / (ops / 12)) % 2 == 0 { 62 } else { 38 };
         let r = rng.below(100);
-        if r < 52 || live.is_empty() {
+        if r < alloc_pct || live.is_empty() {
             let class = classes[rng.below(classes.len())];
             let lo =
                 SizeClass::from_index(class.index().wrapping_sub(1)).map_or(1, |c| c.size() + 1);
@@ -962,7 +965,7 @@ fn randomized_against_a_model_with_remote_threads() {
                 .or_else(|| live.iter().next())
                 .unwrap();
             let (p, l) = live.remove(&addr).unwrap();
-            if r < 80 {
+            if r < alloc_pct + (100 - alloc_pct) * 6 / 10 {
                 verify(p, l.size, l.tag);
                 // SAFETY: live object of `a`.
                 if let Some(m) = unsafe { a.free(p, l.class) }.unwrap() {
@@ -970,6 +973,8 @@ fn randomized_against_a_model_with_remote_threads() {
                     held[c.index()] -= 1;
                 }
             } else if r < 97 {
+                // To a worker thread, which checks the content and frees it
+                // remotely.
                 senders[rng.below(workers)]
                     .send((SendPtr(p), l.size, l.tag, l.class))
                     .unwrap();
@@ -1029,4 +1034,10 @@ fn randomized_against_a_model_with_remote_threads() {
     });
     assert_eq!(pool.held(), 0);
     assert!(sent > ops / 10);
+    // The phases really made slabs come and go.
+    assert!(
+        pool.given > 2 * classes.len(),
+        "only {} slabs fed",
+        pool.given
+    );
 }
