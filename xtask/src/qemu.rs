@@ -27,7 +27,7 @@ const QEMU: &str = "qemu-system-riscv64";
 const QEMU_PACKAGE: &str = "qemu-system-misc";
 /// Seconds before QEMU is killed, unless `--timeout` says otherwise.
 const DEFAULT_TIMEOUT_SECS: u64 = 120;
-/// Harts to boot, unless `--smp` says otherwise (the kernel supports 1..=8).
+/// Harts to boot, unless `--smp` says otherwise (the kernel supports 2..=8).
 const DEFAULT_HARTS: u32 = 4;
 
 /// Builds and boots the demo kernel.
@@ -48,8 +48,8 @@ pub fn run(mut args: Vec<String>) -> Result {
         Some(s) => s
             .parse::<u32>()
             .ok()
-            .filter(|n| (1..=8).contains(n))
-            .ok_or_else(|| format!("--smp wants a hart count from 1 to 8, got `{s}`"))?,
+            .filter(|n| (2..=8).contains(n))
+            .ok_or_else(|| format!("--smp wants a hart count from 2 to 8, got `{s}`"))?,
         None => DEFAULT_HARTS,
     };
     if let Some(a) = args.first() {

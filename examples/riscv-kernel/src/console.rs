@@ -53,9 +53,11 @@ pub fn print(args: fmt::Arguments) {
 }
 
 /// Prints without waiting for the lock forever: for the panic handler, which
-/// may run while this hart (or a stuck one) holds it.
+/// may run while this hart (or a stuck one) holds it. Waits up to about a
+/// second of `time` (10 MHz on QEMU), then prints anyway.
 pub fn print_emergency(args: fmt::Arguments) {
-    for _ in 0..1_000_000 {
+    let deadline = crate::arch::time().saturating_add(10_000_000);
+    while crate::arch::time() < deadline {
         if let Some(_guard) = LOCK.try_lock() {
             write_unlocked(args);
             return;

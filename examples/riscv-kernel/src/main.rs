@@ -85,14 +85,12 @@ fn boot(hartid: usize, dtb: usize) -> Result<(), alloc::string::String> {
         ));
     }
     let harts = info.harts.as_slice().len();
-    // Hart ids index the allocator's CPU slots and the kernel's stacks.
-    if harts == 0
-        || harts > entry::MAX_HARTS
-        || (0..harts).any(|h| !info.harts.as_slice().contains(&h))
-    {
+    // Hart ids index the allocator's CPU slots and the kernel's stacks; the
+    // workload needs a second hart to free what the first allocated.
+    let ids = info.harts.as_slice();
+    if !(2..=entry::MAX_HARTS).contains(&harts) || (0..harts).any(|h| !ids.contains(&h)) {
         fail(format_args!(
-            "hart ids {:?} are not 0..n with n <= {}",
-            info.harts.as_slice(),
+            "hart ids {ids:?}: need 0..n with 2 <= n <= {}",
             entry::MAX_HARTS
         ));
     }

@@ -27,8 +27,13 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
-/// Work rounds per hart.
-const ROUNDS: usize = 20_000;
+/// Work rounds per hart (fewer in debug builds, where the allocator runs its
+/// consistency checks on every operation).
+const ROUNDS: usize = if cfg!(debug_assertions) {
+    2_000
+} else {
+    20_000
+};
 /// Timer interrupts every hart must have handled before it may stop.
 const MIN_TICKS: usize = 200;
 /// Timer period in microseconds.
@@ -41,7 +46,7 @@ const WATCHDOG_SECS: u64 = 60;
 const STALL_SECS: u64 = 10;
 /// Hart 0 runs the allocator's consistency checker every this many rounds,
 /// while the other harts keep allocating.
-const CHECK_EVERY: usize = 2500;
+const CHECK_EVERY: usize = ROUNDS / 8;
 /// Parcels a hart keeps for itself at most.
 const MAX_LIVE: usize = 48;
 /// Page blocks a hart holds at most.
@@ -91,6 +96,8 @@ static DONE_SENDING: AtomicUsize = AtomicUsize::new(0);
 static FINISHED: AtomicUsize = AtomicUsize::new(0);
 /// `time` CSR ticks per second.
 static TIMEBASE_HZ: AtomicUsize = AtomicUsize::new(0);
+/// `time` when the workload was set up.
+static STARTED_AT: AtomicU64 = AtomicU64::new(0);
 
 /// Sets the workload up for `harts` harts (ids `0..harts`) and a `time`
 /// frequency of `timebase_hz`. Called by the boot hart before starting the
@@ -98,6 +105,7 @@ static TIMEBASE_HZ: AtomicUsize = AtomicUsize::new(0);
 pub fn prepare(harts: usize, timebase_hz: u64) {
     HARTS.store(harts, Ordering::Relaxed);
     TIMEBASE_HZ.store(timebase_hz as usize, Ordering::Relaxed);
+    STARTED_AT.store(arch::time(), Ordering::Relaxed);
 }
 
 // ---- parcels -------------------------------------------------------------------
@@ -522,6 +530,9 @@ pub fn finish(baseline_free_pages: usize) -> Result<(), String> {
     while FINISHED.load(Ordering::Acquire) < harts {
         core::hint::spin_loop();
     }
+    let hz = TIMEBASE_HZ.load(Ordering::Relaxed) as u64;
+    let ticks = arch::time() - STARTED_AT.load(Ordering::Relaxed);
+    println!("workload done on {harts} harts in {} ms", ticks * 1000 / hz);
 
     println!("hart  rounds  sent  recv  page-blocks  timer-irqs  irq-allocs");
     let (mut sent, mut received) = (0, 0);
