@@ -69,11 +69,12 @@ extern "C" fn kmain(hartid: usize, dtb: usize) -> ! {
 /// Everything the boot hart does, as a `Result` so that failures carry
 /// their story.
 fn boot(hartid: usize, dtb: usize) -> Result<(), alloc::string::String> {
+    // Until the heap exists, failures cannot build a `String`: they call
+    // `fail` directly.
+    //
     // SAFETY: OpenSBI passes the address of a valid device tree in a1; the
     // firmware does not write it while the kernel runs, and nor do we (the
     // blob's range is excluded from the heap below).
-    // Until the heap exists, failures cannot build a `String`: they call
-    // `fail` directly.
     let info = unsafe { fdt::parse(dtb as *const u8) }
         .unwrap_or_else(|e| fail(format_args!("device tree at {dtb:#x}: {e}")));
     if let Some(address) = info.test_finisher {
@@ -98,13 +99,14 @@ fn boot(hartid: usize, dtb: usize) -> Result<(), alloc::string::String> {
         .timebase_hz
         .unwrap_or_else(|| fail(format_args!("no timebase-frequency in the device tree")));
     for r in info.memory.as_slice() {
-        println!(
-            "RAM {r}; kernel image [{:#x}, {:#x}), device tree {}",
-            memory::kernel_start(),
-            memory::kernel_end(),
-            info.blob
-        );
+        println!("RAM {r} ({} MiB)", r.len() >> 20);
     }
+    println!(
+        "kernel image [{:#x}, {:#x}), device tree {}, {harts} harts, timebase {timebase} Hz",
+        memory::kernel_start(),
+        memory::kernel_end(),
+        info.blob
+    );
 
     // The heap: the largest free range through `init`, the rest through
     // `add_region`.

@@ -1,19 +1,24 @@
 //! What every hart does with the heap, and the final accounting.
 //!
-//! Each hart runs [`run_hart`]: a few thousand rounds of random work through
-//! the `alloc` collections and the page API, while its timer interrupt
-//! allocates and frees too ([`on_timer`]). Objects travel between harts:
+//! Each hart runs [`run_hart`]: 20 000 rounds of random work through the
+//! `alloc` collections (`Vec`, `String`, `Box`, `BTreeMap`; sizes from a few
+//! bytes to several pages, growing and shrinking, zeroed) and the page API
+//! (`alloc_pages` with alignments up to 8 pages, one `alloc_pages_lowmem`),
+//! while its timer interrupt allocates and frees too ([`on_timer`]). Objects travel between harts:
 //! hart `i` posts [`Parcel`]s into the mailbox of hart `i + 1` (mod n), which
 //! checks and drops them, so every parcel is freed on a hart other than the
 //! one that allocated it (the allocator's remote-free path). Every object
 //! carries a checksum of its contents, so an allocator that handed the same
-//! memory out twice, or scribbled on live objects, is caught.
+//! memory out twice, or scribbled on live objects, is caught. Meanwhile
+//! hart 0 runs the allocator's consistency checker now and then, and every
+//! hart watches that the others keep making progress.
 //!
 //! When a hart is done it drains its mailbox until every hart is done,
 //! frees everything it still holds, stops its timer and reports in. The boot
 //! hart then runs [`finish`]: frees the mailboxes themselves, calls
-//! `trim()`, and checks that the allocator is back to exactly the free page
-//! count it had before the workload started.
+//! `trim()`, and checks that nothing is left allocated and that the
+//! allocator is back to exactly the free page count it had before the
+//! workload started.
 
 use crate::entry::MAX_HARTS;
 use crate::{arch, println, trap, HEAP};
