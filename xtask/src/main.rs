@@ -25,7 +25,8 @@ commands:
   fuzz <target> [--seconds N]        run one cargo-fuzz target (buddy, slab, global)
   stress [--seconds N]               multi-threaded soak test of the global allocator
   bench [--quick] [--instructions]   benchmarks against peers; writes target/bench-report.md
-  qemu                               boot the riscv64 demo kernel on 4 harts in QEMU
+  qemu [--timeout N] [--smp N] [--debug]
+                                     boot the riscv64 demo kernel (4 harts) in QEMU
   help                               this text
 ";
 
