@@ -40,10 +40,6 @@ use libfuzzer_sys::fuzz_target;
 /// and the metadata overhead (the real header is smaller).
 const HEADER_BOUND: usize = 1024;
 
-/// Allocations up to this many bytes are pattern-filled entirely; larger
-/// ones on the first and last 64 bytes of every page.
-const FULL_FILL: usize = 16 * 1024;
-
 #[derive(Arbitrary, Debug)]
 struct Input {
     /// 0: 4096-byte pages, 1: 1024, 2: 256.
@@ -179,7 +175,12 @@ impl<const PS: usize> Model<PS> {
     fn add_region(&mut self, buddy: &mut BuddyAllocator<PS>, r: RegionSpec) {
         let (off, len) = self.region_bounds(r);
         let start = self.arena.addr() + off;
-        let overlaps = self.regions.iter().any(|&(s, l)| s < start + len && start < s + l);
+        // A zero-length region counts as overlapping when its start lies
+        // inside an existing region (the buddy refuses it either way).
+        let overlaps = self
+            .regions
+            .iter()
+            .any(|&(s, l)| (s < start + len || s == start) && start < s + l);
         // SAFETY: the range is inside the arena and overlaps no region the
         // allocator accepted (if it does, the call must refuse it without
         // writing anything); nothing else uses arena bytes outside regions.
@@ -348,22 +349,23 @@ impl<const PS: usize> Model<PS> {
         }
     }
 
+    /// Checks pages `[from, to)` of the allocation at `addr`.
     fn check_pattern(&self, addr: usize, l: Live, from: usize, to: usize) {
-        let ptr = self.arena.at(addr - self.arena.addr() + from * PS);
-        let len = (to - from) * PS;
+        let ptr = self.arena.at(addr - self.arena.addr());
         // SAFETY: pages `[from, to)` of a live allocation, which the model
         // filled; the allocator never writes managed pages.
-        let r = unsafe { bsa_fuzz::check_sampled(ptr, len, l.seed ^ addr as u64, FULL_FILL, PS) };
+        let r = unsafe { bsa_fuzz::check_from(ptr, from * PS, to * PS, l.seed ^ addr as u64) };
         if let Err(off) = r {
-            panic!("allocation {addr:#x} ({} pages) corrupted at byte {}", l.count, from * PS + off);
+            panic!("allocation {addr:#x} ({} pages) corrupted at byte {off}", l.count);
         }
     }
 
+    /// Fills pages `[from, to)` of the allocation at `addr`.
     fn fill_pattern(&self, addr: usize, l: Live, from: usize, to: usize) {
-        let ptr = self.arena.at(addr - self.arena.addr() + from * PS);
+        let ptr = self.arena.at(addr - self.arena.addr());
         // SAFETY: pages `[from, to)` of an allocation the allocator just
         // handed out (or grew), inside the arena.
-        unsafe { bsa_fuzz::fill_sampled(ptr, (to - from) * PS, l.seed ^ addr as u64, FULL_FILL, PS) };
+        unsafe { bsa_fuzz::fill_from(ptr, from * PS, to * PS, l.seed ^ addr as u64) };
     }
 
     fn set_owner(&mut self, l: Live, from: usize, to: usize, owner: u64) {
@@ -446,10 +448,8 @@ impl<const PS: usize> Model<PS> {
             self.set_owner(l, l.count, new, l.seed);
             let grown = Live { count: new, ..l };
             self.live.insert(addr, grown);
-            // The pattern is per address, so filling the whole grown range
-            // keeps the old part's bytes and covers the new pages.
             self.check_pattern(addr, l, 0, l.count);
-            self.fill_pattern(addr, grown, 0, new);
+            self.fill_pattern(addr, grown, l.count, new);
         }
     }
 

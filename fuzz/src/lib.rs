@@ -78,19 +78,21 @@ impl Drop for Arena {
     }
 }
 
-/// The byte the pattern `seed` puts at address `addr`.
+/// The byte the pattern `seed` puts at offset `off` of an allocation.
 #[inline]
-fn pattern_byte(addr: usize, seed: u64) -> u8 {
-    pattern_word(addr & !7, seed).to_le_bytes()[addr & 7]
+fn pattern_byte(off: usize, seed: u64) -> u8 {
+    pattern_word(off & !7, seed).to_le_bytes()[off & 7]
 }
 
-/// The word the pattern `seed` puts at the 8-aligned address `addr`: a hash
-/// of the address and the allocation's identity, so that a block handed out
-/// twice, moved, or partly overwritten by allocator metadata shows up as a
-/// mismatch.
+/// The word the pattern `seed` puts at the 8-aligned offset `off` of an
+/// allocation: a hash of the offset and the seed. Targets derive the seed
+/// from the allocation's address and a unique id, so a block handed out
+/// twice, or partly overwritten by allocator metadata, shows up as a
+/// mismatch. Being relative to the start, the pattern survives a `realloc`
+/// that moves the block.
 #[inline]
-fn pattern_word(addr: usize, seed: u64) -> u64 {
-    let x = (addr as u64 ^ seed.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+fn pattern_word(off: usize, seed: u64) -> u64 {
+    let x = (off as u64 ^ seed.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     x ^ (x >> 31) ^ seed
 }
 
@@ -99,22 +101,33 @@ fn pattern_word(addr: usize, seed: u64) -> u64 {
 /// # Safety
 /// - `ptr` is valid for writes of `len` bytes.
 pub unsafe fn fill(ptr: NonNull<u8>, len: usize, seed: u64) {
+    // SAFETY: forwarded.
+    unsafe { fill_from(ptr, 0, len, seed) }
+}
+
+/// Fills offsets `[from, to)` of the allocation at `ptr` with the pattern
+/// of `seed`.
+///
+/// # Safety
+/// - `ptr + from .. ptr + to` is valid for writes.
+pub unsafe fn fill_from(ptr: NonNull<u8>, from: usize, to: usize, seed: u64) {
     let p = ptr.as_ptr();
-    let addr = p as usize;
-    let mut i = 0;
-    while i < len && (addr + i) % 8 != 0 {
-        // SAFETY: `i < len`; the caller guarantees the range is writable.
-        unsafe { p.add(i).write(pattern_byte(addr + i, seed)) };
-        i += 1;
+    let mut i = from;
+    if (p as usize) % 8 == 0 {
+        while i < to && i % 8 != 0 {
+            // SAFETY: `from <= i < to`; the caller guarantees the range.
+            unsafe { p.add(i).write(pattern_byte(i, seed)) };
+            i += 1;
+        }
+        while i + 8 <= to {
+            // SAFETY: as above; `p + i` is 8-aligned.
+            unsafe { p.add(i).cast::<u64>().write(pattern_word(i, seed)) };
+            i += 8;
+        }
     }
-    while i + 8 <= len {
-        // SAFETY: as above; `addr + i` is 8-aligned.
-        unsafe { p.add(i).cast::<u64>().write(pattern_word(addr + i, seed)) };
-        i += 8;
-    }
-    while i < len {
+    while i < to {
         // SAFETY: as above.
-        unsafe { p.add(i).write(pattern_byte(addr + i, seed)) };
+        unsafe { p.add(i).write(pattern_byte(i, seed)) };
         i += 1;
     }
 }
@@ -125,81 +138,42 @@ pub unsafe fn fill(ptr: NonNull<u8>, len: usize, seed: u64) {
 /// # Safety
 /// - `ptr` is valid for reads of `len` bytes, all initialised.
 pub unsafe fn check(ptr: NonNull<u8>, len: usize, seed: u64) -> Result<(), usize> {
+    // SAFETY: forwarded.
+    unsafe { check_from(ptr, 0, len, seed) }
+}
+
+/// Checks offsets `[from, to)` of the allocation at `ptr` against the
+/// pattern of `seed`; on a mismatch returns the offset of the first bad byte.
+///
+/// # Safety
+/// - `ptr + from .. ptr + to` is valid for reads, all initialised.
+pub unsafe fn check_from(ptr: NonNull<u8>, from: usize, to: usize, seed: u64) -> Result<(), usize> {
     let p = ptr.as_ptr();
-    let addr = p as usize;
-    let mut i = 0;
-    while i < len && (addr + i) % 8 != 0 {
-        // SAFETY: `i < len`; the caller guarantees the range is readable.
-        if unsafe { p.add(i).read() } != pattern_byte(addr + i, seed) {
-            return Err(i);
+    let mut i = from;
+    if (p as usize) % 8 == 0 {
+        while i < to && i % 8 != 0 {
+            // SAFETY: `from <= i < to`; the caller guarantees the range.
+            if unsafe { p.add(i).read() } != pattern_byte(i, seed) {
+                return Err(i);
+            }
+            i += 1;
         }
-        i += 1;
-    }
-    while i + 8 <= len {
-        // SAFETY: as above; `addr + i` is 8-aligned.
-        let w = unsafe { p.add(i).cast::<u64>().read() };
-        if w != pattern_word(addr + i, seed) {
-            let bad = (w ^ pattern_word(addr + i, seed)).trailing_zeros() as usize / 8;
-            return Err(i + bad);
+        while i + 8 <= to {
+            // SAFETY: as above; `p + i` is 8-aligned.
+            let w = unsafe { p.add(i).cast::<u64>().read() };
+            if w != pattern_word(i, seed) {
+                let bad = (w ^ pattern_word(i, seed)).trailing_zeros() as usize / 8;
+                return Err(i + bad);
+            }
+            i += 8;
         }
-        i += 8;
     }
-    while i < len {
+    while i < to {
         // SAFETY: as above.
-        if unsafe { p.add(i).read() } != pattern_byte(addr + i, seed) {
+        if unsafe { p.add(i).read() } != pattern_byte(i, seed) {
             return Err(i);
         }
         i += 1;
     }
     Ok(())
-}
-
-/// Fills `len` bytes at `ptr` like [`fill`], or, when `len` is above
-/// `full_limit`, only the first and last 64 bytes of every `stride` bytes
-/// (enough to catch a block handed out twice at page granularity while
-/// keeping executions fast).
-///
-/// # Safety
-/// As for [`fill`].
-pub unsafe fn fill_sampled(ptr: NonNull<u8>, len: usize, seed: u64, full_limit: usize, stride: usize) {
-    for (off, n) in sample_ranges(len, full_limit, stride) {
-        // SAFETY: `off + n <= len`; the caller's guarantee covers the range.
-        unsafe { fill(ptr.add(off), n, seed) };
-    }
-}
-
-/// Checks what [`fill_sampled`] wrote with the same arguments.
-///
-/// # Safety
-/// As for [`check`].
-pub unsafe fn check_sampled(
-    ptr: NonNull<u8>,
-    len: usize,
-    seed: u64,
-    full_limit: usize,
-    stride: usize,
-) -> Result<(), usize> {
-    for (off, n) in sample_ranges(len, full_limit, stride) {
-        // SAFETY: `off + n <= len`; the caller's guarantee covers the range.
-        unsafe { check(ptr.add(off), n, seed) }.map_err(|e| off + e)?;
-    }
-    Ok(())
-}
-
-/// The `(offset, len)` ranges [`fill_sampled`] touches.
-fn sample_ranges(
-    len: usize,
-    full_limit: usize,
-    stride: usize,
-) -> impl Iterator<Item = (usize, usize)> {
-    let full = len <= full_limit;
-    let step = if full { len.max(1) } else { stride };
-    (0..len).step_by(step).flat_map(move |off| {
-        let n = (len - off).min(step);
-        if full || n <= 128 {
-            [(off, n), (0, 0)]
-        } else {
-            [(off, 64), (off + n - 64, 64)]
-        }
-    })
 }
