@@ -272,14 +272,14 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// Where a layout goes. Size 0 is treated as size 1.
     #[inline]
     pub(crate) fn route(layout: Layout) -> Result<Route, AllocError> {
-        let size = layout.size().max(1);
-        // `size <= isize::MAX - (align - 1)` (a `Layout` invariant), so this
-        // cannot fail for `size.max(1)`.
-        let effective =
-            Layout::from_size_align(size, layout.align()).map_err(|_| AllocError::BadRequest)?;
+        let effective = if layout.size() != 0 {
+            layout
+        } else {
+            Layout::from_size_align(1, layout.align()).map_err(|_| AllocError::BadRequest)?
+        };
         match SizeClass::for_layout(effective) {
             Some(class) => Ok(Route::Small(class)),
-            None => Ok(Route::Large(size.div_ceil(PAGE_SIZE))),
+            None => Ok(Route::Large(effective.size().div_ceil(PAGE_SIZE))),
         }
     }
 
