@@ -89,8 +89,8 @@ fn remote_frees_from_another_thread_are_reused() {
         });
     });
     assert_eq!(h.cpu_stats(1).unwrap().total().slabs(), 0);
-    h.drain_remote_frees();
-    assert_eq!(h.stats().small.live_objects, 0);
+    // Pending until the owner drains them, which its next allocations do.
+    assert!(h.stats().small.remote_pending_slabs > 0);
     let again: Vec<*mut u8> = (0..N)
         // SAFETY: valid layout.
         .map(|_| unsafe { h.alloc(layout) })
