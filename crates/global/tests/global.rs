@@ -159,6 +159,13 @@ fn cross_cpu_frees_are_reused_by_the_owner() {
         0,
         "CPU 1 took no slab"
     );
+    let st = h.stats();
+    assert_eq!(
+        st.per_cpu[0].live_objects, n,
+        "per-CPU breakdown: CPU 0 owns them"
+    );
+    assert_eq!(st.per_cpu[1].live_objects, 0);
+    assert!(st.per_cpu[0].remote_pending_slabs > 0);
     // SAFETY: valid layout.
     let second: HashSet<usize> = (0..n)
         .map(|_| unsafe { h.alloc(layout) } as usize)
@@ -444,7 +451,14 @@ fn out_of_memory_then_recovery_after_frees() {
     }
     assert!(live.len() > 10);
     let grows = h.platform().grow_calls.load(Ordering::SeqCst);
-    assert!(grows >= 1, "grow was asked before giving up");
+    assert_eq!(grows, 1, "grow was asked once, by the failing request");
+    // SAFETY: valid layout.
+    assert!(unsafe { h.alloc(l) }.is_null());
+    assert_eq!(
+        h.platform().grow_calls.load(Ordering::SeqCst),
+        2,
+        "each failing request asks grow exactly once"
+    );
     // Small allocations also fail cleanly once every page is used.
     let mut smalls = Vec::new();
     let s = Layout::from_size_align(24, 8).unwrap();
