@@ -27,7 +27,12 @@ std::thread_local! {
 ///
 /// Threads sharing a slot simply contend on its spin lock; there are no
 /// interrupts, so the critical section is empty. Regions are never given
-/// back to the system.
+/// back to the system. Choose `cpu_count` around the number of threads that
+/// allocate concurrently (or hardware threads): more slots mean less
+/// sharing, but every slot that uses a size class holds at least one 32 KiB
+/// slab of it. The slot locks spin without yielding, so heavy
+/// oversubscription (many more busy threads than cores sharing few slots)
+/// wastes time slices.
 ///
 /// ```
 /// use bsa_global::{GlobalAllocator, HostedPlatform};
