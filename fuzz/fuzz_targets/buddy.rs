@@ -32,7 +32,9 @@
 use std::collections::BTreeMap;
 
 use arbitrary::Arbitrary;
-use bsa_buddy::{AllocError, BuddyAllocator, SectionInfo, MAX_BLOCK_PAGES, MAX_ORDER, META_BYTES, ORDERS};
+use bsa_buddy::{
+    AllocError, BuddyAllocator, SectionInfo, MAX_BLOCK_PAGES, MAX_ORDER, META_BYTES, ORDERS,
+};
 use bsa_fuzz::Arena;
 use libfuzzer_sys::fuzz_target;
 
@@ -64,27 +66,60 @@ struct RegionSpec {
 #[derive(Arbitrary, Debug)]
 enum Action {
     AddRegion(RegionSpec),
-    Alloc { count: u8, align_log: u8 },
+    Alloc {
+        count: u8,
+        align_log: u8,
+    },
     /// `alloc_pages_where` accepting only blocks inside the arena window
     /// `[lo, hi)` (in pages from the arena start).
-    AllocWhere { count: u8, align_log: u8, lo: u16, hi: u16 },
-    Free { which: u16 },
+    AllocWhere {
+        count: u8,
+        align_log: u8,
+        lo: u16,
+        hi: u16,
+    },
+    Free {
+        which: u16,
+    },
     /// Free a live allocation with `count + delta` (delta ≠ 0) pages.
-    FreeWrongCount { which: u16, delta: i8 },
+    FreeWrongCount {
+        which: u16,
+        delta: i8,
+    },
     /// Free a pointer `page` pages and `byte` bytes into a live allocation.
-    FreeInterior { which: u16, page: u8, byte: u16 },
+    FreeInterior {
+        which: u16,
+        page: u8,
+        byte: u16,
+    },
     /// Free again something freed before (which may have been handed out
     /// again since: the model knows what the pointer is now).
-    FreeStale { which: u16 },
+    FreeStale {
+        which: u16,
+    },
     /// Free an arbitrary address: anywhere in the arena (metadata, gaps,
     /// free pages) or outside it.
-    FreeAddr { off: u32, count: u8 },
-    Shrink { which: u16, new_count: u8 },
-    Grow { which: u16, extra: u8 },
+    FreeAddr {
+        off: u32,
+        count: u8,
+    },
+    Shrink {
+        which: u16,
+        new_count: u8,
+    },
+    Grow {
+        which: u16,
+        extra: u8,
+    },
     /// Requests that must be refused before touching any block.
-    BadRequest { kind: u8, value: u8 },
+    BadRequest {
+        kind: u8,
+        value: u8,
+    },
     /// Re-check the pattern of one live allocation.
-    Check { which: u16 },
+    Check {
+        which: u16,
+    },
 }
 
 fuzz_target!(|input: Input| match input.page_size % 3 {
@@ -153,9 +188,19 @@ fn run<const PS: usize>(input: &Input) {
     }
     m.check_state(&buddy);
     let st = buddy.stats();
-    assert_eq!(st.free_pages, st.total_pages, "pages lost after freeing everything");
-    let expect_largest = m.canonical_blocks().iter().rposition(|&n| n > 0).map_or(0, |o| 1 << o);
-    assert_eq!(st.largest_free_block_pages, expect_largest, "largest block not restored");
+    assert_eq!(
+        st.free_pages, st.total_pages,
+        "pages lost after freeing everything"
+    );
+    let expect_largest = m
+        .canonical_blocks()
+        .iter()
+        .rposition(|&n| n > 0)
+        .map_or(0, |o| 1 << o);
+    assert_eq!(
+        st.largest_free_block_pages, expect_largest,
+        "largest block not restored"
+    );
 }
 
 impl<const PS: usize> Model<PS> {
@@ -186,7 +231,11 @@ impl<const PS: usize> Model<PS> {
         // writing anything); nothing else uses arena bytes outside regions.
         let r = unsafe { buddy.add_region(self.arena.at(off).as_ptr(), len) };
         if overlaps {
-            assert_eq!(r, Err(AllocError::Overlap), "overlapping region [{start:#x}, +{len:#x})");
+            assert_eq!(
+                r,
+                Err(AllocError::Overlap),
+                "overlapping region [{start:#x}, +{len:#x})"
+            );
             return;
         }
         let info = match r {
@@ -206,7 +255,10 @@ impl<const PS: usize> Model<PS> {
         assert_eq!(info.pages_start % PS, 0, "pages not page aligned");
         let n = info.total_pages;
         assert!(n >= 1);
-        assert!(info.pages_start >= start + n * META_BYTES, "metadata overlaps the pages");
+        assert!(
+            info.pages_start >= start + n * META_BYTES,
+            "metadata overlaps the pages"
+        );
         assert!(info.pages_end(PS) <= start + len, "pages beyond the region");
         let meta_pages = (n * META_BYTES + HEADER_BOUND).div_ceil(PS);
         assert!(
@@ -215,7 +267,9 @@ impl<const PS: usize> Model<PS> {
         );
         assert_eq!(info.free_pages, n);
         self.regions.push((start, len));
-        let pos = self.sections.partition_point(|s| s.info.region_start < start);
+        let pos = self
+            .sections
+            .partition_point(|s| s.info.region_start < start);
         for l in self.live.values_mut() {
             if l.section >= pos {
                 l.section += 1;
@@ -252,13 +306,23 @@ impl<const PS: usize> Model<PS> {
                 let align = 1usize << (align_log % 24);
                 self.alloc(buddy, count, align, None);
             }
-            Action::AllocWhere { count, align_log, lo, hi } => {
+            Action::AllocWhere {
+                count,
+                align_log,
+                lo,
+                hi,
+            } => {
                 let count = 1 + count as usize % 64;
                 let align = 1usize << (align_log % 24);
                 let pages = self.arena.len() / PS;
                 let (lo, hi) = (lo as usize % (pages + 1), hi as usize % (pages + 1));
                 let base = self.arena.addr();
-                self.alloc(buddy, count, align, Some((base + lo.min(hi) * PS, base + lo.max(hi) * PS)));
+                self.alloc(
+                    buddy,
+                    count,
+                    align,
+                    Some((base + lo.min(hi) * PS, base + lo.max(hi) * PS)),
+                );
             }
             Action::Free { which } => {
                 if let Some((addr, _)) = self.pick(which) {
@@ -309,11 +373,27 @@ impl<const PS: usize> Model<PS> {
                 let (count, align, want) = match kind % 5 {
                     0 => (0, PS, AllocError::ZeroCount),
                     1 => (1, 3usize << (value % 20), AllocError::BadAlign),
-                    2 => (usize::MAX / PS + 1 + value as usize, PS, AllocError::Overflow),
-                    3 => (MAX_BLOCK_PAGES + 1 + value as usize, PS, AllocError::TooLarge),
-                    _ => (1, PS << (MAX_ORDER + 1 + value as usize % 4), AllocError::TooLarge),
+                    2 => (
+                        usize::MAX / PS + 1 + value as usize,
+                        PS,
+                        AllocError::Overflow,
+                    ),
+                    3 => (
+                        MAX_BLOCK_PAGES + 1 + value as usize,
+                        PS,
+                        AllocError::TooLarge,
+                    ),
+                    _ => (
+                        1,
+                        PS << (MAX_ORDER + 1 + value as usize % 4),
+                        AllocError::TooLarge,
+                    ),
                 };
-                assert_eq!(buddy.alloc_pages(count, align), Err(want), "alloc_pages({count}, {align})");
+                assert_eq!(
+                    buddy.alloc_pages(count, align),
+                    Err(want),
+                    "alloc_pages({count}, {align})"
+                );
                 let r = buddy.alloc_pages_where(count, align, |_, _| true);
                 assert_eq!(r, Err(want), "alloc_pages_where({count}, {align})");
             }
@@ -331,7 +411,8 @@ impl<const PS: usize> Model<PS> {
         self.sections.iter().enumerate().find_map(|(i, s)| {
             let start = s.info.pages_start;
             let end = start + s.info.total_pages * PS;
-            (addr >= start && addr < end).then(|| (i, (addr - start) / PS, (addr - start) % PS == 0))
+            (addr >= start && addr < end)
+                .then(|| (i, (addr - start) / PS, (addr - start).is_multiple_of(PS)))
         })
     }
 
@@ -343,7 +424,10 @@ impl<const PS: usize> Model<PS> {
         }
         match self.live.get(&addr) {
             Some(l) if l.count == count => Ok(*l),
-            Some(l) => Err(AllocError::WrongCount { expected: l.count, given: count }),
+            Some(l) => Err(AllocError::WrongCount {
+                expected: l.count,
+                given: count,
+            }),
             None if self.sections[s].owner[page] == 0 => Err(AllocError::DoubleFree),
             None => Err(AllocError::NotAllocated),
         }
@@ -356,7 +440,10 @@ impl<const PS: usize> Model<PS> {
         // filled; the allocator never writes managed pages.
         let r = unsafe { bsa_fuzz::check_from(ptr, from * PS, to * PS, l.seed ^ addr as u64) };
         if let Err(off) = r {
-            panic!("allocation {addr:#x} ({} pages) corrupted at byte {off}", l.count);
+            panic!(
+                "allocation {addr:#x} ({} pages) corrupted at byte {off}",
+                l.count
+            );
         }
     }
 
@@ -381,7 +468,11 @@ impl<const PS: usize> Model<PS> {
 
     /// Calls `dealloc_pages(addr, count)` and checks the outcome.
     fn free_addr(&mut self, buddy: &mut BuddyAllocator<PS>, addr: usize, count: usize) {
-        let want = if count == 0 { Err(AllocError::ZeroCount) } else { self.expect_live(addr, count) };
+        let want = if count == 0 {
+            Err(AllocError::ZeroCount)
+        } else {
+            self.expect_live(addr, count)
+        };
         if let Ok(l) = want {
             self.check_pattern(addr, l, 0, l.count);
         }
@@ -434,7 +525,9 @@ impl<const PS: usize> Model<PS> {
         } else if new > MAX_BLOCK_PAGES {
             Err(AllocError::TooLarge)
         } else if l.page + new > sec.info.total_pages
-            || sec.owner[l.page + l.count..l.page + new].iter().any(|&o| o != 0)
+            || sec.owner[l.page + l.count..l.page + new]
+                .iter()
+                .any(|&o| o != 0)
         {
             Err(AllocError::NoMemory)
         } else {
@@ -443,7 +536,11 @@ impl<const PS: usize> Model<PS> {
         let ptr = self.arena.at(addr - self.arena.addr());
         // SAFETY: no obligation beyond `&mut self`.
         let got = unsafe { buddy.grow_pages_in_place(ptr, l.count, new) };
-        assert_eq!(got, want, "grow_pages_in_place({addr:#x}, {}, {new})", l.count);
+        assert_eq!(
+            got, want,
+            "grow_pages_in_place({addr:#x}, {}, {new})",
+            l.count
+        );
         if got.is_ok() {
             self.set_owner(l, l.count, new, l.seed);
             let grown = Live { count: new, ..l };
@@ -453,8 +550,15 @@ impl<const PS: usize> Model<PS> {
         }
     }
 
-    fn alloc(&mut self, buddy: &mut BuddyAllocator<PS>, count: usize, align: usize, window: Option<(usize, usize)>) {
-        let order = (count.next_power_of_two().trailing_zeros() as usize).max((align.max(PS) / PS).trailing_zeros() as usize);
+    fn alloc(
+        &mut self,
+        buddy: &mut BuddyAllocator<PS>,
+        count: usize,
+        align: usize,
+        window: Option<(usize, usize)>,
+    ) {
+        let order = (count.next_power_of_two().trailing_zeros() as usize)
+            .max((align.max(PS) / PS).trailing_zeros() as usize);
         let blocks = self.free_blocks();
         let bytes = count * PS;
         let accept = |p: usize| window.is_none_or(|(lo, hi)| p >= lo && p + bytes <= hi);
@@ -480,9 +584,17 @@ impl<const PS: usize> Model<PS> {
         };
         let Some(best) = best else {
             if order > MAX_ORDER {
-                assert_eq!(r, Err(AllocError::TooLarge), "alloc {count} pages align {align}");
+                assert_eq!(
+                    r,
+                    Err(AllocError::TooLarge),
+                    "alloc {count} pages align {align}"
+                );
             } else {
-                assert_eq!(r, Err(AllocError::NoMemory), "alloc {count} pages align {align} {window:?}");
+                assert_eq!(
+                    r,
+                    Err(AllocError::NoMemory),
+                    "alloc {count} pages align {align} {window:?}"
+                );
             }
             return;
         };
@@ -490,18 +602,34 @@ impl<const PS: usize> Model<PS> {
             Ok(p) => p.as_ptr() as usize,
             Err(e) => panic!("alloc {count} pages align {align} {window:?}: {e:?}, but a block of order {best} is free"),
         };
-        assert_eq!(p % align.max(PS), 0, "alloc {count} pages align {align}: {p:#x} misaligned");
-        assert!(accept(p), "alloc_pages_where returned {p:#x} outside {window:?}");
+        assert_eq!(
+            p % align.max(PS),
+            0,
+            "alloc {count} pages align {align}: {p:#x} misaligned"
+        );
+        assert!(
+            accept(p),
+            "alloc_pages_where returned {p:#x} outside {window:?}"
+        );
         // It must come from a free block of order `best`, at its first or
         // last aligned run.
         let (s, page, _) = self.locate(p).expect("allocation outside every section");
         let ok = blocks.iter().any(|&(bs, bp, o)| {
             let run = 1 << order;
-            bs == s && o == best && (page == bp || (window.is_some() && page == bp + (1 << o) - run))
+            bs == s
+                && o == best
+                && (page == bp || (window.is_some() && page == bp + (1 << o) - run))
         });
         assert!(ok, "alloc {count} pages align {align} {window:?}: {p:#x} is not the start of a free block of order {best}");
-        let l = Live { count, seed: self.seed(), section: s, page };
-        assert!(self.sections[s].owner[page..page + count].iter().all(|&o| o == 0));
+        let l = Live {
+            count,
+            seed: self.seed(),
+            section: s,
+            page,
+        };
+        assert!(self.sections[s].owner[page..page + count]
+            .iter()
+            .all(|&o| o == 0));
         self.set_owner(l, 0, count, l.seed);
         self.live.insert(p, l);
         self.fill_pattern(p, l, 0, count);
@@ -561,7 +689,11 @@ impl<const PS: usize> Model<PS> {
         }
         let st = buddy.stats();
         let total: usize = self.sections.iter().map(|s| s.owner.len()).sum();
-        let free: usize = self.sections.iter().map(|s| s.owner.iter().filter(|&&o| o == 0).count()).sum();
+        let free: usize = self
+            .sections
+            .iter()
+            .map(|s| s.owner.iter().filter(|&&o| o == 0).count())
+            .sum();
         assert_eq!(st.sections, self.sections.len(), "section count");
         assert_eq!(st.total_pages, total, "total pages");
         assert_eq!(st.free_pages, free, "free pages");
@@ -571,8 +703,15 @@ impl<const PS: usize> Model<PS> {
         for (i, info) in buddy.sections().enumerate() {
             let s = &self.sections[i];
             assert_eq!(info.pages_start, s.info.pages_start, "section {i} moved");
-            assert_eq!(info.free_pages, s.owner.iter().filter(|&&o| o == 0).count(), "section {i} free pages");
-            assert_eq!(info.free_blocks_per_order, per_section[i], "section {i} free blocks");
+            assert_eq!(
+                info.free_pages,
+                s.owner.iter().filter(|&&o| o == 0).count(),
+                "section {i} free pages"
+            );
+            assert_eq!(
+                info.free_blocks_per_order, per_section[i],
+                "section {i} free blocks"
+            );
         }
         for (&addr, l) in &self.live {
             let a = buddy.allocation(self.arena.at(addr - self.arena.addr()));

@@ -88,33 +88,73 @@ impl Size {
 #[derive(Arbitrary, Debug)]
 enum Action {
     SetCpu(u8),
-    Alloc { size: Size, align_log: u8, zeroed: bool },
-    Dealloc { which: u16 },
-    Realloc { which: u16, size: Size },
-    AllocPages { count: u8, align_log: u8, low: bool },
-    DeallocPages { which: u16 },
+    Alloc {
+        size: Size,
+        align_log: u8,
+        zeroed: bool,
+    },
+    Dealloc {
+        which: u16,
+    },
+    Realloc {
+        which: u16,
+        size: Size,
+    },
+    AllocPages {
+        count: u8,
+        align_log: u8,
+        low: bool,
+    },
+    DeallocPages {
+        which: u16,
+    },
     AddRegion,
     Trim,
     Drain,
     /// `dealloc` of an address freed before, with its old layout.
-    DeallocStale { which: u8 },
+    DeallocStale {
+        which: u8,
+    },
     /// `dealloc` of a live object with another layout.
-    DeallocWrongLayout { which: u16, size: Size, align_log: u8 },
+    DeallocWrongLayout {
+        which: u16,
+        size: Size,
+        align_log: u8,
+    },
     /// `dealloc` of a pointer `off` bytes into a live allocation (never 0).
-    DeallocInterior { which: u16, off: u16, small: bool },
+    DeallocInterior {
+        which: u16,
+        off: u16,
+        small: bool,
+    },
     /// `dealloc` with a large layout of any address in or near the arena.
-    DeallocForeign { off: u32, size: u16 },
+    DeallocForeign {
+        off: u32,
+        size: u16,
+    },
     /// `dealloc_pages` with a wrong count, of a `GlobalAlloc` block, of a
     /// stale pointer.
-    DeallocPagesBad { which: u16, kind: u8 },
+    DeallocPagesBad {
+        which: u16,
+        kind: u8,
+    },
     /// Remote-free a small object twice: a cycle the next drain must catch.
-    RemoteTwice { which: u16, cpu: u8 },
+    RemoteTwice {
+        which: u16,
+        cpu: u8,
+    },
     /// A small allocation on a CPU index `>= cpu_count`.
-    AllocBadCpu { size: u8 },
+    AllocBadCpu {
+        size: u8,
+    },
     /// Re-check one live allocation's pattern.
-    Check { which: u16 },
+    Check {
+        which: u16,
+    },
     /// Invalid page requests.
-    BadPages { kind: u8 },
+    BadPages {
+        kind: u8,
+    },
 }
 
 fuzz_target!(|input: Input| run(&input));
@@ -247,7 +287,10 @@ fn run(input: &Input) {
     let mut to_add = vec![(base + a + m0 / 2, b - a - m0 / 2)];
     let spare = (base + b, len - b);
     let spare_region = if input.grow {
-        Some(Region(std::ptr::slice_from_raw_parts_mut(arena.at(b).as_ptr(), spare.1)))
+        Some(Region(std::ptr::slice_from_raw_parts_mut(
+            arena.at(b).as_ptr(),
+            spare.1,
+        )))
     } else {
         to_add.push(spare);
         None
@@ -267,7 +310,12 @@ fn run(input: &Input) {
     assert!(unsafe { heap.alloc(small) }.is_null(), "alloc before init");
     assert_eq!(heap.alloc_pages(1, PS), Err(AllocError::NotInitialized));
     // SAFETY: the region is never handed over (the call must refuse).
-    let r = unsafe { heap.add_region(std::ptr::slice_from_raw_parts_mut(arena.at(a).as_ptr(), 4 * PS)) };
+    let r = unsafe {
+        heap.add_region(std::ptr::slice_from_raw_parts_mut(
+            arena.at(a).as_ptr(),
+            4 * PS,
+        ))
+    };
     assert_eq!(r, Err(AllocError::NotInitialized));
     let mut m = Model {
         heap,
@@ -302,7 +350,12 @@ fn run(input: &Input) {
         m.check(false);
     }
     // Free everything (small objects on their owner), trim, and compare.
-    let live: Vec<usize> = m.objects.iter().filter(|(_, o)| o.state == State::Live).map(|(&a, _)| a).collect();
+    let live: Vec<usize> = m
+        .objects
+        .iter()
+        .filter(|(_, o)| o.state == State::Live)
+        .map(|(&a, _)| a)
+        .collect();
     for addr in live {
         let o = m.objects[&addr];
         match o.kind {
@@ -321,11 +374,19 @@ fn run(input: &Input) {
     let grown = m.heap.platform().grown.load(Ordering::Relaxed);
     assert_eq!(st.slab_chunks, 0, "slab chunks left after free-all + trim");
     if grown == 0 {
-        assert_eq!(st.total_pages, after_init.total_pages + m.added_pages, "total pages");
+        assert_eq!(
+            st.total_pages,
+            after_init.total_pages + m.added_pages,
+            "total pages"
+        );
     }
     // Exactly the value right after init, plus the pages added since.
     let added = st.total_pages - after_init.total_pages;
-    assert_eq!(st.free_pages, after_init.free_pages + added, "free pages after free-all + trim");
+    assert_eq!(
+        st.free_pages,
+        after_init.free_pages + added,
+        "free pages after free-all + trim"
+    );
     assert_eq!(st.free_pages, st.total_pages, "pages lost");
 }
 
@@ -353,7 +414,11 @@ impl Model {
 
     /// The `which`-th live allocation matching `f`.
     fn pick(&self, which: u16, f: impl Fn(&Obj) -> bool) -> Option<(usize, Obj)> {
-        let n = self.objects.values().filter(|o| o.state == State::Live && f(o)).count();
+        let n = self
+            .objects
+            .values()
+            .filter(|o| o.state == State::Live && f(o))
+            .count();
         if n == 0 {
             return None;
         }
@@ -408,32 +473,45 @@ impl Model {
                 self.unreported += 1;
                 self.objects.remove(&addr);
             }
-            (n, b) => panic!("{n} remote double frees counted, expected at most our bogus free {b:?}"),
+            (n, b) => {
+                panic!("{n} remote double frees counted, expected at most our bogus free {b:?}")
+            }
         }
     }
 
     fn step(&mut self, action: &Action) {
         match *action {
             Action::SetCpu(c) => self.set_cpu(c as usize % self.cpus),
-            Action::Alloc { size, align_log, zeroed } => {
+            Action::Alloc {
+                size,
+                align_log,
+                zeroed,
+            } => {
                 let layout = Layout::from_size_align(size.bytes(), 1 << (align_log % 16)).unwrap();
                 self.alloc(layout, zeroed);
             }
             Action::Dealloc { which } => {
-                if let Some((addr, o)) = self.pick(which, |o| !matches!(o.kind, Kind::Pages { .. })) {
+                if let Some((addr, o)) = self.pick(which, |o| !matches!(o.kind, Kind::Pages { .. }))
+                {
                     self.dealloc(addr, o.layout);
                 }
             }
             Action::Realloc { which, size } => {
-                if let Some((addr, o)) = self.pick(which, |o| !matches!(o.kind, Kind::Pages { .. })) {
+                if let Some((addr, o)) = self.pick(which, |o| !matches!(o.kind, Kind::Pages { .. }))
+                {
                     self.realloc(addr, o, size.bytes());
                 }
             }
-            Action::AllocPages { count, align_log, low } => {
+            Action::AllocPages {
+                count,
+                align_log,
+                low,
+            } => {
                 self.alloc_pages(1 + count as usize % 16, 1 << (align_log % 20), low);
             }
             Action::DeallocPages { which } => {
-                if let Some((addr, o)) = self.pick(which, |o| matches!(o.kind, Kind::Pages { .. })) {
+                if let Some((addr, o)) = self.pick(which, |o| matches!(o.kind, Kind::Pages { .. }))
+                {
                     self.dealloc_pages(addr, o, None);
                 }
             }
@@ -457,9 +535,15 @@ impl Model {
                 self.after_drain(false);
             }
             Action::DeallocStale { which } => self.dealloc_stale(which),
-            Action::DeallocWrongLayout { which, size, align_log } => {
-                if let Some((addr, o)) = self.pick(which, |o| !matches!(o.kind, Kind::Pages { .. })) {
-                    let layout = Layout::from_size_align(size.bytes(), 1 << (align_log % 13)).unwrap();
+            Action::DeallocWrongLayout {
+                which,
+                size,
+                align_log,
+            } => {
+                if let Some((addr, o)) = self.pick(which, |o| !matches!(o.kind, Kind::Pages { .. }))
+                {
+                    let layout =
+                        Layout::from_size_align(size.bytes(), 1 << (align_log % 13)).unwrap();
                     self.dealloc_misuse(addr, o, layout);
                 }
             }
@@ -470,10 +554,16 @@ impl Model {
                         // The slab finds no slot there (local or remote path).
                         (Kind::Small { .. }, true) => (o.layout, &[MisuseKind::NotAllocated]),
                         // The buddy finds no allocation head there.
-                        (_, false) => (Layout::from_size_align(2 * PS, PS).unwrap(), &[MisuseKind::NotAllocated]),
+                        (_, false) => (
+                            Layout::from_size_align(2 * PS, PS).unwrap(),
+                            &[MisuseKind::NotAllocated],
+                        ),
                         // Not a slab chunk: the 32 KiB chunk around it may
                         // start a block (a layout mismatch) or not.
-                        (_, true) => (Layout::new::<u64>(), &[MisuseKind::NotAllocated, MisuseKind::LayoutMismatch]),
+                        (_, true) => (
+                            Layout::new::<u64>(),
+                            &[MisuseKind::NotAllocated, MisuseKind::LayoutMismatch],
+                        ),
                     };
                     self.dealloc_refused(p, layout, want);
                 }
@@ -489,7 +579,11 @@ impl Model {
                 }
                 let in_region = self.regions.iter().any(|&(s, l)| p >= s && p < s + l);
                 let want: &[MisuseKind] = if in_region {
-                    &[MisuseKind::NotAllocated, MisuseKind::DoubleFree, MisuseKind::LayoutMismatch]
+                    &[
+                        MisuseKind::NotAllocated,
+                        MisuseKind::DoubleFree,
+                        MisuseKind::LayoutMismatch,
+                    ]
                 } else {
                     &[MisuseKind::ForeignPointer]
                 };
@@ -498,7 +592,9 @@ impl Model {
             Action::DeallocPagesBad { which, kind } => self.dealloc_pages_bad(which, kind),
             Action::RemoteTwice { which, cpu } => {
                 if self.cpus > 1 {
-                    if let Some((addr, o)) = self.pick(which, |o| matches!(o.kind, Kind::Small { .. })) {
+                    if let Some((addr, o)) =
+                        self.pick(which, |o| matches!(o.kind, Kind::Small { .. }))
+                    {
                         self.remote_twice(addr, o, cpu as usize);
                     }
                 }
@@ -511,10 +607,21 @@ impl Model {
                 // SAFETY: a valid layout.
                 let p = unsafe { self.heap.alloc(layout) };
                 self.set_cpu(cur);
-                assert!(p.is_null(), "small alloc on CPU {bad} of {} succeeded", self.cpus);
-                let got: Vec<Misuse> = std::mem::take(&mut *self.heap.platform().reports.lock().unwrap());
+                assert!(
+                    p.is_null(),
+                    "small alloc on CPU {bad} of {} succeeded",
+                    self.cpus
+                );
+                let got: Vec<Misuse> =
+                    std::mem::take(&mut *self.heap.platform().reports.lock().unwrap());
                 assert_eq!(got.len(), 1, "reports: {got:?}");
-                assert_eq!(got[0].kind, MisuseKind::CpuOutOfRange { cpu: bad, cpu_count: self.cpus });
+                assert_eq!(
+                    got[0].kind,
+                    MisuseKind::CpuOutOfRange {
+                        cpu: bad,
+                        cpu_count: self.cpus
+                    }
+                );
             }
             Action::Check { which } => {
                 if let Some((addr, o)) = self.pick(which, |_| true) {
@@ -528,8 +635,14 @@ impl Model {
                     2 => (usize::MAX / 2, PS),
                     _ => (1, 1 << 62),
                 };
-                assert_eq!(self.heap.alloc_pages(count, align), Err(AllocError::BadRequest));
-                assert_eq!(self.heap.alloc_pages_lowmem(count, align), Err(AllocError::BadRequest));
+                assert_eq!(
+                    self.heap.alloc_pages(count, align),
+                    Err(AllocError::BadRequest)
+                );
+                assert_eq!(
+                    self.heap.alloc_pages_lowmem(count, align),
+                    Err(AllocError::BadRequest)
+                );
             }
         }
     }
@@ -537,17 +650,28 @@ impl Model {
     fn check_pattern(&self, addr: usize, o: Obj, len: usize) {
         // SAFETY: a live allocation of at least `len` bytes the model filled.
         if let Err(off) = unsafe { bsa_fuzz::check(self.ptr(addr), len, o.seed) } {
-            panic!("allocation {addr:#x} ({:?}, {:?}) corrupted at byte {off}", o.kind, o.layout);
+            panic!(
+                "allocation {addr:#x} ({:?}, {:?}) corrupted at byte {off}",
+                o.kind, o.layout
+            );
         }
     }
 
     /// Records a new live allocation after checking it against the model.
     fn insert(&mut self, p: usize, layout: Layout, kind: Kind) -> Obj {
         assert_eq!(p % layout.align(), 0, "{p:#x} misaligned for {layout:?}");
-        let o = Obj { layout, kind, seed: self.seed() ^ p as u64, state: State::Live };
+        let o = Obj {
+            layout,
+            kind,
+            seed: self.seed() ^ p as u64,
+            state: State::Live,
+        };
         assert!(
-            self.regions.iter().any(|&(s, l)| p >= s && p + o.span() <= s + l)
-                || self.heap.platform().grown.load(Ordering::Relaxed) > 0 && self.arena.contains(p, o.span()),
+            self.regions
+                .iter()
+                .any(|&(s, l)| p >= s && p + o.span() <= s + l)
+                || self.heap.platform().grown.load(Ordering::Relaxed) > 0
+                    && self.arena.contains(p, o.span()),
             "{p:#x} (+{}) outside every region",
             o.span()
         );
@@ -556,22 +680,41 @@ impl Model {
         }
         if let Some((&a, q)) = self.objects.range(..p + o.span()).next_back() {
             if a == p {
-                assert_ne!(q.state, State::Live, "live allocation {p:#x} handed out again");
+                assert_ne!(
+                    q.state,
+                    State::Live,
+                    "live allocation {p:#x} handed out again"
+                );
             } else {
-                assert!(a + q.span() <= p, "{p:#x} ({kind:?}) overlaps {a:#x} ({:?})", q.kind);
+                assert!(
+                    a + q.span() <= p,
+                    "{p:#x} ({kind:?}) overlaps {a:#x} ({:?})",
+                    q.kind
+                );
             }
         }
         if let Some((&a, q)) = self.objects.range(p..).find(|(&a, _)| a != p) {
-            assert!(p + o.span() <= a, "{p:#x} ({kind:?}) overlaps {a:#x} ({:?})", q.kind);
+            assert!(
+                p + o.span() <= a,
+                "{p:#x} ({kind:?}) overlaps {a:#x} ({:?})",
+                q.kind
+            );
         }
         self.objects.insert(p, o);
         o
     }
 
     fn kind_for(&self, layout: Layout) -> Kind {
-        match SizeClass::for_layout(Layout::from_size_align(layout.size().max(1), layout.align()).unwrap()) {
-            Some(class) => Kind::Small { class, owner: self.cur() },
-            None => Kind::Large { pages: layout.size().max(1).div_ceil(PS) },
+        match SizeClass::for_layout(
+            Layout::from_size_align(layout.size().max(1), layout.align()).unwrap(),
+        ) {
+            Some(class) => Kind::Small {
+                class,
+                owner: self.cur(),
+            },
+            None => Kind::Large {
+                pages: layout.size().max(1).div_ceil(PS),
+            },
         }
     }
 
@@ -595,7 +738,10 @@ impl Model {
         if zeroed {
             // SAFETY: `layout.size()` fresh bytes.
             let bytes = unsafe { std::slice::from_raw_parts(p, layout.size()) };
-            assert!(bytes.iter().all(|&b| b == 0), "alloc_zeroed returned non-zero bytes");
+            assert!(
+                bytes.iter().all(|&b| b == 0),
+                "alloc_zeroed returned non-zero bytes"
+            );
         }
         // SAFETY: `layout.size()` fresh bytes.
         unsafe { bsa_fuzz::fill(self.ptr(p as usize), layout.size(), o.seed) };
@@ -636,7 +782,10 @@ impl Model {
         unsafe { self.heap.dealloc(self.ptr(p).as_ptr(), layout) };
         self.expect_reports(&[want]);
         let after = self.heap.stats();
-        assert_eq!(before, after, "refused dealloc({p:#x}, {layout:?}) changed the figures");
+        assert_eq!(
+            before, after,
+            "refused dealloc({p:#x}, {layout:?}) changed the figures"
+        );
     }
 
     /// `dealloc` of a live allocation with a layout that does not match.
@@ -653,7 +802,10 @@ impl Model {
             (Kind::Small { .. }, _) => &[MisuseKind::NotAllocated, MisuseKind::LayoutMismatch],
             (Kind::Large { .. }, Kind::Small { .. }) => &[MisuseKind::LayoutMismatch],
             (Kind::Large { pages }, Kind::Large { pages: p }) => {
-                let k = MisuseKind::WrongPageCount { expected: pages, given: p };
+                let k = MisuseKind::WrongPageCount {
+                    expected: pages,
+                    given: p,
+                };
                 return self.dealloc_refused(addr, layout, &[k]);
             }
             (Kind::Pages { .. }, Kind::Small { .. }) => &[MisuseKind::LayoutMismatch],
@@ -673,7 +825,9 @@ impl Model {
         if let Some(o) = self.objects.get(&addr).copied() {
             match (o.state, o.kind, self.kind_for(layout)) {
                 // Reused for an allocation of the same route: a valid free.
-                (State::Live, Kind::Small { class, .. }, Kind::Small { class: c, .. }) if c == class => {
+                (State::Live, Kind::Small { class, .. }, Kind::Small { class: c, .. })
+                    if c == class =>
+                {
                     return self.dealloc(addr, o.layout);
                 }
                 (State::Live, Kind::Large { pages }, Kind::Large { pages: p }) if p == pages => {
@@ -681,7 +835,9 @@ impl Model {
                 }
                 (State::Live, _, _) => return self.dealloc_misuse(addr, o, layout),
                 // Pending: the owner's local free drains, then sees it free.
-                (State::Pending, Kind::Small { owner, .. }, Kind::Small { .. }) if owner == self.cur() => {
+                (State::Pending, Kind::Small { owner, .. }, Kind::Small { .. })
+                    if owner == self.cur() =>
+                {
                     // SAFETY: a double free the allocator must refuse.
                     unsafe { self.heap.dealloc(self.ptr(addr).as_ptr(), layout) };
                     self.objects.remove(&addr);
@@ -698,10 +854,15 @@ impl Model {
                 // Only where the slab is known to be alive (it holds a live
                 // object) and of the same class, so the slot is a slot.
                 let chunk = addr & !(SLAB_SIZE - 1);
-                let owner = self.objects.range(chunk..chunk + SLAB_SIZE).find_map(|(_, o)| match o.kind {
-                    Kind::Small { class: c, owner } if o.state == State::Live && c == class => Some(owner),
-                    _ => None,
-                });
+                let owner = self
+                    .objects
+                    .range(chunk..chunk + SLAB_SIZE)
+                    .find_map(|(_, o)| match o.kind {
+                        Kind::Small { class: c, owner } if o.state == State::Live && c == class => {
+                            Some(owner)
+                        }
+                        _ => None,
+                    });
                 let Some(owner) = owner else { return };
                 if owner == self.cur() {
                     // SAFETY: a double free the allocator must refuse.
@@ -715,14 +876,28 @@ impl Model {
                     unsafe { self.heap.dealloc(self.ptr(addr).as_ptr(), layout) };
                     self.expect_reports(&[]);
                     self.bogus = Some(addr);
-                    let o = Obj { layout, kind: Kind::Small { class, owner }, seed: 0, state: State::Bogus };
+                    let o = Obj {
+                        layout,
+                        kind: Kind::Small { class, owner },
+                        seed: 0,
+                        state: State::Bogus,
+                    };
                     self.objects.insert(addr, o);
                     self.settle(false);
                 }
             }
             _ => {
-                let want: &[MisuseKind] = &[MisuseKind::DoubleFree, MisuseKind::NotAllocated, MisuseKind::LayoutMismatch];
-                if self.objects.range(..=addr).next_back().is_some_and(|(&a, o)| a + o.span() > addr) {
+                let want: &[MisuseKind] = &[
+                    MisuseKind::DoubleFree,
+                    MisuseKind::NotAllocated,
+                    MisuseKind::LayoutMismatch,
+                ];
+                if self
+                    .objects
+                    .range(..=addr)
+                    .next_back()
+                    .is_some_and(|(&a, o)| a + o.span() > addr)
+                {
                     return; // inside some allocation the model tracks: covered elsewhere
                 }
                 self.dealloc_refused(addr, layout, want);
@@ -735,10 +910,13 @@ impl Model {
         let cur = self.cur();
         // SAFETY: a live allocation with its layout; on success the model
         // forgets the old block (or keeps it, if it moved nowhere).
-        let q = unsafe { self.heap.realloc(self.ptr(addr).as_ptr(), o.layout, new_size) };
+        let q = unsafe {
+            self.heap
+                .realloc(self.ptr(addr).as_ptr(), o.layout, new_size)
+        };
+        self.settle(false);
         self.expect_reports(&[]);
         if q.is_null() {
-            self.settle(false);
             self.check_pattern(addr, o, o.layout.size());
             return; // out of memory: the old block is untouched
         }
@@ -774,7 +952,6 @@ impl Model {
             self.remember(addr, o.layout);
             self.kind_for(new)
         };
-        self.settle(false);
         if q == addr {
             self.objects.remove(&addr);
         }
@@ -788,7 +965,11 @@ impl Model {
     }
 
     fn alloc_pages(&mut self, count: usize, align: usize, low: bool) {
-        let r = if low { self.heap.alloc_pages_lowmem(count, align) } else { self.heap.alloc_pages(count, align) };
+        let r = if low {
+            self.heap.alloc_pages_lowmem(count, align)
+        } else {
+            self.heap.alloc_pages(count, align)
+        };
         self.settle(false);
         self.expect_reports(&[]);
         let p = match r {
@@ -796,11 +977,16 @@ impl Model {
             Err(AllocError::NoMemory) => return,
             Err(e) => panic!("alloc_pages({count}, {align}, low {low}): {e:?}"),
         };
-        assert_eq!(p % align.max(PS), 0, "page block {p:#x} misaligned for {align}");
+        assert_eq!(
+            p % align.max(PS),
+            0,
+            "page block {p:#x} misaligned for {align}"
+        );
         if low {
             let platform = self.heap.platform();
             assert!(
-                platform.virt_to_phys(p) < FOUR_GIB && platform.virt_to_phys(p + count * PS - 1) < FOUR_GIB,
+                platform.virt_to_phys(p) < FOUR_GIB
+                    && platform.virt_to_phys(p + count * PS - 1) < FOUR_GIB,
                 "lowmem block {p:#x} (+{count} pages) above 4 GiB"
             );
         }
@@ -811,7 +997,12 @@ impl Model {
     }
 
     /// `dealloc_pages(addr, count)`; `Some(err)` if it must fail.
-    fn dealloc_pages(&mut self, addr: usize, o: Obj, bad: Option<(usize, bsa_global::bsa_buddy::AllocError)>) {
+    fn dealloc_pages(
+        &mut self,
+        addr: usize,
+        o: Obj,
+        bad: Option<(usize, bsa_global::bsa_buddy::AllocError)>,
+    ) {
         let count = match (o.kind, bad) {
             (_, Some((c, _))) => c,
             (Kind::Pages { count }, None) => count,
@@ -825,37 +1016,64 @@ impl Model {
         // SAFETY: a live page block (forgotten by the model), or a call that
         // must be refused.
         let r = unsafe { self.heap.dealloc_pages(self.ptr(addr), count) };
+        self.settle(false);
         self.expect_reports(&[]);
         match bad {
             None => assert_eq!(r, Ok(()), "dealloc_pages({addr:#x}, {count})"),
             Some((_, e)) => {
-                assert_eq!(r, Err(AllocError::Pages(e)), "dealloc_pages({addr:#x}, {count})");
-                assert_eq!(before, self.heap.stats(), "refused dealloc_pages changed the figures");
+                assert_eq!(
+                    r,
+                    Err(AllocError::Pages(e)),
+                    "dealloc_pages({addr:#x}, {count})"
+                );
+                assert_eq!(
+                    before,
+                    self.heap.stats(),
+                    "refused dealloc_pages changed the figures"
+                );
             }
         }
-        self.settle(false);
     }
 
     fn dealloc_pages_bad(&mut self, which: u16, kind: u8) {
         use bsa_global::bsa_buddy::AllocError as B;
         match kind % 3 {
             0 => {
-                if let Some((addr, o)) = self.pick(which, |o| matches!(o.kind, Kind::Pages { .. })) {
-                    let Kind::Pages { count } = o.kind else { unreachable!() };
+                if let Some((addr, o)) = self.pick(which, |o| matches!(o.kind, Kind::Pages { .. }))
+                {
+                    let Kind::Pages { count } = o.kind else {
+                        unreachable!()
+                    };
                     let given = count + 1 + (which as usize % 3);
-                    self.dealloc_pages(addr, o, Some((given, B::WrongCount { expected: count, given })));
+                    self.dealloc_pages(
+                        addr,
+                        o,
+                        Some((
+                            given,
+                            B::WrongCount {
+                                expected: count,
+                                given,
+                            },
+                        )),
+                    );
                 }
             }
             1 => {
-                if let Some((addr, o)) = self.pick(which, |o| matches!(o.kind, Kind::Large { .. })) {
-                    let Kind::Large { pages } = o.kind else { unreachable!() };
+                if let Some((addr, o)) = self.pick(which, |o| matches!(o.kind, Kind::Large { .. }))
+                {
+                    let Kind::Large { pages } = o.kind else {
+                        unreachable!()
+                    };
                     self.dealloc_pages(addr, o, Some((pages, B::NotAllocated)));
                 }
             }
             _ => {
                 // Through `dealloc`: a page-API block is not a GlobalAlloc one.
-                if let Some((addr, o)) = self.pick(which, |o| matches!(o.kind, Kind::Pages { .. })) {
-                    let Kind::Pages { count } = o.kind else { unreachable!() };
+                if let Some((addr, o)) = self.pick(which, |o| matches!(o.kind, Kind::Pages { .. }))
+                {
+                    let Kind::Pages { count } = o.kind else {
+                        unreachable!()
+                    };
                     let layout = Layout::from_size_align(count * PS, PS).unwrap();
                     self.dealloc_refused(addr, layout, &[MisuseKind::WrongApi]);
                 }
@@ -864,7 +1082,9 @@ impl Model {
     }
 
     fn remote_twice(&mut self, addr: usize, o: Obj, cpu: usize) {
-        let Kind::Small { owner, .. } = o.kind else { unreachable!() };
+        let Kind::Small { owner, .. } = o.kind else {
+            unreachable!()
+        };
         self.heap.drain_remote_frees();
         self.after_drain(false);
         let cur = self.cur();
@@ -893,8 +1113,14 @@ impl Model {
         self.objects.retain(|_, o| o.state != State::Pending);
         self.settle(false);
         self.expect_reports(&[]);
-        assert_eq!(self.bogus, None, "a remote double free was not found by the drain");
-        assert_eq!(self.unreported, 0, "a remote double free was counted but not reported");
+        assert_eq!(
+            self.bogus, None,
+            "a remote double free was not found by the drain"
+        );
+        assert_eq!(
+            self.unreported, 0,
+            "a remote double free was counted but not reported"
+        );
         self.check(true);
         if trimmed {
             let st = self.heap.stats();
@@ -934,7 +1160,10 @@ impl Model {
             st.small.live_objects
         );
         if exact {
-            assert_eq!(st.small.live_objects, live, "live small objects after a drain");
+            assert_eq!(
+                st.small.live_objects, live,
+                "live small objects after a drain"
+            );
         }
         assert_eq!(
             st.total_pages - st.free_pages,

@@ -60,39 +60,91 @@ struct Input {
 
 #[derive(Arbitrary, Debug)]
 enum Action {
-    Alloc { cpu: u8, size: u16, align_log: u8 },
+    Alloc {
+        cpu: u8,
+        size: u16,
+        align_log: u8,
+    },
     /// Local free by the owner.
-    Free { which: u16 },
+    Free {
+        which: u16,
+    },
     /// Remote free of a live object (`any`: without the class).
-    RemoteFree { which: u16, any: bool },
+    RemoteFree {
+        which: u16,
+        any: bool,
+    },
     /// Local free through another CPU's allocator.
-    FreeWrongOwner { which: u16, cpu: u8 },
-    FreeWrongClass { which: u16, class: u8, remote: bool },
+    FreeWrongOwner {
+        which: u16,
+        cpu: u8,
+    },
+    FreeWrongClass {
+        which: u16,
+        class: u8,
+        remote: bool,
+    },
     /// `off` bytes into a live object (never 0).
-    FreeInterior { which: u16, off: u16, remote: bool },
+    FreeInterior {
+        which: u16,
+        off: u16,
+        remote: bool,
+    },
     /// A pointer into the header of a live slab.
-    FreeHeader { which: u16, off: u8, remote: bool },
+    FreeHeader {
+        which: u16,
+        off: u8,
+        remote: bool,
+    },
     /// A pointer into a pool chunk that is not a live slab, or into the
     /// junk chunk that never is one.
-    FreeForeign { chunk: u8, off: u16, cpu: u8, remote: bool },
+    FreeForeign {
+        chunk: u8,
+        off: u16,
+        cpu: u8,
+        remote: bool,
+    },
     /// Local free, by `cpu`, of an address freed before.
-    FreeStale { which: u8, cpu: u8 },
+    FreeStale {
+        which: u8,
+        cpu: u8,
+    },
     /// Remote free of an address freed before (if it is free now: a bogus
     /// remote free the next drain must report).
-    RemoteStale { which: u8 },
+    RemoteStale {
+        which: u8,
+    },
     /// Remote free of a live object twice (optionally with another object
     /// in between): a cycle on the stack that the drain must detect.
-    RemoteTwice { which: u16, other: Option<u16> },
-    Drain { cpu: u8 },
-    Trim { cpu: u8 },
+    RemoteTwice {
+        which: u16,
+        other: Option<u16>,
+    },
+    Drain {
+        cpu: u8,
+    },
+    Trim {
+        cpu: u8,
+    },
     /// `add_slab` of a free pool chunk without being asked.
-    AddSlab { cpu: u8, class: u8 },
+    AddSlab {
+        cpu: u8,
+        class: u8,
+    },
     /// `add_slab` of a misaligned address.
-    AddSlabMisaligned { cpu: u8, off: u16 },
+    AddSlabMisaligned {
+        cpu: u8,
+        off: u16,
+    },
     /// `add_slab` of a chunk that is already a live slab.
-    AddSlabTwice { which: u16, cpu: u8 },
+    AddSlabTwice {
+        which: u16,
+        cpu: u8,
+    },
     /// Re-check one live object's pattern.
-    Check { which: u16 },
+    Check {
+        which: u16,
+    },
 }
 
 fuzz_target!(|input: Input| run(&input));
@@ -159,7 +211,10 @@ fn run(input: &Input) {
     // SAFETY: the last chunk of the arena, which nothing else uses.
     unsafe { bsa_fuzz::fill(junk, SLAB_SIZE, 0x6A75_6E6B) };
     let mut m = Model {
-        free_chunks: (0..chunks).rev().map(|i| arena.addr() + i * SLAB_SIZE).collect(),
+        free_chunks: (0..chunks)
+            .rev()
+            .map(|i| arena.addr() + i * SLAB_SIZE)
+            .collect(),
         arena,
         chunks,
         held: BTreeMap::new(),
@@ -182,7 +237,12 @@ fn run(input: &Input) {
         m.check_counts(false);
     }
     // Free everything, drain: only cached empty slabs remain, exactly.
-    let live: Vec<usize> = m.objects.iter().filter(|(_, o)| o.state == State::Live).map(|(&a, _)| a).collect();
+    let live: Vec<usize> = m
+        .objects
+        .iter()
+        .filter(|(_, o)| o.state == State::Live)
+        .map(|(&a, _)| a)
+        .collect();
     for addr in live {
         let o = m.objects[&addr];
         m.local_free(o.cpu, addr, o.class);
@@ -190,21 +250,41 @@ fn run(input: &Input) {
     for cpu in 0..ncpu {
         m.drain(cpu, false);
     }
-    assert!(m.objects.is_empty(), "objects left after freeing and draining: {:?}", m.objects);
+    assert!(
+        m.objects.is_empty(),
+        "objects left after freeing and draining: {:?}",
+        m.objects
+    );
     for (cpu, c) in m.cpus.iter().enumerate() {
         let st = c.slabs.stats();
         for class in SizeClass::all() {
             let cs = st.classes[class.index()];
-            let held = m.held.values().filter(|h| h.cpu == cpu && h.class == class).count();
-            assert_eq!((cs.partial_slabs, cs.full_slabs), (0, 0), "cpu {cpu} {class}: non-empty slabs after freeing everything");
+            let held = m
+                .held
+                .values()
+                .filter(|h| h.cpu == cpu && h.class == class)
+                .count();
+            assert_eq!(
+                (cs.partial_slabs, cs.full_slabs),
+                (0, 0),
+                "cpu {cpu} {class}: non-empty slabs after freeing everything"
+            );
             assert_eq!(cs.empty_slabs, held, "cpu {cpu} {class}: empty slabs");
-            assert!(held <= m.empty_keep, "cpu {cpu} {class}: {held} empty slabs kept, empty_keep {}", m.empty_keep);
+            assert!(
+                held <= m.empty_keep,
+                "cpu {cpu} {class}: {held} empty slabs kept, empty_keep {}",
+                m.empty_keep
+            );
         }
     }
     for cpu in 0..ncpu {
         m.with_release(cpu, |s, release| s.trim(release));
         m.settle_reports(cpu, None);
-        assert_eq!(m.cpus[cpu].slabs.stats().total().slabs(), 0, "cpu {cpu}: slabs left after trim");
+        assert_eq!(
+            m.cpus[cpu].slabs.stats().total().slabs(),
+            0,
+            "cpu {cpu}: slabs left after trim"
+        );
     }
     assert!(m.held.is_empty());
     assert_eq!(m.free_chunks.len(), m.chunks, "chunks lost");
@@ -221,7 +301,11 @@ impl Model {
         if n == 0 {
             return None;
         }
-        self.objects.iter().filter(|(_, o)| o.state == state).nth(which as usize % n).map(|(&a, &o)| (a, o))
+        self.objects
+            .iter()
+            .filter(|(_, o)| o.state == state)
+            .nth(which as usize % n)
+            .map(|(&a, &o)| (a, o))
     }
 
     fn ptr(&self, addr: usize) -> NonNull<u8> {
@@ -230,8 +314,13 @@ impl Model {
 
     fn step(&mut self, action: &Action) {
         match *action {
-            Action::Alloc { cpu, size, align_log } => {
-                let layout = Layout::from_size_align(size as usize % 2600, 1 << (align_log % 13)).unwrap();
+            Action::Alloc {
+                cpu,
+                size,
+                align_log,
+            } => {
+                let layout =
+                    Layout::from_size_align(size as usize % 2600, 1 << (align_log % 13)).unwrap();
                 self.alloc(self.cpu(cpu), layout);
             }
             Action::Free { which } => {
@@ -249,7 +338,11 @@ impl Model {
                     self.local_free(self.cpu(cpu), addr, o.class);
                 }
             }
-            Action::FreeWrongClass { which, class, remote } => {
+            Action::FreeWrongClass {
+                which,
+                class,
+                remote,
+            } => {
                 if let Some((addr, o)) = self.pick(which, State::Live) {
                     let class = SizeClass::from_index(class as usize % NUM_CLASSES).unwrap();
                     if remote {
@@ -280,7 +373,12 @@ impl Model {
                     }
                 }
             }
-            Action::FreeForeign { chunk, off, cpu, remote } => {
+            Action::FreeForeign {
+                chunk,
+                off,
+                cpu,
+                remote,
+            } => {
                 let chunk = self.arena.addr() + (chunk as usize % (self.chunks + 1)) * SLAB_SIZE;
                 if self.held.contains_key(&chunk) {
                     return;
@@ -316,7 +414,11 @@ impl Model {
                 self.with_release(cpu, |s, release| s.trim(release));
                 self.after_explicit_drain(cpu, None);
                 let st = self.cpus[cpu].slabs.stats();
-                assert_eq!(st.total().empty_slabs, 0, "cpu {cpu}: empty slabs cached after trim");
+                assert_eq!(
+                    st.total().empty_slabs,
+                    0,
+                    "cpu {cpu}: empty slabs cached after trim"
+                );
             }
             Action::AddSlab { cpu, class } => {
                 let cpu = self.cpu(cpu);
@@ -328,10 +430,9 @@ impl Model {
                 if let Some(&chunk) = self.free_chunks.last() {
                     let addr = chunk + 1 + off as usize % (SLAB_SIZE - 1);
                     let class = SizeClass::from_index(0).unwrap();
+                    let ptr = self.ptr(addr);
                     // SAFETY: refused before any access (misaligned); the
                     // range lies inside the arena anyway.
-                    let ptr = self.ptr(addr);
-                    // SAFETY: (see above)
                     let r = unsafe { self.cpus[cpu].slabs.add_slab(class, ptr) };
                     assert_eq!(r, Err(SlabError::BadSlabMemory), "add_slab({addr:#x})");
                 }
@@ -340,15 +441,22 @@ impl Model {
                 if self.held.is_empty() {
                     return;
                 }
-                let chunk = *self.held.keys().nth(which as usize % self.held.len()).unwrap();
+                let chunk = *self
+                    .held
+                    .keys()
+                    .nth(which as usize % self.held.len())
+                    .unwrap();
                 let cpu = self.cpu(cpu);
                 let class = self.held[&chunk].class;
+                let ptr = self.ptr(chunk);
                 // SAFETY: the chunk is a live slab: the call must see its
                 // header and refuse without writing anything.
-                let ptr = self.ptr(chunk);
-                // SAFETY: (see above)
                 let r = unsafe { self.cpus[cpu].slabs.add_slab(class, ptr) };
-                assert_eq!(r, Err(SlabError::SlabAlreadyAdded), "add_slab of live slab {chunk:#x}");
+                assert_eq!(
+                    r,
+                    Err(SlabError::SlabAlreadyAdded),
+                    "add_slab of live slab {chunk:#x}"
+                );
             }
             Action::Check { which } => {
                 if let Some((addr, o)) = self.pick(which, State::Live) {
@@ -384,15 +492,24 @@ impl Model {
     fn check_pattern(&self, addr: usize, o: Obj) {
         // SAFETY: a live object the model filled.
         if let Err(off) = unsafe { bsa_fuzz::check(self.ptr(addr), o.class.size(), o.seed) } {
-            panic!("object {addr:#x} ({}) of cpu {} corrupted at byte {off}", o.class, o.cpu);
+            panic!(
+                "object {addr:#x} ({}) of cpu {} corrupted at byte {off}",
+                o.class, o.cpu
+            );
         }
     }
 
     /// Runs `f` on CPU `cpu`'s allocator with a release callback, then
     /// returns the released chunks to the pool after checking them.
-    fn with_release<R>(&mut self, cpu: usize, f: impl FnOnce(&mut SlabAllocator, &mut dyn FnMut(NonNull<u8>)) -> R) -> R {
+    fn with_release<R>(
+        &mut self,
+        cpu: usize,
+        f: impl FnOnce(&mut SlabAllocator, &mut dyn FnMut(NonNull<u8>)) -> R,
+    ) -> R {
         let mut released = Vec::new();
-        let r = f(&mut self.cpus[cpu].slabs, &mut |p: NonNull<u8>| released.push(p.as_ptr() as usize));
+        let r = f(&mut self.cpus[cpu].slabs, &mut |p: NonNull<u8>| {
+            released.push(p.as_ptr() as usize)
+        });
         for chunk in released {
             self.release(cpu, chunk);
         }
@@ -400,9 +517,16 @@ impl Model {
     }
 
     fn release(&mut self, cpu: usize, chunk: usize) {
-        let h = self.held.remove(&chunk).unwrap_or_else(|| panic!("cpu {cpu} released {chunk:#x}, which it does not hold"));
+        let h = self
+            .held
+            .remove(&chunk)
+            .unwrap_or_else(|| panic!("cpu {cpu} released {chunk:#x}, which it does not hold"));
         assert_eq!(h.cpu, cpu, "cpu {cpu} released a slab of cpu {}", h.cpu);
-        let inside: Vec<(usize, Obj)> = self.objects.range(chunk..chunk + SLAB_SIZE).map(|(&a, &o)| (a, o)).collect();
+        let inside: Vec<(usize, Obj)> = self
+            .objects
+            .range(chunk..chunk + SLAB_SIZE)
+            .map(|(&a, &o)| (a, o))
+            .collect();
         for (addr, o) in inside {
             match o.state {
                 State::Live => panic!("slab {chunk:#x} released with live object {addr:#x}"),
@@ -422,10 +546,9 @@ impl Model {
         let Some(chunk) = self.free_chunks.pop() else {
             return false;
         };
+        let ptr = self.ptr(chunk);
         // SAFETY: a pool chunk no allocator holds: SLAB_SIZE bytes, aligned,
         // initialised, handed over until released back to the pool.
-        let ptr = self.ptr(chunk);
-        // SAFETY: (see above)
         let r = unsafe { self.cpus[cpu].slabs.add_slab(class, ptr) };
         assert_eq!(r, Ok(()), "add_slab({class}, {chunk:#x}) on cpu {cpu}");
         self.held.insert(chunk, Held { cpu, class });
@@ -439,13 +562,24 @@ impl Model {
             assert_eq!(r, Err(AllocFailure::NotSlab), "alloc({layout:?})");
             return;
         };
-        assert!(class.size() >= layout.size() && class.align() >= layout.align(), "{layout:?} -> {class}");
+        assert!(
+            class.size() >= layout.size() && class.align() >= layout.align(),
+            "{layout:?} -> {class}"
+        );
         if let Err(e) = r {
-            assert_eq!(e, AllocFailure::NeedsSlab(class), "alloc({layout:?}) on cpu {cpu}");
+            assert_eq!(
+                e,
+                AllocFailure::NeedsSlab(class),
+                "alloc({layout:?}) on cpu {cpu}"
+            );
             // Legitimate only if every slab of the class is full of live objects.
             for (&chunk, h) in &self.held {
                 if h.cpu == cpu && h.class == class {
-                    let live = self.objects.range(chunk..chunk + SLAB_SIZE).filter(|(_, o)| o.state == State::Live).count();
+                    let live = self
+                        .objects
+                        .range(chunk..chunk + SLAB_SIZE)
+                        .filter(|(_, o)| o.state == State::Live)
+                        .count();
                     assert_eq!(live, class.objects_per_slab(), "NeedsSlab({class}) on cpu {cpu}, but slab {chunk:#x} has only {live} live objects");
                 }
             }
@@ -454,7 +588,10 @@ impl Model {
                 return;
             }
             r = self.cpus[cpu].slabs.alloc(layout);
-            assert!(r.is_ok(), "alloc({layout:?}) failed right after add_slab: {r:?}");
+            assert!(
+                r.is_ok(),
+                "alloc({layout:?}) failed right after add_slab: {r:?}"
+            );
         }
         let p = r.unwrap().as_ptr() as usize;
         let handed_bogus = self.cpus[cpu].bogus == Some(p);
@@ -466,18 +603,36 @@ impl Model {
         let chunk = p & !(SLAB_SIZE - 1);
         match self.held.get(&chunk) {
             Some(h) if h.cpu == cpu && h.class == class => {}
-            h => panic!("cpu {cpu} returned {p:#x} for {class} from chunk {chunk:#x} held as {h:?}"),
+            h => {
+                panic!("cpu {cpu} returned {p:#x} for {class} from chunk {chunk:#x} held as {h:?}")
+            }
         }
-        assert!(p + class.size() <= chunk + SLAB_SIZE && p >= chunk + 64, "{p:#x} outside the object area");
+        assert!(
+            p + class.size() <= chunk + SLAB_SIZE && p >= chunk + 64,
+            "{p:#x} outside the object area"
+        );
         // No overlap with any object the model knows (live or on a stack).
         if let Some((&a, o)) = self.objects.range(..p + class.size()).next_back() {
             if a == p {
-                assert_ne!(o.state, State::Live, "cpu {cpu} handed out live object {p:#x} again");
+                assert_ne!(
+                    o.state,
+                    State::Live,
+                    "cpu {cpu} handed out live object {p:#x} again"
+                );
             } else {
-                assert!(a + o.class.size() <= p, "{p:#x} ({class}) overlaps object {a:#x} ({})", o.class);
+                assert!(
+                    a + o.class.size() <= p,
+                    "{p:#x} ({class}) overlaps object {a:#x} ({})",
+                    o.class
+                );
             }
         }
-        let o = Obj { cpu, class, seed: self.seed(), state: State::Live };
+        let o = Obj {
+            cpu,
+            class,
+            seed: self.seed(),
+            state: State::Live,
+        };
         self.objects.insert(p, o);
         self.fill_pattern(p, o);
     }
@@ -504,7 +659,10 @@ impl Model {
                 return Err(SlabError::WrongOwner);
             }
             if h.class != class {
-                return Err(SlabError::WrongClass { slab: h.class, given: class });
+                return Err(SlabError::WrongClass {
+                    slab: h.class,
+                    given: class,
+                });
             }
             match o {
                 Some(o) if o.state == State::Live => Ok(o),
@@ -533,7 +691,11 @@ impl Model {
             Ok(_) => self.remember_freed(addr, class),
             // A pending or bogus object: `free` drained its slab first.
             Err(SlabError::DoubleFree) => {
-                if self.objects.get(&addr).is_some_and(|o| o.state == State::Pending) {
+                if self
+                    .objects
+                    .get(&addr)
+                    .is_some_and(|o| o.state == State::Pending)
+                {
                     self.objects.remove(&addr);
                 }
             }
@@ -554,7 +716,10 @@ impl Model {
     /// `remote_free` (or `remote_free_any` when `class` is `None`).
     fn remote_free(&mut self, addr: usize, class: Option<SizeClass>) {
         let want = self.locate(addr).and_then(|(h, o)| match class {
-            Some(c) if c != h.class => Err(SlabError::WrongClass { slab: h.class, given: c }),
+            Some(c) if c != h.class => Err(SlabError::WrongClass {
+                slab: h.class,
+                given: c,
+            }),
             _ => Ok((h, o)),
         });
         let target = match want {
@@ -580,10 +745,21 @@ impl Model {
         assert_eq!(got, want.map(|_| ()), "remote_free({addr:#x}, {class:?})");
         match (want, target) {
             (Ok(_), Some((_, o))) => {
-                self.objects.insert(addr, Obj { state: State::Pending, ..o });
+                self.objects.insert(
+                    addr,
+                    Obj {
+                        state: State::Pending,
+                        ..o
+                    },
+                );
             }
             (Ok((h, None)), None) => {
-                let o = Obj { cpu: h.cpu, class: h.class, seed: 0, state: State::Bogus };
+                let o = Obj {
+                    cpu: h.cpu,
+                    class: h.class,
+                    seed: 0,
+                    state: State::Bogus,
+                };
                 self.objects.insert(addr, o);
                 self.cpus[h.cpu].bogus = Some(addr);
             }
@@ -621,16 +797,27 @@ impl Model {
     /// After `drain_remote` or `trim`: every stack of `cpu` is empty, so
     /// the model is exact again.
     fn after_explicit_drain(&mut self, cpu: usize, corrupt: Option<bool>) {
-        let pending: Vec<usize> = self.objects.iter().filter(|(_, o)| o.cpu == cpu && o.state == State::Pending).map(|(&a, _)| a).collect();
+        let pending: Vec<usize> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| o.cpu == cpu && o.state == State::Pending)
+            .map(|(&a, _)| a)
+            .collect();
         for addr in pending {
             self.objects.remove(&addr);
         }
         self.settle_reports(cpu, corrupt.filter(|&c| c));
-        assert_eq!(self.cpus[cpu].bogus, None, "cpu {cpu}: drain did not report a remote double free");
+        assert_eq!(
+            self.cpus[cpu].bogus, None,
+            "cpu {cpu}: drain did not report a remote double free"
+        );
         self.check_counts_of(cpu, true);
         let st = self.cpus[cpu].slabs.stats();
         for class in SizeClass::all() {
-            assert!(st.classes[class.index()].empty_slabs <= self.empty_keep, "cpu {cpu} {class}: more empty slabs than empty_keep after a drain");
+            assert!(
+                st.classes[class.index()].empty_slabs <= self.empty_keep,
+                "cpu {cpu} {class}: more empty slabs than empty_keep after a drain"
+            );
         }
     }
 
@@ -648,11 +835,17 @@ impl Model {
         let bogus = c.bogus;
         if corrupt == Some(true) {
             assert_eq!(corrupts, 1, "cpu {cpu}: cyclic remote chain not detected");
-            assert!(doubles >= 1, "cpu {cpu}: cyclic chain without a double free");
+            assert!(
+                doubles >= 1,
+                "cpu {cpu}: cyclic chain without a double free"
+            );
             assert_eq!(err, Some(SlabError::CorruptRemoteChain));
             return;
         }
-        assert_eq!(corrupts, 0, "cpu {cpu}: unexpected corrupt remote chain ({err:?})");
+        assert_eq!(
+            corrupts, 0,
+            "cpu {cpu}: unexpected corrupt remote chain ({err:?})"
+        );
         match (doubles, bogus) {
             (0, _) => assert_eq!(err, None, "cpu {cpu}: remote error without a count"),
             (1, Some(addr)) => {
@@ -665,7 +858,10 @@ impl Model {
         // A bogus entry in a slab released by this operation must have been
         // reported by now.
         if let Some(addr) = self.cpus[cpu].bogus {
-            assert!(self.held.contains_key(&(addr & !(SLAB_SIZE - 1))), "slab of {addr:#x} released with an unreported remote double free");
+            assert!(
+                self.held.contains_key(&(addr & !(SLAB_SIZE - 1))),
+                "slab of {addr:#x} released with an unreported remote double free"
+            );
         }
     }
 
@@ -687,8 +883,18 @@ impl Model {
         let mut states = [[0usize; 3]; NUM_CLASSES];
         for (&chunk, h) in self.held.iter().filter(|(_, h)| h.cpu == cpu) {
             slabs[h.class.index()] += 1;
-            let live = self.objects.range(chunk..chunk + SLAB_SIZE).filter(|(_, o)| o.state == State::Live).count();
-            let st = if live == 0 { 2 } else if live == h.class.objects_per_slab() { 1 } else { 0 };
+            let live = self
+                .objects
+                .range(chunk..chunk + SLAB_SIZE)
+                .filter(|(_, o)| o.state == State::Live)
+                .count();
+            let st = if live == 0 {
+                2
+            } else if live == h.class.objects_per_slab() {
+                1
+            } else {
+                0
+            };
             states[h.class.index()][st] += 1;
         }
         // Live and pending objects per class.
@@ -705,11 +911,26 @@ impl Model {
             let cs = st.classes[i];
             assert_eq!(cs.slabs(), slabs[i], "cpu {cpu} {class}: slab count");
             let [live, pending] = counts[i];
-            assert!(cs.live_objects >= live && cs.live_objects <= live + pending, "cpu {cpu} {class}: {} live objects, model {live} live + {pending} pending", cs.live_objects);
-            assert_eq!(cs.live_objects + cs.free_objects, slabs[i] * class.objects_per_slab(), "cpu {cpu} {class}: objects");
+            assert!(
+                cs.live_objects >= live && cs.live_objects <= live + pending,
+                "cpu {cpu} {class}: {} live objects, model {live} live + {pending} pending",
+                cs.live_objects
+            );
+            assert_eq!(
+                cs.live_objects + cs.free_objects,
+                slabs[i] * class.objects_per_slab(),
+                "cpu {cpu} {class}: objects"
+            );
             if exact {
-                assert_eq!(cs.live_objects, live, "cpu {cpu} {class}: live objects after a drain");
-                assert_eq!([cs.partial_slabs, cs.full_slabs, cs.empty_slabs], states[i], "cpu {cpu} {class}: slabs per state after a drain");
+                assert_eq!(
+                    cs.live_objects, live,
+                    "cpu {cpu} {class}: live objects after a drain"
+                );
+                assert_eq!(
+                    [cs.partial_slabs, cs.full_slabs, cs.empty_slabs],
+                    states[i],
+                    "cpu {cpu} {class}: slabs per state after a drain"
+                );
             }
         }
     }

@@ -32,7 +32,10 @@ impl Arena {
         let base = unsafe { alloc(layout) };
         let base = NonNull::new(base).expect("arena allocation failed");
         // SAFETY: `base` is valid for writes of `len` bytes, just allocated.
-        unsafe { base.as_ptr().write_bytes(if zeroed { 0 } else { 0xA5 }, len) };
+        unsafe {
+            base.as_ptr()
+                .write_bytes(if zeroed { 0 } else { 0xA5 }, len)
+        };
         Arena { base, layout }
     }
 
@@ -113,8 +116,8 @@ pub unsafe fn fill(ptr: NonNull<u8>, len: usize, seed: u64) {
 pub unsafe fn fill_from(ptr: NonNull<u8>, from: usize, to: usize, seed: u64) {
     let p = ptr.as_ptr();
     let mut i = from;
-    if (p as usize) % 8 == 0 {
-        while i < to && i % 8 != 0 {
+    if p.cast::<u64>().is_aligned() {
+        while i < to && !i.is_multiple_of(8) {
             // SAFETY: `from <= i < to`; the caller guarantees the range.
             unsafe { p.add(i).write(pattern_byte(i, seed)) };
             i += 1;
@@ -150,8 +153,8 @@ pub unsafe fn check(ptr: NonNull<u8>, len: usize, seed: u64) -> Result<(), usize
 pub unsafe fn check_from(ptr: NonNull<u8>, from: usize, to: usize, seed: u64) -> Result<(), usize> {
     let p = ptr.as_ptr();
     let mut i = from;
-    if (p as usize) % 8 == 0 {
-        while i < to && i % 8 != 0 {
+    if p.cast::<u64>().is_aligned() {
+        while i < to && !i.is_multiple_of(8) {
             // SAFETY: `from <= i < to`; the caller guarantees the range.
             if unsafe { p.add(i).read() } != pattern_byte(i, seed) {
                 return Err(i);
