@@ -221,3 +221,9 @@ pub mod __loom {
 
 #[cfg(test)]
 mod tests;
+
+/// The examples of the workspace's README.md, compiled and run as doc tests
+/// so the front door stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
