@@ -213,10 +213,12 @@ impl SlabAllocator {
         self.settle(slab, false);
     }
 
-    /// Drains the full slabs of `class` that have pending remote frees (the
-    /// heads say so). Returns whether any slab left the full list.
+    /// Drains full slabs of `class` whose stack heads say remote frees are
+    /// pending, until one regains a free object (it goes to the partial or
+    /// empty list and serves the allocation; the others wait for the next
+    /// miss, so an allocation never caches more than `empty_keep` empty
+    /// slabs). Returns whether a slab left the full list.
     fn reclaim_full(&mut self, class: SizeClass) -> bool {
-        let mut moved = false;
         let mut cur = self.classes[class.index()].lists[FULL as usize].head;
         while let Some(slab) = cur {
             cur = slab.next();
@@ -224,11 +226,11 @@ impl SlabAllocator {
                 self.drain_slab(slab);
                 if slab.free() > 0 {
                     self.settle(slab, false);
-                    moved = true;
+                    return true;
                 }
             }
         }
-        moved
+        false
     }
 
     /// Gives the allocator a slab for `class` (typically after

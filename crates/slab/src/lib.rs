@@ -196,6 +196,11 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
+
 use core::fmt;
 
 pub use cache::SlabAllocator;

@@ -241,7 +241,11 @@ fn double_remote_free_races_drain() {
         w.alloc.drain_remote(|_| panic!("slab is never empty"));
         w.alloc.check_consistency().unwrap();
         let st = w.alloc.stats();
-        assert!(st.remote_double_frees >= 1, "double free not detected");
+        assert!(
+            st.remote_double_frees >= 1,
+            "double free not detected ({} corrupt chain(s): a stale link was read?)",
+            st.corrupt_remote_chains
+        );
         assert!(w.alloc.take_remote_error().is_some());
         // `a` is free; `b` is free unless the double push overwrote its
         // link before any drain (then it is leaked, never handed out).
