@@ -50,6 +50,8 @@ struct Input {
     arena_extra: u16,
     /// Regions added before the first action.
     regions: Vec<RegionSpec>,
+    /// The rest of the input, action after action.
+    #[arbitrary(with = bsa_fuzz::actions)]
     actions: Vec<Action>,
 }
 

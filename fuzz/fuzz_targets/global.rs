@@ -64,6 +64,8 @@ struct Input {
     low_split: u16,
     /// Whether `Platform::grow` hands out the spare region.
     grow: bool,
+    /// The rest of the input, action after action.
+    #[arbitrary(with = bsa_fuzz::actions)]
     actions: Vec<Action>,
 }
 
@@ -137,6 +139,13 @@ enum Action {
     DeallocPagesBad {
         which: u16,
         kind: u8,
+    },
+    /// Free a small object on its owner and again on another CPU (or the
+    /// reverse): a double free across CPUs.
+    CrossDoubleFree {
+        which: u16,
+        cpu: u8,
+        remote_first: bool,
     },
     /// Remote-free a small object twice: a cycle the next drain must catch.
     RemoteTwice {
@@ -599,6 +608,33 @@ impl Model {
                     }
                 }
             }
+            Action::CrossDoubleFree {
+                which,
+                cpu,
+                remote_first,
+            } => {
+                if self.cpus > 1 {
+                    if let Some((addr, o)) =
+                        self.pick(which, |o| matches!(o.kind, Kind::Small { .. }))
+                    {
+                        let Kind::Small { owner, .. } = o.kind else {
+                            unreachable!()
+                        };
+                        let other = (owner + 1 + cpu as usize % (self.cpus - 1)) % self.cpus;
+                        let (first, second) = if remote_first {
+                            (other, owner)
+                        } else {
+                            (owner, other)
+                        };
+                        let cur = self.cur();
+                        self.set_cpu(first);
+                        self.dealloc(addr, o.layout);
+                        self.set_cpu(second);
+                        self.dealloc_stale_at(addr, o.layout);
+                        self.set_cpu(cur);
+                    }
+                }
+            }
             Action::AllocBadCpu { size } => {
                 let cur = self.cur();
                 let bad = self.cpus + size as usize % 3;
@@ -822,6 +858,11 @@ impl Model {
             return;
         }
         let (addr, layout) = self.freed[which as usize % self.freed.len()];
+        self.dealloc_stale_at(addr, layout);
+    }
+
+    /// `dealloc(addr, layout)` of a freed address (see `dealloc_stale`).
+    fn dealloc_stale_at(&mut self, addr: usize, layout: Layout) {
         if let Some(o) = self.objects.get(&addr).copied() {
             match (o.state, o.kind, self.kind_for(layout)) {
                 // Reused for an allocation of the same route: a valid free.

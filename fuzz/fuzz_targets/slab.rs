@@ -55,6 +55,8 @@ struct Input {
     empty_keep: u8,
     /// Pool size: 4–35 chunks.
     chunks: u8,
+    /// The rest of the input, action after action.
+    #[arbitrary(with = bsa_fuzz::actions)]
     actions: Vec<Action>,
 }
 

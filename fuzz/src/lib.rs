@@ -180,3 +180,19 @@ pub unsafe fn check_from(ptr: NonNull<u8>, from: usize, to: usize, seed: u64) ->
     }
     Ok(())
 }
+
+/// Decodes actions until the input is used up (at most 4096), for a
+/// `#[arbitrary(with = bsa_fuzz::actions)]` field.
+///
+/// `arbitrary`'s own `Vec` decoding spends a "keep going" byte per element,
+/// so random or mutated bytes mostly decode to a handful of actions; reading
+/// actions back to back makes every byte of the input count.
+pub fn actions<'a, T: arbitrary::Arbitrary<'a>>(
+    u: &mut arbitrary::Unstructured<'a>,
+) -> arbitrary::Result<Vec<T>> {
+    let mut out = Vec::new();
+    while !u.is_empty() && out.len() < 4096 {
+        out.push(T::arbitrary(u)?);
+    }
+    Ok(out)
+}
