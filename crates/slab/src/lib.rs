@@ -134,7 +134,10 @@
 //! returned) — memory is wasted, nothing is handed out twice, nothing outside
 //! the slab is written, and the drain never hangs. Problems are reported
 //! with `log::error!`, in [`SlabStats`] and by
-//! [`SlabAllocator::take_remote_error`]. Every local misuse (double free,
+//! [`SlabAllocator::take_remote_error`]. (What no allocator can catch: a
+//! second free of an object that the owner has already drained and handed
+//! out again — to the allocator that is a valid free of the new owner's
+//! object, just as any use-after-free is.) Every local misuse (double free,
 //! foreign pointer, interior pointer, wrong class, another allocator's slab)
 //! is an error value and leaves the allocator consistent; that is checked in
 //! release builds too.
