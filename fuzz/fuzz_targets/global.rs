@@ -259,8 +259,9 @@ impl Obj {
 type Heap = GlobalAllocator<FuzzPlatform, PS>;
 
 struct Model {
-    arena: Arena,
+    /// Declared (so dropped) before the arena it lives in.
     heap: Heap,
+    arena: Arena,
     cpus: usize,
     /// Byte ranges given to the allocator (absolute addresses).
     regions: Vec<(usize, usize)>,
@@ -318,6 +319,11 @@ fn run(input: &Input) {
     // SAFETY: a valid layout; the call must fail.
     assert!(unsafe { heap.alloc(small) }.is_null(), "alloc before init");
     assert_eq!(heap.alloc_pages(1, PS), Err(AllocError::NotInitialized));
+    // SAFETY: the call must refuse (and report) the pointer, never read it.
+    unsafe { heap.dealloc(arena.at(a).as_ptr(), small) };
+    let reports = std::mem::take(&mut *heap.platform().reports.lock().unwrap());
+    assert_eq!(reports.len(), 1, "dealloc before init: {reports:?}");
+    assert_eq!(reports[0].kind, MisuseKind::ForeignPointer);
     // SAFETY: the region is never handed over (the call must refuse).
     let r = unsafe {
         heap.add_region(std::ptr::slice_from_raw_parts_mut(
