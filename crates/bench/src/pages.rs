@@ -12,7 +12,7 @@ pub const PAGE: usize = 4096;
 
 enum Kind {
     Bsa(Box<Bsa>),
-    Frames(LockedFrameAllocator<33>),
+    Frames(Box<LockedFrameAllocator<33>>),
 }
 
 /// A page allocator under test, with its arena.
@@ -53,7 +53,7 @@ impl PageSubject {
     /// pre-touched arena of `bytes` (it never touches them itself).
     pub fn buddy_frames(bytes: usize) -> Option<Self> {
         let arena = Arena::touched(bytes)?;
-        let frames = LockedFrameAllocator::<33>::new();
+        let frames = Box::new(LockedFrameAllocator::<33>::new());
         let first = arena.base().as_ptr().addr().div_ceil(PAGE);
         let end = (arena.base().as_ptr().addr() + arena.len()) / PAGE;
         frames.lock().add_frame(first, end);
