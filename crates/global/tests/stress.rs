@@ -35,7 +35,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 use std::string::String;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -49,11 +49,17 @@ const DEFAULT_SECONDS: f64 = 20.0;
 mod sizing {
     pub const THREADS: usize = 8;
     pub const CPUS: usize = 4;
-    pub const HEAP_BYTES: usize = 64 << 20;
+    /// Generous: the memory is only touched where it is used, and a buddy
+    /// heap fragments (a 64 KiB request needs a free, 64 KiB-aligned block).
+    pub const HEAP_BYTES: usize = 256 << 20;
     /// Live objects a thread keeps at most.
     pub const MAX_LIVE: usize = 256;
     /// Live bytes a thread keeps at most.
     pub const MAX_LIVE_BYTES: usize = 2 << 20;
+    /// Blocks in flight to one thread at most, so that descheduled
+    /// receivers do not pile up memory (a sender facing a full channel
+    /// frees what was sent to it and yields until there is room).
+    pub const CHANNEL_BOUND: usize = 256;
     /// Operations per thread; `None`: run until the deadline.
     pub const OPS_PER_THREAD: Option<usize> = None;
 }
@@ -65,6 +71,7 @@ mod sizing {
     pub const HEAP_BYTES: usize = 4 << 20;
     pub const MAX_LIVE: usize = 24;
     pub const MAX_LIVE_BYTES: usize = 256 << 10;
+    pub const CHANNEL_BOUND: usize = 16;
     pub const OPS_PER_THREAD: Option<usize> = Some(150);
 }
 
@@ -248,15 +255,30 @@ struct Worker<'a> {
     rng: Rng,
     live: Vec<Obj>,
     live_bytes: usize,
-    peers: Vec<Sender<Obj>>,
+    peers: Vec<SyncSender<Obj>>,
+    rx: Receiver<Obj>,
     counts: Counts,
     failures: &'a Failures,
 }
 
 impl Worker<'_> {
     fn fail(&self, mismatch: bool, what: String) {
-        self.failures
-            .record(mismatch, format!("thread {}: {what}", self.me));
+        let st = self.heap.stats();
+        self.failures.record(
+            mismatch,
+            format!(
+                "thread {}: {what} (heap: {} of {} pages free, {} KiB large, {} KiB page-API, \
+                 {} slab chunks, {} small objects live, {} KiB live here)",
+                self.me,
+                st.free_pages,
+                st.total_pages,
+                st.large_bytes >> 10,
+                st.page_api_bytes >> 10,
+                st.slab_chunks,
+                st.small.live_objects,
+                self.live_bytes >> 10,
+            ),
+        );
     }
 
     fn keep(&mut self, obj: Obj) {
@@ -359,10 +381,28 @@ impl Worker<'_> {
             if to >= self.me {
                 to += 1;
             }
-            match self.peers[to].send(obj) {
-                Ok(()) => self.counts.sent += 1,
-                // The receiver only hangs up after every sender is gone.
-                Err(e) => self.free(e.0),
+            let mut obj = obj;
+            loop {
+                match self.peers[to].try_send(obj) {
+                    Ok(()) => {
+                        self.counts.sent += 1;
+                        break;
+                    }
+                    // Make progress on our own channel (two threads may be
+                    // sending to each other) and let the receiver run.
+                    Err(TrySendError::Full(back)) => {
+                        obj = back;
+                        self.receive();
+                        std::thread::yield_now();
+                    }
+                    // Cannot happen: receivers only hang up after every
+                    // sender has.
+                    Err(TrySendError::Disconnected(back)) => {
+                        self.free(back);
+                        self.counts.local_frees += 1;
+                        break;
+                    }
+                }
             }
         } else {
             self.free(obj);
@@ -441,7 +481,15 @@ impl Worker<'_> {
         }
     }
 
-    fn run(mut self, rx: Receiver<Obj>, deadline: Instant) -> Counts {
+    /// Free everything other threads have sent us so far.
+    fn receive(&mut self) {
+        while let Ok(obj) = self.rx.try_recv() {
+            self.free(obj);
+            self.counts.received_frees += 1;
+        }
+    }
+
+    fn run(mut self, deadline: Instant) -> Counts {
         let mut ops = 0usize;
         loop {
             match OPS_PER_THREAD {
@@ -449,10 +497,7 @@ impl Worker<'_> {
                 None if ops % 64 == 0 && Instant::now() >= deadline => break,
                 _ => {}
             }
-            while let Ok(obj) = rx.try_recv() {
-                self.free(obj);
-                self.counts.received_frees += 1;
-            }
+            self.receive();
             self.step();
             ops += 1;
         }
@@ -464,7 +509,7 @@ impl Worker<'_> {
             self.counts.local_frees += 1;
         }
         self.peers.clear();
-        for obj in rx {
+        while let Ok(obj) = self.rx.recv() {
             self.free(obj);
             self.counts.received_frees += 1;
         }
@@ -506,8 +551,8 @@ fn stress_alloc_free_realloc_remote_frees_with_integrity_checks() {
     let failures = Failures::default();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
-    let (txs, rxs): (Vec<Sender<Obj>>, Vec<Receiver<Obj>>) =
-        (0..THREADS).map(|_| channel()).unzip();
+    let (txs, rxs): (Vec<SyncSender<Obj>>, Vec<Receiver<Obj>>) =
+        (0..THREADS).map(|_| sync_channel(CHANNEL_BOUND)).unzip();
     let mut checks = 0;
     let mut total = Counts::default();
     std::thread::scope(|s| {
@@ -523,13 +568,14 @@ fn stress_alloc_free_realloc_remote_frees_with_integrity_checks() {
                     live: Vec::new(),
                     live_bytes: 0,
                     peers: txs.clone(),
+                    rx,
                     counts: Counts::default(),
                     failures: &failures,
                 };
                 s.spawn(move || {
                     // Two threads per CPU slot.
                     set_cpu(me % CPUS);
-                    worker.run(rx, deadline)
+                    worker.run(deadline)
                 })
             })
             .collect();
@@ -567,7 +613,7 @@ fn stress_alloc_free_realloc_remote_frees_with_integrity_checks() {
     println!(
         "stress: {:.1} s, {THREADS} threads on {CPUS} CPUs, seed {base}: {} ops \
          ({} allocs of which {} zeroed, {} page-API allocs, {} local frees, \
-         {} remote frees, {} reallocs of which {} in place), peak {} live per thread, \
+         {} frees by another thread, {} reallocs of which {} in place), peak {} live per thread, \
          {checks} concurrent consistency checks, {} pattern mismatches, {} other failures",
         run_time.as_secs_f64(),
         total.ops(),
