@@ -1,0 +1,1761 @@
+//! # Misuse catalogue
+//!
+//! Every misuse the public API of each layer can receive, with its defined
+//! outcome. One `#[test]` per case, named `<layer>::<case>`; after each
+//! case the layer's consistency checker passes and the allocator still
+//! serves and frees correctly (for `bsa-global`: with its accounting
+//! unchanged and no unexpected report).
+//!
+//! | layer | misuse | outcome |
+//! |---|---|---|
+//! | buddy | double free | `Err(DoubleFree)` |
+//! | buddy | free of a page inside a free block / never allocated | `Err(DoubleFree)` |
+//! | buddy | foreign pointer (outside every section, or in a section's metadata) | `Err(NotInSection)` |
+//! | buddy | interior pointer: page inside an allocation / not page aligned | `Err(NotAllocated)` / `Err(NotPageAligned)` |
+//! | buddy | wrong page count / count 0 | `Err(WrongCount { expected, given })` / `Err(ZeroCount)` |
+//! | buddy | request of 0 pages / `count * PAGE_SIZE` overflows / more than the largest block / valid but unsatisfiable | `ZeroCount` / `Overflow` / `TooLarge` / `NoMemory` |
+//! | buddy | align 0 or not a power of two / above the largest block | `BadAlign` / `TooLarge` |
+//! | buddy | resize the wrong way, wrong old count, resize a free block | `BadResize` / `WrongCount` / `DoubleFree` |
+//! | buddy | `set_tag` on a free or interior page | `DoubleFree` / `NotAllocated` |
+//! | buddy | region null / too small / wrapping | `RegionTooSmall` / `RegionTooSmall` / `Overflow` |
+//! | buddy | region overlapping (the same region twice = "init twice") | `Err(Overlap)`, checked before the size |
+//! | buddy | region with unaligned start and length | accepted: pages are page aligned, at least the documented count |
+//! | buddy | any call before a region was added ("before init") | alloc `NoMemory`, free `NotInSection` |
+//! | slab | local double free | `Err(DoubleFree)` |
+//! | slab | remote double free (drain in between / still on the stack) | drain reports `DoubleFree` / `CorruptRemoteChain` (cycle cut, never hangs) |
+//! | slab | local then remote, remote then local | drain reports `DoubleFree` / `Err(DoubleFree)` |
+//! | slab | pointer in memory that is not a slab | `Err(NotInSlab)` (also for `remote_free`) |
+//! | slab | object of another allocator / CPU freed locally | `Err(WrongOwner)` |
+//! | slab | interior pointer, the header's address | `Err(NotOnSlotBoundary)` |
+//! | slab | wrong class (size or align) | `Err(WrongClass { slab, given })` (also for `remote_free`) |
+//! | slab | zero-sized layout / too big / too aligned | smallest class / `NotSlab` / `NotSlab` |
+//! | slab | `add_slab` unaligned / already a live slab (here or elsewhere) | `BadSlabMemory` / `SlabAlreadyAdded` |
+//! | slab | use after remote free corrupts the link | drain reports `CorruptRemoteChain`, rest leaked |
+//! | slab | free into a slab already handed back | `Err(NotInSlab)` |
+//! | percpu | CPU index out of range (`with_cpu`, `try_with_cpu`, `with_current`, `get_mut`) | `Err(CpuIndexError { cpu, cpu_count })` / `None`, closure not run |
+//! | percpu | 0 CPUs / storage too small / size overflow | `NoCpus` / `TooSmall { needed, available }` / `Overflow`, nothing written |
+//! | global | double free: small local / small remote twice / local then remote / remote then local / large / pages | report `DoubleFree` / `Corruption` / `DoubleFree` (at the drain) / `DoubleFree` / `DoubleFree` / `Err(Pages(DoubleFree))` |
+//! | global | foreign pointer (stack, another instance) | report `ForeignPointer`; pages `Err(Pages(NotInSection))` |
+//! | global | interior pointer (small, large, pages) | report `NotAllocated`; pages `Err(Pages(NotAllocated))` |
+//! | global | wrong class / small layout for a large block / large layout for a slab chunk | report `LayoutMismatch` |
+//! | global | wrong align: same route / different route | freed normally / report `LayoutMismatch` |
+//! | global | wrong size for a large block, wrong page count | report `WrongPageCount`; pages `Err(Pages(WrongCount))` |
+//! | global | page-API block through `dealloc` / large block through `dealloc_pages` | report `WrongApi` / `Err(Pages(NotAllocated))` |
+//! | global | pages never allocated: free pages, region metadata, a chunk that is no slab | `DoubleFree` / `NotAllocated` / `NotAllocated` |
+//! | global | null pointer to `dealloc` / `realloc` | report `NotAllocated` (realloc: null) |
+//! | global | realloc with a foreign pointer or a wrong page count | null, report, block untouched |
+//! | global | zero-size layout | `GlobalAlloc`: served as 1 byte; `Allocator`: dangling, no-op free |
+//! | global | huge request (size near `isize::MAX`, > largest block) / `realloc` to it | null / `Err(NoMemory)`, `grow` not asked, block untouched |
+//! | global | `alloc_pages` count 0 / `count * PAGE_SIZE` overflow / align not a power of two / align above the largest block | `Err(BadRequest)` |
+//! | global | layout align above what any layer serves | null / `Err` |
+//! | global | region null / too small / wrapping / overlapping / too many | `RegionTooSmall` ×3 / `Overlap` / `TooManyRegions` |
+//! | global | region with unaligned start and length | accepted, pages page aligned |
+//! | global | calls before `init` | null, `Err(NotInitialized)`, frees reported `ForeignPointer` |
+//! | global | `init` twice / bad CPU count / region too small | `AlreadyInitialized` / `BadCpuCount` / `RegionTooSmall` (retry allowed) |
+//! | global | `Platform::current_cpu` out of range | small alloc null + report `CpuOutOfRange`; large alloc and frees work |
+
+use bsa_global as bsa;
+mod common;
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+const PAGE: usize = 4096;
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+fn layout(size: usize, align: usize) -> Layout {
+    Layout::from_size_align(size, align).expect("valid layout")
+}
+
+/// Fill `len` bytes at `p` with a pattern of `seed`.
+fn fill(p: NonNull<u8>, len: usize, seed: u8) {
+    for i in 0..len {
+        // SAFETY: callers pass a live block of at least `len` bytes.
+        unsafe { p.as_ptr().add(i).write(seed.wrapping_add(i as u8)) };
+    }
+}
+
+/// Whether `fill(p, len, seed)` is still intact.
+fn intact_pattern(p: NonNull<u8>, len: usize, seed: u8) -> bool {
+    // SAFETY: callers pass a live block of at least `len` bytes.
+    (0..len).all(|i| unsafe { p.as_ptr().add(i).read() } == seed.wrapping_add(i as u8))
+}
+
+/// A pointer that no allocator here owns (an address on the stack).
+fn stack_ptr(buf: &mut [u8; 64]) -> NonNull<u8> {
+    NonNull::from(buf).cast()
+}
+
+// ============================================================================
+/// `bsa-buddy` used directly.
+mod buddy {
+    use super::*;
+    use bsa_buddy::{AllocError, BuddyAllocator, BuddyStats, MAX_BLOCK_PAGES, META_BYTES};
+    use common::Region;
+
+    type Buddy = BuddyAllocator<PAGE>;
+
+    /// A buddy over a fresh 1 MiB region (the region is declared first, so
+    /// it outlives the allocator).
+    fn setup() -> (Region, Buddy) {
+        let region = Region::new(MIB);
+        let mut b = Buddy::new();
+        // SAFETY: the region is valid, initialised, used by nothing else
+        // and outlives `b`.
+        unsafe { b.add_region(region.all().cast(), region.len()) }.unwrap();
+        (region, b)
+    }
+
+    /// After a refused call: unchanged, consistent, still serving.
+    fn still_works(b: &mut Buddy, before: BuddyStats, case: &str) {
+        assert_eq!(
+            b.stats(),
+            before,
+            "{case}: a refused call changed the allocator"
+        );
+        b.check_consistency()
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let p = b.alloc_pages(1, PAGE).unwrap();
+        let q = b.alloc_pages(5, 16 * KIB).unwrap();
+        assert_eq!(q.as_ptr() as usize % (16 * KIB), 0);
+        fill(p, PAGE, 1);
+        fill(q, 5 * PAGE, 2);
+        assert!(intact_pattern(p, PAGE, 1) && intact_pattern(q, 5 * PAGE, 2));
+        // SAFETY: both were allocated just above with these counts.
+        unsafe {
+            b.dealloc_pages(p, 1).unwrap();
+            b.dealloc_pages(q, 5).unwrap();
+        }
+        assert_eq!(
+            b.stats(),
+            before,
+            "{case}: alloc/free round trip lost pages"
+        );
+        b.check_consistency()
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+    }
+
+    #[test]
+    fn double_free() {
+        let (_r, mut b) = setup();
+        let p = b.alloc_pages(3, PAGE).unwrap();
+        // SAFETY: `p` is live with 3 pages; the second call must be refused.
+        unsafe { b.dealloc_pages(p, 3) }.unwrap();
+        let before = b.stats();
+        // SAFETY: deliberately wrong; refused without touching the pages.
+        let r = unsafe { b.dealloc_pages(p, 3) };
+        assert_eq!(r, Err(AllocError::DoubleFree));
+        still_works(&mut b, before, "buddy double free");
+    }
+
+    #[test]
+    fn free_of_pages_never_allocated() {
+        let (_r, mut b) = setup();
+        let before = b.stats();
+        let start = b.sections().next().unwrap().pages_start;
+        let region_ptr = _r.all().cast::<u8>();
+        // A page in the middle of a free block, and a free block's head.
+        for off in [start - _r.start() + 7 * PAGE, start - _r.start()] {
+            let p = NonNull::new(region_ptr.wrapping_add(off)).unwrap();
+            // SAFETY: deliberately wrong; refused without touching the page.
+            let r = unsafe { b.dealloc_pages(p, 1) };
+            assert_eq!(r, Err(AllocError::DoubleFree));
+        }
+        still_works(&mut b, before, "buddy free of never-allocated pages");
+    }
+
+    #[test]
+    fn foreign_pointer() {
+        let (r, mut b) = setup();
+        let _keep = b.alloc_pages(1, PAGE).unwrap();
+        let before = b.stats();
+        let mut buf = [0u8; 64];
+        let on_stack = stack_ptr(&mut buf);
+        // The region's own start holds the section header and metadata.
+        let header = NonNull::new(r.all().cast::<u8>()).unwrap();
+        for p in [on_stack, header] {
+            // SAFETY: deliberately wrong; refused without touching memory.
+            let r = unsafe { b.dealloc_pages(p, 1) };
+            assert_eq!(r, Err(AllocError::NotInSection));
+            assert_eq!(b.allocation(p), None);
+            assert!(!b.contains(p.as_ptr()) || p == header);
+        }
+        still_works(&mut b, before, "buddy foreign pointer");
+    }
+
+    #[test]
+    fn interior_pointer() {
+        let (_r, mut b) = setup();
+        let p = b.alloc_pages(3, PAGE).unwrap();
+        let before = b.stats();
+        // SAFETY: deliberately wrong; refused without touching memory.
+        unsafe {
+            assert_eq!(
+                b.dealloc_pages(p.add(PAGE), 1),
+                Err(AllocError::NotAllocated)
+            );
+            assert_eq!(
+                b.dealloc_pages(p.add(2 * PAGE), 1),
+                Err(AllocError::NotAllocated)
+            );
+            assert_eq!(
+                b.dealloc_pages(p.add(1), 3),
+                Err(AllocError::NotPageAligned)
+            );
+            assert_eq!(
+                b.dealloc_pages(p.add(PAGE + 8), 1),
+                Err(AllocError::NotPageAligned)
+            );
+        }
+        still_works(&mut b, before, "buddy interior pointer");
+        // SAFETY: live, 3 pages.
+        unsafe { b.dealloc_pages(p, 3) }.unwrap();
+    }
+
+    #[test]
+    fn wrong_page_count() {
+        let (_r, mut b) = setup();
+        let p = b.alloc_pages(3, PAGE).unwrap();
+        let before = b.stats();
+        // SAFETY: deliberately wrong counts; refused.
+        unsafe {
+            for given in [1, 2, 4, 8] {
+                assert_eq!(
+                    b.dealloc_pages(p, given),
+                    Err(AllocError::WrongCount { expected: 3, given })
+                );
+            }
+            assert_eq!(b.dealloc_pages(p, 0), Err(AllocError::ZeroCount));
+        }
+        still_works(&mut b, before, "buddy wrong page count");
+        // SAFETY: live, 3 pages.
+        unsafe { b.dealloc_pages(p, 3) }.unwrap();
+    }
+
+    #[test]
+    fn zero_huge_and_overflowing_requests() {
+        let (_r, mut b) = setup();
+        let before = b.stats();
+        let cases = [
+            (0, PAGE, AllocError::ZeroCount),
+            (usize::MAX / PAGE + 1, PAGE, AllocError::Overflow),
+            (usize::MAX, PAGE, AllocError::Overflow),
+            (MAX_BLOCK_PAGES + 1, PAGE, AllocError::TooLarge),
+            // Valid, but more than this heap has.
+            (MAX_BLOCK_PAGES, PAGE, AllocError::NoMemory),
+            (before.total_pages + 1, PAGE, AllocError::NoMemory),
+        ];
+        for (count, align, want) in cases {
+            assert_eq!(b.alloc_pages(count, align), Err(want), "count {count}");
+            assert_eq!(
+                b.alloc_pages_where(count, align, |_, _| true),
+                Err(want),
+                "alloc_pages_where, count {count}"
+            );
+        }
+        still_works(&mut b, before, "buddy zero/huge requests");
+    }
+
+    #[test]
+    fn bad_and_excessive_alignment() {
+        let (_r, mut b) = setup();
+        let before = b.stats();
+        let max_bytes = Buddy::MAX_BLOCK_BYTES;
+        for (align, want) in [
+            (0, AllocError::BadAlign),
+            (3, AllocError::BadAlign),
+            (PAGE + 1, AllocError::BadAlign),
+            (max_bytes * 2, AllocError::TooLarge),
+            (1 << (usize::BITS - 1), AllocError::TooLarge),
+            // Valid, but no block that large here.
+            (max_bytes, AllocError::NoMemory),
+        ] {
+            assert_eq!(b.alloc_pages(1, align), Err(want), "align {align}");
+        }
+        // Alignments below a page are served page aligned.
+        let p = b.alloc_pages(1, 1).unwrap();
+        assert_eq!(p.as_ptr() as usize % PAGE, 0);
+        // SAFETY: live, 1 page.
+        unsafe { b.dealloc_pages(p, 1) }.unwrap();
+        still_works(&mut b, before, "buddy bad alignment");
+    }
+
+    #[test]
+    fn resize_misuse() {
+        let (_r, mut b) = setup();
+        let p = b.alloc_pages(3, PAGE).unwrap();
+        let before = b.stats();
+        // SAFETY: deliberately wrong; every call is refused.
+        unsafe {
+            assert_eq!(b.shrink_pages(p, 3, 4), Err(AllocError::BadResize));
+            assert_eq!(b.grow_pages_in_place(p, 3, 2), Err(AllocError::BadResize));
+            assert_eq!(
+                b.shrink_pages(p, 4, 2),
+                Err(AllocError::WrongCount {
+                    expected: 3,
+                    given: 4
+                })
+            );
+            assert_eq!(b.shrink_pages(p, 3, 0), Err(AllocError::ZeroCount));
+            assert_eq!(
+                b.grow_pages_in_place(p, 3, MAX_BLOCK_PAGES + 1),
+                Err(AllocError::TooLarge)
+            );
+            assert_eq!(
+                b.grow_pages_in_place(p, 3, usize::MAX),
+                Err(AllocError::Overflow)
+            );
+            assert_eq!(
+                b.shrink_pages(p.add(PAGE), 2, 1),
+                Err(AllocError::NotAllocated)
+            );
+        }
+        assert_eq!(
+            b.set_tag(p.map_addr(|a| a.checked_add(PAGE).unwrap()), 7),
+            Err(AllocError::NotAllocated)
+        );
+        // SAFETY: live, 3 pages.
+        unsafe { b.dealloc_pages(p, 3) }.unwrap();
+        let before_free = b.stats();
+        // SAFETY: deliberately wrong: `p` is free now.
+        unsafe {
+            assert_eq!(b.shrink_pages(p, 3, 1), Err(AllocError::DoubleFree));
+            assert_eq!(b.grow_pages_in_place(p, 3, 4), Err(AllocError::DoubleFree));
+        }
+        assert_eq!(b.set_tag(p, 7), Err(AllocError::DoubleFree));
+        assert_ne!(before, before_free);
+        still_works(&mut b, before_free, "buddy resize misuse");
+    }
+
+    #[test]
+    fn region_null_too_small_or_wrapping() {
+        let (r, mut b) = setup();
+        let before = b.stats();
+        let spare = Region::new(64 * KIB);
+        // SAFETY: the non-null regions are valid memory we own (they are
+        // refused anyway); the null and wrapping ones are rejected before
+        // any access, which is what this case checks.
+        unsafe {
+            assert_eq!(
+                b.add_region(core::ptr::null_mut(), 64 * KIB),
+                Err(AllocError::RegionTooSmall)
+            );
+            assert_eq!(
+                b.add_region(spare.all().cast(), 100),
+                Err(AllocError::RegionTooSmall)
+            );
+            // Header and metadata fit, but not one whole aligned page.
+            assert_eq!(
+                b.add_region(spare.part(1, PAGE + 64).cast(), PAGE + 64),
+                Err(AllocError::RegionTooSmall)
+            );
+            let wrapping = core::ptr::without_provenance_mut::<u8>(usize::MAX - PAGE);
+            assert_eq!(b.add_region(wrapping, 2 * PAGE), Err(AllocError::Overflow));
+        }
+        let _ = r;
+        still_works(&mut b, before, "buddy bad region");
+    }
+
+    #[test]
+    fn region_overlapping_and_added_twice() {
+        let (r, mut b) = setup();
+        let before = b.stats();
+        // SAFETY: all overlap the region already added: refused before any
+        // access (the overlap check comes before the size check).
+        unsafe {
+            // The same region again ("init twice").
+            assert_eq!(
+                b.add_region(r.all().cast(), r.len()),
+                Err(AllocError::Overlap)
+            );
+            assert_eq!(
+                b.add_region(r.part(r.len() / 2, r.len() / 2).cast(), r.len() / 2),
+                Err(AllocError::Overlap)
+            );
+            // Tiny, at the very end: still an overlap, not "too small".
+            assert_eq!(
+                b.add_region(r.part(r.len() - 1, 1).cast(), 1),
+                Err(AllocError::Overlap)
+            );
+        }
+        still_works(&mut b, before, "buddy overlapping region");
+    }
+
+    #[test]
+    fn region_with_unaligned_start_and_length_is_accepted() {
+        let r = Region::new(256 * KIB);
+        let mut b = Buddy::new();
+        let (off, len) = (13, 256 * KIB - 13 - 7);
+        // SAFETY: a part of a region we own, used by nothing else, outliving `b`.
+        let info = unsafe { b.add_region(r.part(off, len).cast(), len) }.unwrap();
+        assert_eq!(info.pages_start % PAGE, 0);
+        assert!(info.pages_start >= r.start() + off);
+        assert!(info.pages_start + info.total_pages * PAGE <= r.start() + off + len);
+        // The documented lower bound on the managed pages.
+        let overhead = info.total_pages * META_BYTES;
+        assert!(info.total_pages >= len / PAGE - overhead.div_ceil(PAGE) - 1 - 1);
+        let before = b.stats();
+        let mut all = Vec::new();
+        while let Ok(p) = b.alloc_pages(1, PAGE) {
+            assert_eq!(p.as_ptr() as usize % PAGE, 0);
+            all.push(p);
+        }
+        assert_eq!(all.len(), info.total_pages);
+        for p in all {
+            // SAFETY: each allocated above, 1 page.
+            unsafe { b.dealloc_pages(p, 1) }.unwrap();
+        }
+        still_works(&mut b, before, "buddy unaligned region");
+    }
+
+    #[test]
+    fn calls_before_any_region() {
+        let mut b = Buddy::new();
+        let before = b.stats();
+        assert_eq!(b.alloc_pages(1, PAGE), Err(AllocError::NoMemory));
+        let mut buf = [0u8; 64];
+        // SAFETY: deliberately wrong; refused without touching memory.
+        let r = unsafe { b.dealloc_pages(stack_ptr(&mut buf), 1) };
+        assert_eq!(r, Err(AllocError::NotInSection));
+        assert_eq!(b.allocation(stack_ptr(&mut buf)), None);
+        assert_eq!(b.total_pages(), 0);
+        b.check_consistency().unwrap();
+        assert_eq!(b.stats(), before);
+        // And it starts working once it has memory.
+        let r = Region::new(MIB);
+        // SAFETY: ours, unused, outlives `b`.
+        unsafe { b.add_region(r.all().cast(), r.len()) }.unwrap();
+        let before = b.stats();
+        still_works(&mut b, before, "buddy before any region");
+    }
+}
+
+// ============================================================================
+/// `bsa-slab` used directly, fed with chunks of a test region.
+mod slab {
+    use super::*;
+    use bsa_slab::{AllocFailure, SizeClass, SlabAllocator, SlabError, SlabStats, SLAB_SIZE};
+    use common::Region;
+
+    /// A `SlabAllocator` and the chunks it can be fed with.
+    struct Env {
+        mem: Region,
+        free_chunks: Vec<NonNull<u8>>,
+        s: SlabAllocator,
+    }
+
+    impl Env {
+        fn new(owner: u32) -> Env {
+            Env::with_chunks(owner, 8)
+        }
+
+        fn with_chunks(owner: u32, n: usize) -> Env {
+            let mem = Region::aligned(n * SLAB_SIZE, SLAB_SIZE);
+            let base = mem.all().cast::<u8>();
+            let free_chunks = (0..n)
+                .map(|i| NonNull::new(base.wrapping_add(i * SLAB_SIZE)).unwrap())
+                .collect();
+            Env {
+                mem,
+                free_chunks,
+                s: SlabAllocator::new(owner),
+            }
+        }
+
+        fn alloc(&mut self, l: Layout) -> NonNull<u8> {
+            loop {
+                match self.s.alloc(l) {
+                    Ok(p) => return p,
+                    Err(AllocFailure::NeedsSlab(class)) => {
+                        let chunk = self.free_chunks.pop().expect("test region exhausted");
+                        // SAFETY: an unused, zero-initialised, aligned chunk
+                        // of our region, handed over until given back.
+                        unsafe { self.s.add_slab(class, chunk) }.unwrap();
+                    }
+                    Err(e) => panic!("alloc({l:?}): {e:?}"),
+                }
+            }
+        }
+
+        /// Free locally; slabs handed back return to the pool.
+        fn free(&mut self, p: NonNull<u8>, l: Layout) -> Result<(), SlabError> {
+            let class = SizeClass::for_layout(l).unwrap();
+            // SAFETY: `p` lies in our region (callers pass pointers into
+            // it), which is readable initialised memory; our slabs are only
+            // set up or released through `self.s`.
+            let r = unsafe { self.s.free(p, class) }?;
+            if let Some(chunk) = r {
+                self.free_chunks.push(chunk);
+            }
+            Ok(())
+        }
+
+        fn drain(&mut self) -> Option<SlabError> {
+            let pool = &mut self.free_chunks;
+            self.s.drain_remote(|c| pool.push(c));
+            self.s.take_remote_error()
+        }
+
+        fn live(&self) -> usize {
+            self.s.stats().total().live_objects
+        }
+
+        /// After a refused call: consistent, and still serving and freeing.
+        fn still_works(&mut self, case: &str) {
+            self.s
+                .check_consistency()
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            let before: SlabStats = self.s.stats();
+            let mut got = Vec::new();
+            for (i, l) in [
+                layout(8, 8),
+                layout(64, 8),
+                layout(700, 4),
+                layout(2048, 2048),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                for j in 0..20 {
+                    let p = self.alloc(l);
+                    assert_eq!(p.as_ptr() as usize % l.align(), 0);
+                    fill(p, l.size(), (i * 20 + j) as u8);
+                    got.push((p, l, (i * 20 + j) as u8));
+                }
+            }
+            for (p, l, seed) in got {
+                assert!(intact_pattern(p, l.size(), seed), "{case}: content changed");
+                self.free(p, l)
+                    .unwrap_or_else(|e| panic!("{case}: valid free refused: {e:?}"));
+            }
+            assert_eq!(
+                self.s.stats().total().live_objects,
+                before.total().live_objects,
+                "{case}"
+            );
+            self.s
+                .check_consistency()
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+        }
+    }
+
+    const L64: Layout = match Layout::from_size_align(64, 8) {
+        Ok(l) => l,
+        Err(_) => panic!(),
+    };
+
+    fn class64() -> SizeClass {
+        SizeClass::for_layout(L64).unwrap()
+    }
+
+    #[test]
+    fn local_double_free() {
+        let mut e = Env::new(0);
+        let keep = e.alloc(L64);
+        let p = e.alloc(L64);
+        e.free(p, L64).unwrap();
+        let live = e.live();
+        assert_eq!(e.free(p, L64), Err(SlabError::DoubleFree));
+        assert_eq!(e.live(), live);
+        e.free(keep, L64).unwrap();
+        e.still_works("slab local double free");
+    }
+
+    #[test]
+    fn remote_double_free_with_a_drain_in_between() {
+        let mut e = Env::new(0);
+        let keep = e.alloc(L64);
+        let p = e.alloc(L64);
+        // SAFETY: `p` is a live object of a live slab; then (deliberately)
+        // pushed again after the owner drained it: the slab is still live
+        // (`keep`), so the push only writes into the freed slot.
+        unsafe {
+            SlabAllocator::remote_free(p, class64()).unwrap();
+            assert_eq!(e.drain(), None);
+            SlabAllocator::remote_free(p, class64()).unwrap();
+        }
+        assert_eq!(e.drain(), Some(SlabError::DoubleFree));
+        let st = e.s.stats();
+        assert_eq!((st.remote_double_frees, st.corrupt_remote_chains), (1, 0));
+        assert_eq!(e.live(), 1, "only `keep` is live");
+        e.free(keep, L64).unwrap();
+        e.still_works("slab remote double free (drained in between)");
+    }
+
+    #[test]
+    fn remote_double_free_while_still_on_the_stack() {
+        let mut e = Env::new(0);
+        let keep = e.alloc(L64);
+        let p = e.alloc(L64);
+        // SAFETY: as above; the second push makes `p` link to itself.
+        unsafe {
+            SlabAllocator::remote_free(p, class64()).unwrap();
+            SlabAllocator::remote_free(p, class64()).unwrap();
+        }
+        // The drain cuts the cycle after one slab's worth of steps.
+        assert_eq!(e.drain(), Some(SlabError::CorruptRemoteChain));
+        let st = e.s.stats();
+        assert_eq!(st.corrupt_remote_chains, 1);
+        assert!(st.remote_double_frees >= 1);
+        assert_eq!(e.live(), 1, "`p` was freed once, only `keep` is live");
+        e.free(keep, L64).unwrap();
+        e.still_works("slab remote double free (still on the stack)");
+    }
+
+    #[test]
+    fn local_then_remote_double_free() {
+        let mut e = Env::new(0);
+        let keep = e.alloc(L64);
+        let p = e.alloc(L64);
+        e.free(p, L64).unwrap();
+        // SAFETY: deliberately wrong; the slab is live (`keep`), the push
+        // writes only into the free slot.
+        unsafe { SlabAllocator::remote_free(p, class64()) }.unwrap();
+        assert_eq!(e.drain(), Some(SlabError::DoubleFree));
+        assert_eq!(e.live(), 1);
+        e.free(keep, L64).unwrap();
+        e.still_works("slab local then remote double free");
+    }
+
+    #[test]
+    fn remote_then_local_double_free() {
+        let mut e = Env::new(0);
+        let keep = e.alloc(L64);
+        let p = e.alloc(L64);
+        // SAFETY: a live object of a live slab.
+        unsafe { SlabAllocator::remote_free(p, class64()) }.unwrap();
+        // The local free drains pending remote frees before judging.
+        assert_eq!(e.free(p, L64), Err(SlabError::DoubleFree));
+        assert_eq!(e.live(), 1);
+        assert_eq!(e.drain(), None);
+        e.free(keep, L64).unwrap();
+        e.still_works("slab remote then local double free");
+    }
+
+    #[test]
+    fn pointer_in_memory_that_is_no_slab() {
+        let mut e = Env::new(0);
+        let keep = e.alloc(L64);
+        // A chunk of the region never given to the allocator: readable,
+        // zeroed memory without a slab header.
+        let chunk = e.free_chunks[0];
+        let live = e.live();
+        for p in [chunk, chunk.map_addr(|a| a.checked_add(64).unwrap())] {
+            assert_eq!(e.free(p, L64), Err(SlabError::NotInSlab));
+            // SAFETY: readable, initialised memory with no slab in it.
+            let r = unsafe { SlabAllocator::remote_free(p, class64()) };
+            assert_eq!(r, Err(SlabError::NotInSlab));
+        }
+        assert_eq!(e.live(), live);
+        e.free(keep, L64).unwrap();
+        e.still_works("slab foreign pointer");
+    }
+
+    #[test]
+    fn object_of_another_allocator_or_cpu() {
+        let mut mine = Env::new(0);
+        let mut other_cpu = Env::new(1);
+        let mut other_instance = Env::new(0);
+        let keep = mine.alloc(L64);
+        for other in [&mut other_cpu, &mut other_instance] {
+            let p = other.alloc(L64);
+            let live = (mine.live(), other.live());
+            assert_eq!(mine.free(p, L64), Err(SlabError::WrongOwner));
+            assert_eq!((mine.live(), other.live()), live);
+            other.free(p, L64).unwrap();
+            other.still_works("slab wrong owner (the owner)");
+        }
+        mine.free(keep, L64).unwrap();
+        mine.still_works("slab wrong owner");
+    }
+
+    #[test]
+    fn interior_pointer_and_header_address() {
+        let mut e = Env::new(0);
+        let p = e.alloc(L64);
+        let header =
+            p.map_addr(|a| core::num::NonZeroUsize::new(a.get() & !(SLAB_SIZE - 1)).unwrap());
+        let live = e.live();
+        for q in [
+            p.map_addr(|a| a.checked_add(1).unwrap()),
+            p.map_addr(|a| a.checked_add(32).unwrap()),
+            header,
+        ] {
+            assert_eq!(e.free(q, L64), Err(SlabError::NotOnSlotBoundary));
+            // SAFETY: inside a live slab of ours; refused before any write.
+            let r = unsafe { SlabAllocator::remote_free(q, class64()) };
+            assert_eq!(r, Err(SlabError::NotOnSlotBoundary));
+        }
+        assert_eq!(e.live(), live);
+        e.free(p, L64).unwrap();
+        e.still_works("slab interior pointer");
+    }
+
+    #[test]
+    fn wrong_class_size_or_align() {
+        let mut e = Env::new(0);
+        let p = e.alloc(L64);
+        let live = e.live();
+        for wrong in [layout(1024, 8), layout(8, 8), layout(48, 16)] {
+            let given = SizeClass::for_layout(wrong).unwrap();
+            let want = Err(SlabError::WrongClass {
+                slab: class64(),
+                given,
+            });
+            assert_eq!(e.free(p, wrong), want, "{wrong:?}");
+            // SAFETY: a live object of a live slab; refused before any write.
+            assert_eq!(unsafe { SlabAllocator::remote_free(p, given) }, want);
+        }
+        assert_eq!(e.live(), live);
+        // A different alignment that maps to the same class is the same
+        // class: (64, 64) frees an object allocated as (64, 8).
+        e.free(p, layout(64, 64)).unwrap();
+        e.still_works("slab wrong class");
+    }
+
+    #[test]
+    fn zero_sized_too_big_and_too_aligned_layouts() {
+        let mut e = Env::new(0);
+        let zero = layout(0, 1);
+        let smallest = SizeClass::from_index(0).unwrap();
+        assert_eq!(SizeClass::for_layout(zero), Some(smallest));
+        let p = e.alloc(zero);
+        e.free(p, zero).unwrap();
+        for l in [layout(2049, 8), layout(8, 4096), layout(usize::MAX / 4, 8)] {
+            assert_eq!(SizeClass::for_layout(l), None);
+            assert_eq!(e.s.alloc(l), Err(AllocFailure::NotSlab), "{l:?}");
+        }
+        e.still_works("slab zero/too big/too aligned");
+    }
+
+    #[test]
+    fn bad_slab_memory() {
+        let mut e = Env::new(0);
+        let mut second = Env::new(1);
+        let keep = e.alloc(L64);
+        let live_slab =
+            keep.map_addr(|a| core::num::NonZeroUsize::new(a.get() & !(SLAB_SIZE - 1)).unwrap());
+        let unused = e.free_chunks[0];
+        let before = e.s.stats();
+        // SAFETY: all inside our region (readable, initialised); the calls
+        // are refused before anything is written.
+        unsafe {
+            assert_eq!(
+                e.s.add_slab(class64(), unused.map_addr(|a| a.checked_add(PAGE).unwrap())),
+                Err(SlabError::BadSlabMemory)
+            );
+            assert_eq!(
+                e.s.add_slab(class64(), live_slab),
+                Err(SlabError::SlabAlreadyAdded)
+            );
+            assert_eq!(
+                second.s.add_slab(class64(), live_slab),
+                Err(SlabError::SlabAlreadyAdded)
+            );
+        }
+        assert_eq!(e.s.stats(), before);
+        assert_eq!(second.s.stats().total().slabs(), 0);
+        e.free(keep, L64).unwrap();
+        e.still_works("slab bad slab memory");
+        second.still_works("slab bad slab memory (second allocator)");
+    }
+
+    #[test]
+    fn use_after_remote_free_corrupts_the_chain() {
+        let mut e = Env::new(0);
+        let keep = e.alloc(L64);
+        let a = e.alloc(L64);
+        let b = e.alloc(L64);
+        let outside = e.free_chunks[0];
+        // SAFETY: live objects of a live slab; then the caller (wrongly)
+        // overwrites `b`'s link with a pointer outside the slab.
+        unsafe {
+            SlabAllocator::remote_free(a, class64()).unwrap();
+            SlabAllocator::remote_free(b, class64()).unwrap();
+            b.cast::<*mut u8>().write(outside.as_ptr());
+        }
+        assert_eq!(e.drain(), Some(SlabError::CorruptRemoteChain));
+        assert_eq!(e.s.stats().corrupt_remote_chains, 1);
+        // `b` was returned, `a` (behind the bad link) is leaked, not reused.
+        assert_eq!(e.live(), 2);
+        assert!((0..200).map(|_| e.alloc(L64)).all(|p| p != a));
+        e.still_works("slab corrupt remote chain");
+        let _ = keep;
+    }
+
+    #[test]
+    fn free_into_a_slab_already_handed_back() {
+        let mut e = Env::new(0);
+        let p = e.alloc(L64);
+        e.free(p, L64).unwrap();
+        // The empty slab is cached (empty_keep = 1); trim hands it back.
+        let pool = &mut e.free_chunks;
+        e.s.trim(|c| pool.push(c));
+        assert_eq!(e.s.stats().total().slabs(), 0);
+        assert_eq!(e.free(p, L64), Err(SlabError::NotInSlab));
+        // SAFETY: the chunk is back in our pool: readable, not a slab.
+        let r = unsafe { SlabAllocator::remote_free(p, class64()) };
+        assert_eq!(r, Err(SlabError::NotInSlab));
+        e.still_works("slab free into a released slab");
+    }
+
+    #[test]
+    fn region_helper_is_sized_for_the_cases() {
+        // Guards the helpers: every case above fits in its pool.
+        let e = Env::new(0);
+        assert_eq!(e.free_chunks.len(), 8);
+        assert_eq!(e.mem.len(), 8 * SLAB_SIZE);
+    }
+}
+
+// ============================================================================
+/// `bsa-percpu` used directly.
+mod percpu {
+    use bsa_percpu::{
+        CpuContext, CpuIndexError, CriticalSection, PerCpu, PerCpuArray, StorageError,
+    };
+    use core::cell::Cell;
+    use core::mem::MaybeUninit;
+
+    /// A context whose CPU index the test sets.
+    struct Ctx(Cell<usize>);
+
+    impl CpuContext for Ctx {
+        type Saved = ();
+        fn current_cpu(&self) -> usize {
+            self.0.get()
+        }
+        fn enter_critical(&self) {}
+        fn exit_critical(&self, _saved: ()) {}
+    }
+
+    fn storage() -> Vec<MaybeUninit<u8>> {
+        vec![MaybeUninit::uninit(); PerCpu::<u64>::storage_size(4).unwrap()]
+    }
+
+    /// The slots hold `10 * cpu + k` and still work.
+    fn still_works(p: &PerCpu<'_, u64>, case: &str) {
+        for cpu in 0..p.cpu_count() {
+            assert_eq!(p.with_cpu(cpu, |v| *v % 10), Ok(cpu as u64), "{case}");
+            p.with_cpu(cpu, |v| *v += 10).unwrap();
+        }
+    }
+
+    #[test]
+    fn cpu_index_out_of_range() {
+        let mut mem = storage();
+        let (mut p, _) = PerCpu::new_in(&mut mem, 4, |i| i as u64).unwrap();
+        for cpu in [4, 5, usize::MAX] {
+            let e = CpuIndexError { cpu, cpu_count: 4 };
+            let err = Err(e);
+            let mut ran = false;
+            assert_eq!(p.with_cpu(cpu, |_| ran = true), err);
+            assert_eq!(p.try_with_cpu(cpu, |_| ran = true), Err(e));
+            let ctx = Ctx(Cell::new(cpu));
+            let cs = CriticalSection::enter(&ctx);
+            assert_eq!(cs.cpu(), cpu);
+            assert_eq!(p.with_current(&cs, |_| ran = true), err);
+            drop(cs);
+            assert!(!ran, "the closure must not run for a bad index");
+            assert!(p.get_mut(cpu).is_none());
+        }
+        still_works(&p, "percpu out of range");
+    }
+
+    #[test]
+    fn array_cpu_index_out_of_range() {
+        let mut a = PerCpuArray::<u64, 3>::new(7);
+        let err = |cpu| CpuIndexError { cpu, cpu_count: 3 };
+        assert_eq!(a.with_cpu(3, |v| *v), Err(err(3)));
+        assert_eq!(a.try_with_cpu(usize::MAX, |v| *v), Err(err(usize::MAX)));
+        let ctx = Ctx(Cell::new(9));
+        let cs = CriticalSection::enter(&ctx);
+        assert_eq!(a.with_current(&cs, |v| *v), Err(err(9)));
+        drop(cs);
+        assert!(a.get_mut(3).is_none());
+        for cpu in 0..3 {
+            assert_eq!(a.with_cpu(cpu, |v| *v), Ok(7));
+        }
+    }
+
+    #[test]
+    fn bad_storage() {
+        let mut mem = storage();
+        let mut called = false;
+        assert_eq!(
+            PerCpu::new_in(&mut mem, 0, |_| {
+                called = true;
+                0u64
+            })
+            .err(),
+            Some(StorageError::NoCpus)
+        );
+        assert_eq!(
+            PerCpu::new_in(&mut mem, usize::MAX, |_| {
+                called = true;
+                0u64
+            })
+            .err(),
+            Some(StorageError::Overflow)
+        );
+        assert!(PerCpu::<u64>::storage_size(usize::MAX).is_none());
+        let available = mem.len();
+        match PerCpu::new_in(&mut mem, 64, |_| {
+            called = true;
+            0u64
+        }) {
+            Err(StorageError::TooSmall {
+                needed,
+                available: a,
+            }) => {
+                assert_eq!(a, available);
+                assert!(needed > available);
+            }
+            other => panic!("expected TooSmall, got {:?}", other.err()),
+        }
+        assert!(!called, "init must not run when the storage is refused");
+        // The same memory then serves a valid request.
+        let (p, _) = PerCpu::new_in(&mut mem, 4, |i| i as u64).unwrap();
+        still_works(&p, "percpu bad storage");
+    }
+}
+
+// ============================================================================
+/// `bsa-global`: misuse is reported through `Platform::report` (captured by
+/// the test platform) or returned as an error, and ignored.
+mod global {
+    use super::*;
+    use bsa::bsa_slab::SLAB_SIZE;
+    use bsa::{AllocError, MisuseKind, MAX_CPUS, MAX_REGIONS};
+    use bsa_buddy::AllocError as PageError;
+    use common::{heap, set_cpu, Heap, Region, TestPlatform};
+    use core::alloc::GlobalAlloc;
+    use core::sync::atomic::Ordering;
+
+    use allocator_api2::alloc::Allocator;
+
+    /// The accounting a refused call must not change.
+    #[derive(Debug, PartialEq, Eq, Clone, Copy)]
+    struct Accounting {
+        free_pages: usize,
+        total_pages: usize,
+        large_bytes: usize,
+        page_api_bytes: usize,
+        slab_chunks: usize,
+        live_objects: usize,
+        regions: usize,
+    }
+
+    fn accounting(h: &Heap) -> Accounting {
+        let st = h.stats();
+        Accounting {
+            free_pages: st.free_pages,
+            total_pages: st.total_pages,
+            large_bytes: st.large_bytes,
+            page_api_bytes: st.page_api_bytes,
+            slab_chunks: st.slab_chunks,
+            live_objects: st.small.live_objects,
+            regions: st.regions,
+        }
+    }
+
+    /// A 2-CPU heap of 2 MiB, used from CPU 0.
+    fn setup() -> (Region, Heap) {
+        set_cpu(0);
+        heap(2 * MIB, 2)
+    }
+
+    fn alloc(h: &Heap, l: Layout) -> NonNull<u8> {
+        // SAFETY: non-zero size in every caller.
+        NonNull::new(unsafe { h.alloc(l) }).expect("allocation failed")
+    }
+
+    /// Free `p` (valid or not) with `l` from the current CPU.
+    fn dealloc(h: &Heap, p: NonNull<u8>, l: Layout) {
+        // SAFETY: valid frees come from `alloc` with the same layout; the
+        // others are deliberate misuse the allocator must refuse without
+        // touching memory it does not own.
+        unsafe { h.dealloc(p.as_ptr(), l) }
+    }
+
+    /// Free `p` from CPU `cpu` (another thread).
+    fn dealloc_on(h: &Heap, cpu: usize, p: NonNull<u8>, l: Layout) {
+        struct Send(NonNull<u8>);
+        // SAFETY: only the address travels; the block is freed over there.
+        unsafe impl core::marker::Send for Send {}
+        let p = Send(p);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let p = p;
+                set_cpu(cpu);
+                dealloc(h, p.0, l);
+            });
+        });
+    }
+
+    fn reports(h: &Heap) -> Vec<MisuseKind> {
+        h.platform().take_reports()
+    }
+
+    /// After a refused call: consistent, accounting unchanged, no stray
+    /// report, and still serving and freeing every kind of block.
+    fn still_works(h: &Heap, before: Accounting, case: &str) {
+        h.check_consistency()
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(accounting(h), before, "{case}: accounting changed");
+        assert_eq!(reports(h), [], "{case}: unexpected reports");
+        let mut got = Vec::new();
+        for (i, l) in [
+            layout(24, 8),
+            layout(200, 64),
+            layout(2048, 2048),
+            layout(3 * PAGE + 5, 8),
+            layout(PAGE, 4 * PAGE),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let p = alloc(h, l);
+            assert_eq!(p.as_ptr() as usize % l.align(), 0, "{case}");
+            fill(p, l.size(), i as u8);
+            got.push((p, l, i as u8));
+        }
+        let pages = h.alloc_pages(2, 2 * PAGE).expect("alloc_pages");
+        fill(pages, 2 * PAGE, 99);
+        for (p, l, seed) in got {
+            assert!(intact_pattern(p, l.size(), seed), "{case}: content changed");
+            dealloc(h, p, l);
+        }
+        assert!(intact_pattern(pages, 2 * PAGE, 99));
+        // SAFETY: allocated above with this count.
+        unsafe { h.dealloc_pages(pages, 2) }.expect("dealloc_pages");
+        assert_eq!(reports(h), [], "{case}: a valid free was refused");
+        let after = accounting(h);
+        assert_eq!(
+            (after.live_objects, after.large_bytes, after.page_api_bytes),
+            (
+                before.live_objects,
+                before.large_bytes,
+                before.page_api_bytes
+            ),
+            "{case}: the round trip leaked"
+        );
+        h.check_consistency()
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+    }
+
+    const SMALL: Layout = match Layout::from_size_align(64, 8) {
+        Ok(l) => l,
+        Err(_) => panic!(),
+    };
+    const LARGE: Layout = match Layout::from_size_align(3 * PAGE, 8) {
+        Ok(l) => l,
+        Err(_) => panic!(),
+    };
+
+    #[test]
+    fn double_free_small_local() {
+        let (_r, h) = setup();
+        let keep = alloc(&h, SMALL);
+        let p = alloc(&h, SMALL);
+        dealloc(&h, p, SMALL);
+        let before = accounting(&h);
+        dealloc(&h, p, SMALL);
+        assert_eq!(reports(&h), [MisuseKind::DoubleFree]);
+        still_works(&h, before, "global small local double free");
+        dealloc(&h, keep, SMALL);
+    }
+
+    #[test]
+    fn double_free_small_remote_twice() {
+        let (_r, h) = setup();
+        let keep = alloc(&h, SMALL);
+        let p = alloc(&h, SMALL);
+        let before = accounting(&h);
+        dealloc_on(&h, 1, p, SMALL);
+        dealloc_on(&h, 1, p, SMALL);
+        assert_eq!(reports(&h), [], "a remote free cannot see the bitmap");
+        h.drain_remote_frees();
+        // Pushed twice, the object links to itself: the drain cuts the
+        // cycle and reports a corrupt chain.
+        assert_eq!(reports(&h), [MisuseKind::Corruption]);
+        let st = h.stats();
+        assert_eq!(st.corrupt_remote_chains, 1);
+        assert!(st.remote_double_frees >= 1);
+        let mut after = before;
+        after.live_objects -= 1; // `p` was freed once
+        still_works(&h, after, "global small remote double free");
+        dealloc(&h, keep, SMALL);
+    }
+
+    #[test]
+    fn double_free_small_remote_with_a_drain_in_between() {
+        let (_r, h) = setup();
+        let keep = alloc(&h, SMALL);
+        let p = alloc(&h, SMALL);
+        dealloc_on(&h, 1, p, SMALL);
+        h.drain_remote_frees();
+        let before = accounting(&h);
+        dealloc_on(&h, 1, p, SMALL);
+        h.drain_remote_frees();
+        assert_eq!(reports(&h), [MisuseKind::DoubleFree]);
+        assert_eq!(h.stats().remote_double_frees, 1);
+        still_works(&h, before, "global small remote double free (drained)");
+        dealloc(&h, keep, SMALL);
+    }
+
+    #[test]
+    fn double_free_small_local_then_remote() {
+        let (_r, h) = setup();
+        let keep = alloc(&h, SMALL);
+        let p = alloc(&h, SMALL);
+        dealloc(&h, p, SMALL);
+        let before = accounting(&h);
+        dealloc_on(&h, 1, p, SMALL);
+        assert_eq!(reports(&h), []);
+        h.drain_remote_frees();
+        assert_eq!(reports(&h), [MisuseKind::DoubleFree]);
+        still_works(&h, before, "global small local-then-remote double free");
+        dealloc(&h, keep, SMALL);
+    }
+
+    #[test]
+    fn double_free_small_remote_then_local() {
+        let (_r, h) = setup();
+        let keep = alloc(&h, SMALL);
+        let p = alloc(&h, SMALL);
+        dealloc_on(&h, 1, p, SMALL);
+        dealloc(&h, p, SMALL);
+        assert_eq!(reports(&h), [MisuseKind::DoubleFree]);
+        let mut before = accounting(&h);
+        h.drain_remote_frees();
+        assert_eq!(reports(&h), []);
+        before.live_objects = accounting(&h).live_objects;
+        still_works(&h, before, "global small remote-then-local double free");
+        dealloc(&h, keep, SMALL);
+    }
+
+    #[test]
+    fn double_free_large_and_pages() {
+        let (_r, h) = setup();
+        let p = alloc(&h, LARGE);
+        dealloc(&h, p, LARGE);
+        let q = h.alloc_pages(3, PAGE).unwrap();
+        // SAFETY: live, 3 pages.
+        unsafe { h.dealloc_pages(q, 3) }.unwrap();
+        let before = accounting(&h);
+        dealloc(&h, p, LARGE);
+        assert_eq!(reports(&h), [MisuseKind::DoubleFree]);
+        // SAFETY: deliberately wrong; refused.
+        let r = unsafe { h.dealloc_pages(q, 3) };
+        assert_eq!(r, Err(AllocError::Pages(PageError::DoubleFree)));
+        assert_eq!(reports(&h), [], "the page API returns errors, not reports");
+        still_works(&h, before, "global large/pages double free");
+    }
+
+    #[test]
+    fn foreign_pointer() {
+        let (_r, h) = setup();
+        let (_r2, other) = heap(MIB, 1);
+        let theirs = alloc(&other, SMALL);
+        let theirs_large = alloc(&other, LARGE);
+        let mut buf = [0u8; 64];
+        let before = accounting(&h);
+        for (p, l) in [
+            (stack_ptr(&mut buf), SMALL),
+            (stack_ptr(&mut buf), LARGE),
+            (theirs, SMALL),
+            (theirs_large, LARGE),
+        ] {
+            dealloc(&h, p, l);
+            assert_eq!(reports(&h), [MisuseKind::ForeignPointer], "{p:p} {l:?}");
+            dealloc_on(&h, 1, p, l);
+            assert_eq!(reports(&h), [MisuseKind::ForeignPointer], "remote {p:p}");
+        }
+        // SAFETY: deliberately wrong; refused.
+        let r = unsafe { h.dealloc_pages(stack_ptr(&mut buf), 1) };
+        assert_eq!(r, Err(AllocError::Pages(PageError::NotInSection)));
+        still_works(&h, before, "global foreign pointer");
+        dealloc(&other, theirs, SMALL);
+        dealloc(&other, theirs_large, LARGE);
+        assert_eq!(other.platform().take_reports(), []);
+    }
+
+    #[test]
+    fn interior_pointer() {
+        let (_r, h) = setup();
+        let s = alloc(&h, SMALL);
+        let l = alloc(&h, LARGE);
+        let pg = h.alloc_pages(3, PAGE).unwrap();
+        let before = accounting(&h);
+        let at = |p: NonNull<u8>, off: usize| p.map_addr(|a| a.checked_add(off).unwrap());
+        dealloc(&h, at(s, 1), SMALL);
+        dealloc(&h, at(s, 8), SMALL);
+        dealloc_on(&h, 1, at(s, 1), SMALL);
+        dealloc(&h, at(l, PAGE), LARGE);
+        dealloc(&h, at(l, 1), LARGE);
+        assert_eq!(reports(&h), [MisuseKind::NotAllocated; 5]);
+        // SAFETY: deliberately wrong; refused.
+        unsafe {
+            assert_eq!(
+                h.dealloc_pages(at(pg, PAGE), 1),
+                Err(AllocError::Pages(PageError::NotAllocated))
+            );
+            assert_eq!(
+                h.dealloc_pages(at(pg, 1), 3),
+                Err(AllocError::Pages(PageError::NotAllocated))
+            );
+        }
+        still_works(&h, before, "global interior pointer");
+        dealloc(&h, s, SMALL);
+        dealloc(&h, l, LARGE);
+        // SAFETY: live, 3 pages.
+        unsafe { h.dealloc_pages(pg, 3) }.unwrap();
+    }
+
+    #[test]
+    fn wrong_layout_class_size_or_route() {
+        let (_r, h) = setup();
+        let s = alloc(&h, SMALL);
+        let l = alloc(&h, LARGE);
+        let before = accounting(&h);
+        // Another size class (bigger, smaller), locally and remotely.
+        dealloc(&h, s, layout(1024, 8));
+        dealloc(&h, s, layout(8, 8));
+        dealloc_on(&h, 1, s, layout(1024, 8));
+        // A small layout for a large block, a large one for a slab object.
+        dealloc(&h, l, SMALL);
+        dealloc(&h, s, LARGE);
+        assert_eq!(
+            reports(&h),
+            [MisuseKind::LayoutMismatch; 4]
+                .iter()
+                .copied()
+                .chain([MisuseKind::NotAllocated])
+                .collect::<Vec<_>>()
+        );
+        // A slab chunk freed as pages.
+        let chunk =
+            s.map_addr(|a| core::num::NonZeroUsize::new(a.get() & !(SLAB_SIZE - 1)).unwrap());
+        dealloc(&h, chunk, layout(SLAB_SIZE, PAGE));
+        assert_eq!(reports(&h), [MisuseKind::LayoutMismatch]);
+        // A wrong size for a large block: the page count is checked.
+        dealloc(&h, l, layout(5 * PAGE, 8));
+        dealloc(&h, l, layout(2 * PAGE, 8));
+        assert_eq!(
+            reports(&h),
+            [
+                MisuseKind::WrongPageCount {
+                    expected: 3,
+                    given: 5
+                },
+                MisuseKind::WrongPageCount {
+                    expected: 3,
+                    given: 2
+                }
+            ]
+        );
+        still_works(&h, before, "global wrong layout");
+        dealloc(&h, s, SMALL);
+        dealloc(&h, l, LARGE);
+    }
+
+    #[test]
+    fn wrong_align() {
+        let (_r, h) = setup();
+        // 48 bytes align 8 is the 48 B class; align 32 rounds to 64 B.
+        let s = alloc(&h, layout(48, 8));
+        let before = accounting(&h);
+        dealloc(&h, s, layout(48, 32));
+        assert_eq!(reports(&h), [MisuseKind::LayoutMismatch]);
+        still_works(&h, before, "global wrong align (other class)");
+        // An alignment that routes to the same class or page count frees
+        // normally: the allocator validates the route, not the alignment.
+        dealloc(&h, s, layout(48, 16));
+        let l = alloc(&h, layout(2 * PAGE, 8));
+        dealloc(&h, l, layout(2 * PAGE, 2 * PAGE));
+        assert_eq!(reports(&h), []);
+        let mut after = before;
+        after.live_objects -= 1;
+        after.free_pages = accounting(&h).free_pages;
+        after.slab_chunks = accounting(&h).slab_chunks;
+        still_works(&h, after, "global wrong align (same route)");
+    }
+
+    #[test]
+    fn wrong_page_count_and_wrong_api() {
+        let (_r, h) = setup();
+        let pg = h.alloc_pages(3, PAGE).unwrap();
+        let l = alloc(&h, LARGE);
+        let s = alloc(&h, SMALL);
+        let before = accounting(&h);
+        // SAFETY: deliberately wrong; refused.
+        unsafe {
+            for given in [1, 2, 4] {
+                assert_eq!(
+                    h.dealloc_pages(pg, given),
+                    Err(AllocError::Pages(PageError::WrongCount {
+                        expected: 3,
+                        given
+                    }))
+                );
+            }
+            assert_eq!(
+                h.dealloc_pages(pg, 0),
+                Err(AllocError::Pages(PageError::WrongCount {
+                    expected: 3,
+                    given: 0
+                }))
+            );
+            // A large `GlobalAlloc` block and a slab chunk through the page API.
+            assert_eq!(
+                h.dealloc_pages(l, 3),
+                Err(AllocError::Pages(PageError::NotAllocated))
+            );
+            let chunk =
+                s.map_addr(|a| core::num::NonZeroUsize::new(a.get() & !(SLAB_SIZE - 1)).unwrap());
+            assert_eq!(
+                h.dealloc_pages(chunk, SLAB_SIZE / PAGE),
+                Err(AllocError::Pages(PageError::NotAllocated))
+            );
+        }
+        assert_eq!(reports(&h), []);
+        // A page-API block through `GlobalAlloc`.
+        dealloc(&h, pg, LARGE);
+        assert_eq!(reports(&h), [MisuseKind::WrongApi]);
+        still_works(&h, before, "global wrong page count / API");
+        // SAFETY: live, 3 pages.
+        unsafe { h.dealloc_pages(pg, 3) }.unwrap();
+        dealloc(&h, l, LARGE);
+        dealloc(&h, s, SMALL);
+    }
+
+    #[test]
+    fn pages_never_allocated() {
+        let (r, h) = setup();
+        let before = accounting(&h);
+        // Well inside the region, past the metadata: free buddy pages, in
+        // a chunk that is not a slab.
+        let free_page =
+            NonNull::new(r.all().cast::<u8>().wrapping_add(r.len() - 4 * PAGE)).unwrap();
+        let metadata = NonNull::new(r.all().cast::<u8>()).unwrap();
+        dealloc(&h, free_page, LARGE);
+        assert_eq!(reports(&h), [MisuseKind::DoubleFree]);
+        dealloc(&h, free_page, SMALL);
+        assert_eq!(reports(&h), [MisuseKind::NotAllocated]);
+        dealloc(&h, metadata, LARGE);
+        dealloc(&h, metadata, SMALL);
+        assert_eq!(reports(&h), [MisuseKind::NotAllocated; 2]);
+        // SAFETY: deliberately wrong; refused.
+        unsafe {
+            assert_eq!(
+                h.dealloc_pages(free_page, 1),
+                Err(AllocError::Pages(PageError::DoubleFree))
+            );
+            assert_eq!(
+                h.dealloc_pages(metadata, 1),
+                Err(AllocError::Pages(PageError::NotAllocated))
+            );
+        }
+        still_works(&h, before, "global pages never allocated");
+    }
+
+    #[test]
+    fn null_pointer() {
+        let (_r, h) = setup();
+        let before = accounting(&h);
+        // SAFETY: deliberately wrong; refused.
+        unsafe {
+            h.dealloc(core::ptr::null_mut(), SMALL);
+            h.dealloc(core::ptr::null_mut(), LARGE);
+            assert!(h.realloc(core::ptr::null_mut(), SMALL, 128).is_null());
+        }
+        assert_eq!(reports(&h), [MisuseKind::NotAllocated; 3]);
+        still_works(&h, before, "global null pointer");
+    }
+
+    #[test]
+    fn realloc_misuse_leaves_the_block_alone() {
+        let (_r, h) = setup();
+        let l = alloc(&h, LARGE);
+        fill(l, LARGE.size(), 5);
+        let before = accounting(&h);
+        let mut buf = [0u8; 64];
+        // SAFETY: deliberately wrong; refused.
+        unsafe {
+            assert!(h
+                .realloc(stack_ptr(&mut buf).as_ptr(), SMALL, 128)
+                .is_null());
+            assert_eq!(reports(&h), [MisuseKind::ForeignPointer]);
+            assert!(h
+                .realloc(l.as_ptr(), layout(5 * PAGE, 8), 9 * PAGE)
+                .is_null());
+            assert_eq!(
+                reports(&h),
+                [MisuseKind::WrongPageCount {
+                    expected: 3,
+                    given: 5
+                }]
+            );
+            assert!(h.realloc(l.as_ptr(), SMALL, 32).is_null());
+            // `dealloc` says `LayoutMismatch` here; `realloc` currently says
+            // `NotAllocated` (reported to the lead): either way, refused.
+            let r = reports(&h);
+            assert!(
+                r == [MisuseKind::LayoutMismatch] || r == [MisuseKind::NotAllocated],
+                "{r:?}"
+            );
+        }
+        assert!(intact_pattern(l, LARGE.size(), 5));
+        // The same through the `Allocator` API: `Err`, reported.
+        let a = &h;
+        // SAFETY: deliberately wrong old layout; refused.
+        unsafe {
+            assert!(a.grow(l, layout(5 * PAGE, 8), layout(9 * PAGE, 8)).is_err());
+            assert!(a.shrink(l, layout(5 * PAGE, 8), layout(PAGE, 8)).is_err());
+        }
+        assert_eq!(
+            reports(&h),
+            [MisuseKind::WrongPageCount {
+                expected: 3,
+                given: 5
+            }; 2]
+        );
+        assert!(intact_pattern(l, LARGE.size(), 5));
+        still_works(&h, before, "global realloc misuse");
+        dealloc(&h, l, LARGE);
+    }
+
+    #[test]
+    fn zero_size_layouts() {
+        let (_r, h) = setup();
+        let before = accounting(&h);
+        for align in [1, 8, 64, 2 * PAGE] {
+            let z = layout(0, align);
+            // `GlobalAlloc` forbids size 0; this allocator serves it as 1 B.
+            let p = alloc(&h, z);
+            assert_eq!(p.as_ptr() as usize % align, 0);
+            dealloc(&h, p, z);
+            // `Allocator` hands out a dangling, aligned pointer and ignores
+            // its free.
+            let a = &h;
+            let d = a.allocate(z).unwrap();
+            assert_eq!(d.len(), 0);
+            assert_eq!(d.cast::<u8>().as_ptr() as usize % align, 0);
+            // SAFETY: allocated just above with this layout.
+            unsafe { a.deallocate(d.cast(), z) };
+        }
+        assert_eq!(reports(&h), []);
+        let mut after = accounting(&h);
+        assert_eq!(after.live_objects, before.live_objects);
+        assert_eq!(after.large_bytes, before.large_bytes);
+        after = Accounting {
+            free_pages: after.free_pages,
+            slab_chunks: after.slab_chunks,
+            ..before
+        };
+        still_works(&h, after, "global zero size");
+    }
+
+    #[test]
+    fn huge_and_overflowing_requests() {
+        let (_r, h) = setup();
+        let keep = alloc(&h, SMALL);
+        fill(keep, SMALL.size(), 3);
+        let before = accounting(&h);
+        let grows = || h.platform().grow_calls.load(Ordering::SeqCst);
+        let max_block = bsa_buddy::BuddyAllocator::<PAGE>::MAX_BLOCK_BYTES;
+        // Larger than any block can ever be: refused without asking `grow`.
+        for l in [
+            layout(isize::MAX as usize - (PAGE - 1), PAGE),
+            layout(isize::MAX as usize, 1),
+            layout(max_block + 1, 8),
+        ] {
+            // SAFETY: non-zero size.
+            assert!(unsafe { h.alloc(l) }.is_null(), "{l:?}");
+            // SAFETY: as above.
+            assert!(unsafe { h.alloc_zeroed(l) }.is_null(), "{l:?}");
+            assert!((&h).allocate(l).is_err());
+            // SAFETY: `keep` is live with `SMALL`; the new size is valid for
+            // its alignment.
+            assert!(unsafe { h.realloc(keep.as_ptr(), SMALL, l.size()) }.is_null());
+        }
+        // `realloc` to a size that does not make a valid layout.
+        // SAFETY: as above; the allocator must refuse it.
+        assert!(unsafe { h.realloc(keep.as_ptr(), SMALL, isize::MAX as usize) }.is_null());
+        assert_eq!(grows(), 0, "grow must not be asked for impossible sizes");
+        // Possible in general, but not here: `grow` is asked exactly once.
+        // SAFETY: non-zero size.
+        assert!(unsafe { h.alloc(layout(64 * MIB, 8)) }.is_null());
+        assert_eq!(grows(), 1);
+        assert_eq!(
+            h.alloc_pages(16 * MIB / PAGE, PAGE),
+            Err(AllocError::NoMemory)
+        );
+        assert_eq!(grows(), 2);
+        // The page API refuses malformed counts outright.
+        for count in [
+            0,
+            usize::MAX,
+            usize::MAX / PAGE + 1,
+            bsa_buddy::MAX_BLOCK_PAGES + 1,
+        ] {
+            assert_eq!(
+                h.alloc_pages(count, PAGE),
+                Err(AllocError::BadRequest),
+                "{count}"
+            );
+            assert_eq!(
+                h.alloc_pages_lowmem(count, PAGE),
+                Err(AllocError::BadRequest)
+            );
+        }
+        assert_eq!(grows(), 2);
+        assert_eq!(reports(&h), []);
+        assert!(
+            intact_pattern(keep, SMALL.size(), 3),
+            "failed realloc moved the block"
+        );
+        still_works(&h, before, "global huge requests");
+        dealloc(&h, keep, SMALL);
+    }
+
+    #[test]
+    fn alignment_above_every_layer() {
+        let (_r, h) = setup();
+        let before = accounting(&h);
+        let max_block = bsa_buddy::BuddyAllocator::<PAGE>::MAX_BLOCK_BYTES;
+        for align in [max_block * 2, 1 << (usize::BITS - 2)] {
+            let l = layout(8, align);
+            // SAFETY: non-zero size.
+            assert!(unsafe { h.alloc(l) }.is_null(), "align {align}");
+            assert!((&h).allocate(l).is_err());
+            assert_eq!(h.alloc_pages(1, align), Err(AllocError::BadRequest));
+        }
+        for align in [0, 3, PAGE + 1] {
+            assert_eq!(
+                h.alloc_pages(1, align),
+                Err(AllocError::BadRequest),
+                "align {align}"
+            );
+            assert_eq!(h.alloc_pages_lowmem(1, align), Err(AllocError::BadRequest));
+        }
+        assert_eq!(h.platform().grow_calls.load(Ordering::SeqCst), 0);
+        assert_eq!(reports(&h), []);
+        still_works(&h, before, "global align above every layer");
+    }
+
+    #[test]
+    fn region_null_too_small_wrapping_overlapping_or_too_many() {
+        let (r, h) = setup();
+        let spare = Region::new(MIB + 64 * KIB);
+        let before = accounting(&h);
+        // SAFETY: the regions are ours; every call here is refused before
+        // the memory is touched (null and wrapping ones are never accessed).
+        unsafe {
+            assert_eq!(
+                h.add_region(core::ptr::slice_from_raw_parts_mut(
+                    core::ptr::null_mut(),
+                    MIB
+                )),
+                Err(AllocError::RegionTooSmall)
+            );
+            assert_eq!(
+                h.add_region(spare.part(0, 100)),
+                Err(AllocError::RegionTooSmall)
+            );
+            let wrapping = core::ptr::without_provenance_mut::<u8>(usize::MAX - PAGE);
+            assert_eq!(
+                h.add_region(core::ptr::slice_from_raw_parts_mut(wrapping, 2 * PAGE)),
+                Err(AllocError::RegionTooSmall)
+            );
+            // Overlapping the initial region (its per-CPU head counts too),
+            // the same region again, a part of it, one byte of it.
+            assert_eq!(h.add_region(r.all()), Err(AllocError::Overlap));
+            assert_eq!(h.add_region(r.part(0, 64 * KIB)), Err(AllocError::Overlap));
+            assert_eq!(
+                h.add_region(r.part(r.len() - 1, 1)),
+                Err(AllocError::Overlap)
+            );
+            assert_eq!(h.init(r.all(), 2), Err(AllocError::AlreadyInitialized));
+        }
+        still_works(&h, before, "global bad region");
+        // Fill the table: regions of 4 pages each, then one too many.
+        let per = 4 * PAGE;
+        let mut added = 1;
+        let mut off = 0;
+        // SAFETY: disjoint parts of `spare`, ours and unused, outliving `h`
+        // (declared before it? no: `spare` is dropped after `h` because `h`
+        // is returned by `setup` and lives in this frame's first binding).
+        unsafe {
+            while added < MAX_REGIONS {
+                h.add_region(spare.part(off, per)).unwrap();
+                off += per;
+                added += 1;
+            }
+            assert_eq!(
+                h.add_region(spare.part(off, per)),
+                Err(AllocError::TooManyRegions)
+            );
+            // An overlapping region is still an overlap, even when full.
+            assert_eq!(h.add_region(spare.part(0, per)), Err(AllocError::Overlap));
+        }
+        let full = accounting(&h);
+        assert_eq!(full.regions, MAX_REGIONS);
+        still_works(&h, full, "global too many regions");
+        drop(h);
+    }
+
+    #[test]
+    fn region_with_unaligned_start_and_length_is_accepted() {
+        let (_r, h) = setup();
+        let extra = Region::new(512 * KIB);
+        let before = accounting(&h);
+        // SAFETY: a part of a region we own, unused, outliving `h`... and
+        // `h` is dropped at the end of this test before `extra`.
+        unsafe { h.add_region(extra.part(3, 512 * KIB - 3 - 5)) }.unwrap();
+        let after = accounting(&h);
+        assert_eq!(after.regions, before.regions + 1);
+        assert!(after.total_pages > before.total_pages + 100);
+        // Take every page: each is page aligned, none outside the regions.
+        let mut pages = Vec::new();
+        while let Ok(p) = h.alloc_pages(1, PAGE) {
+            assert_eq!(p.as_ptr() as usize % PAGE, 0);
+            pages.push(p);
+        }
+        assert_eq!(pages.len(), after.free_pages);
+        for p in pages {
+            // SAFETY: allocated above, 1 page each.
+            unsafe { h.dealloc_pages(p, 1) }.unwrap();
+        }
+        still_works(&h, after, "global unaligned region");
+        drop(h);
+    }
+
+    #[test]
+    fn calls_before_init() {
+        let region = Region::new(MIB);
+        let h = Heap::new(TestPlatform::default());
+        let mut buf = [0u8; 64];
+        let p = stack_ptr(&mut buf);
+        // SAFETY: every call is refused before init; the region is ours.
+        unsafe {
+            assert!(h.alloc(SMALL).is_null());
+            assert!(h.alloc(LARGE).is_null());
+            assert!(h.alloc_zeroed(SMALL).is_null());
+            assert!((&h).allocate(SMALL).is_err());
+            assert_eq!(h.alloc_pages(1, PAGE), Err(AllocError::NotInitialized));
+            assert_eq!(
+                h.alloc_pages_lowmem(1, PAGE),
+                Err(AllocError::NotInitialized)
+            );
+            assert_eq!(h.dealloc_pages(p, 1), Err(AllocError::NotInitialized));
+            assert_eq!(h.add_region(region.all()), Err(AllocError::NotInitialized));
+            h.dealloc(p.as_ptr(), SMALL);
+            assert!(h.realloc(p.as_ptr(), SMALL, 128).is_null());
+        }
+        assert_eq!(h.platform().take_reports(), [MisuseKind::ForeignPointer; 2]);
+        assert_eq!(h.trim(), 0);
+        assert_eq!(h.drain_remote_frees(), 0);
+        assert!(h.cpu_stats(0).is_none());
+        let st = h.stats();
+        assert!(!st.initialized);
+        assert_eq!((st.total_pages, st.cpu_count, st.regions), (0, 0, 0));
+        h.check_consistency().unwrap();
+        // Nothing was touched: init still works.
+        // SAFETY: ours, unused, outliving `h`.
+        unsafe { h.init(region.all(), 2) }.unwrap();
+        set_cpu(0);
+        let before = accounting(&h);
+        still_works(&h, before, "global before init");
+        drop(h);
+    }
+
+    #[test]
+    fn init_twice_and_bad_init() {
+        let region = Region::new(2 * MIB);
+        let h = Heap::new(TestPlatform::default());
+        // SAFETY: ours, unused, outliving `h`; the refused calls keep the
+        // allocator uninitialised.
+        unsafe {
+            assert_eq!(h.init(region.all(), 0), Err(AllocError::BadCpuCount));
+            assert_eq!(
+                h.init(region.all(), MAX_CPUS + 1),
+                Err(AllocError::BadCpuCount)
+            );
+            assert_eq!(
+                h.init(region.part(0, 256), 1),
+                Err(AllocError::RegionTooSmall)
+            );
+            assert_eq!(
+                h.init(
+                    core::ptr::slice_from_raw_parts_mut(core::ptr::null_mut(), MIB),
+                    1
+                ),
+                Err(AllocError::RegionTooSmall)
+            );
+            assert!(!h.is_initialized());
+            h.init(region.part(0, MIB), 2).unwrap();
+            set_cpu(0);
+            let before = accounting(&h);
+            // Again: with another region, the same one, another CPU count.
+            assert_eq!(
+                h.init(region.part(MIB, MIB), 2),
+                Err(AllocError::AlreadyInitialized)
+            );
+            assert_eq!(
+                h.init(region.part(0, MIB), 2),
+                Err(AllocError::AlreadyInitialized)
+            );
+            assert_eq!(
+                h.init(region.part(MIB, MIB), 4),
+                Err(AllocError::AlreadyInitialized)
+            );
+            assert_eq!(h.cpu_count(), 2);
+            still_works(&h, before, "global init twice");
+            // The region refused by the second init is still free to add.
+            h.add_region(region.part(MIB, MIB)).unwrap();
+        }
+        h.check_consistency().unwrap();
+        assert_eq!(h.platform().take_reports(), []);
+        drop(h);
+    }
+
+    #[test]
+    fn cpu_index_out_of_range() {
+        let (_r, h) = setup();
+        let s = alloc(&h, SMALL);
+        let before = accounting(&h);
+        for cpu in [2, 7, MAX_CPUS, usize::MAX] {
+            set_cpu(cpu);
+            let oor = MisuseKind::CpuOutOfRange { cpu, cpu_count: 2 };
+            // A small allocation needs this CPU's slot: refused, reported.
+            // SAFETY: non-zero size.
+            assert!(unsafe { h.alloc(SMALL) }.is_null(), "cpu {cpu}");
+            assert!((&h).allocate(SMALL).is_err());
+            assert_eq!(reports(&h), [oor; 2], "cpu {cpu}");
+            // Large blocks and pages need no slot.
+            let l = alloc(&h, LARGE);
+            dealloc(&h, l, LARGE);
+            let pg = h.alloc_pages(1, PAGE).unwrap();
+            // SAFETY: live, 1 page.
+            unsafe { h.dealloc_pages(pg, 1) }.unwrap();
+            assert_eq!(reports(&h), [], "cpu {cpu}");
+        }
+        // A small free from a bad index takes the remote path (no slot
+        // needed) and succeeds. (Index `usize::MAX` is left out: reported
+        // to the lead, `cpu + 1` overflows in `free_small` in debug builds.)
+        set_cpu(7);
+        dealloc(&h, s, SMALL);
+        assert_eq!(reports(&h), []);
+        set_cpu(0);
+        h.drain_remote_frees();
+        let mut after = before;
+        after.live_objects -= 1;
+        after.free_pages = accounting(&h).free_pages;
+        after.slab_chunks = accounting(&h).slab_chunks;
+        still_works(&h, after, "global CPU out of range");
+        assert!(h.platform().entered.load(Ordering::Relaxed) > 0);
+    }
+}
