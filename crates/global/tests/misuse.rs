@@ -53,6 +53,7 @@
 //! | global | region with unaligned start and length | accepted, pages page aligned |
 //! | global | calls before `init` | null, `Err(NotInitialized)`, frees reported `ForeignPointer` |
 //! | global | `init` twice / bad CPU count / region too small | `AlreadyInitialized` / `BadCpuCount` / `RegionTooSmall` (retry allowed) |
+//! | global | `Platform::grow` returns a region too small or overlapping | refused (not added), null / `Err(NoMemory)`, nothing changes |
 //! | global | `Platform::current_cpu` out of range | small alloc null + report `CpuOutOfRange`; large alloc and frees work |
 
 use bsa_global as bsa;
@@ -1774,5 +1775,84 @@ mod global {
         after.slab_chunks = accounting(&h).slab_chunks;
         still_works(&h, after, "global CPU out of range");
         assert!(h.platform().entered.load(Ordering::Relaxed) > 0);
+    }
+}
+
+// ============================================================================
+/// An integrator's `Platform::grow` that hands back a bad region.
+mod bad_grow {
+    use super::*;
+    use bsa::{GlobalAllocator, Misuse, Platform};
+    use common::Region;
+    use core::alloc::GlobalAlloc;
+    use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    /// `grow` returns `[ptr, ptr + len)`, whatever it is.
+    #[derive(Default)]
+    struct BadGrow {
+        ptr: AtomicPtr<u8>,
+        len: AtomicUsize,
+        calls: AtomicUsize,
+        reports: Mutex<Vec<Misuse>>,
+    }
+
+    // SAFETY: the regions `grow` returns are refused by the allocator
+    // before any access (that is what this test checks): they are either
+    // too small or overlap the allocator's own region.
+    unsafe impl Platform for BadGrow {
+        fn grow(&self, _min_bytes: usize) -> Option<*mut [u8]> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Some(core::ptr::slice_from_raw_parts_mut(
+                self.ptr.load(Ordering::SeqCst),
+                self.len.load(Ordering::SeqCst),
+            ))
+        }
+
+        fn report(&self, misuse: &Misuse) {
+            self.reports.lock().unwrap().push(*misuse);
+        }
+    }
+
+    #[test]
+    fn grow_hook_returns_a_bad_region() {
+        let region = Region::new(MIB);
+        let spare = Region::new(64 * KIB);
+        let h: GlobalAllocator<BadGrow> = GlobalAllocator::new(BadGrow::default());
+        // SAFETY: ours, unused, outliving `h` (dropped explicitly below).
+        unsafe { h.init(region.all(), 1) }.unwrap();
+        let before = h.stats();
+        let big = layout(4 * MIB, PAGE);
+        for (ptr, len) in [
+            // Too small for metadata and a page.
+            (spare.all().cast::<u8>(), 100),
+            // Overlapping the allocator's own region.
+            (region.part(MIB / 2, 64 * KIB).cast::<u8>(), 64 * KIB),
+        ] {
+            h.platform().ptr.store(ptr, Ordering::SeqCst);
+            h.platform().len.store(len, Ordering::SeqCst);
+            let calls = h.platform().calls.load(Ordering::SeqCst);
+            // SAFETY: non-zero size.
+            assert!(unsafe { h.alloc(big) }.is_null());
+            assert_eq!(
+                h.alloc_pages(MIB / PAGE, PAGE),
+                Err(bsa::AllocError::NoMemory)
+            );
+            assert_eq!(h.platform().calls.load(Ordering::SeqCst), calls + 2);
+            assert_eq!(h.stats(), before, "a refused region changed nothing");
+            h.check_consistency().unwrap();
+        }
+        assert!(h.platform().reports.lock().unwrap().is_empty());
+        // Still serving.
+        let l = layout(3 * PAGE, 8);
+        // SAFETY: non-zero size; freed right away with the same layout.
+        unsafe {
+            let p = h.alloc(l);
+            assert!(!p.is_null());
+            fill(NonNull::new(p).unwrap(), l.size(), 1);
+            h.dealloc(p, l);
+        }
+        assert_eq!(h.stats(), before);
+        drop(h);
     }
 }
