@@ -6,7 +6,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering as IdOrdering};
 
-use crate::header::{self, Slab, DETACHED, EMPTY, FULL, PARTIAL};
+use crate::header::{self, Slab, CURRENT, DETACHED, EMPTY, FULL, PARTIAL};
 use crate::remote;
 use crate::size_class::{SizeClass, NUM_CLASSES, SLAB_SIZE};
 use crate::{AllocFailure, SlabError};
@@ -25,6 +25,7 @@ pub(crate) struct List {
 impl List {
     const EMPTY: List = List { head: None, len: 0 };
 
+    #[inline]
     fn push_front(&mut self, s: Slab, tag: header::ListTag) {
         s.set_prev(None);
         s.set_next(self.head);
@@ -36,6 +37,7 @@ impl List {
         self.len += 1;
     }
 
+    #[inline]
     fn unlink(&mut self, s: Slab) {
         let (prev, next) = (s.prev(), s.next());
         match prev {
@@ -52,16 +54,36 @@ impl List {
     }
 }
 
-/// The three lists of one size class, indexed by `PARTIAL`, `FULL`, `EMPTY`.
+/// The state of one size class: the current slab and the three lists,
+/// indexed by `PARTIAL`, `FULL`, `EMPTY`.
+///
+/// Allocations come from `current` (tagged `CURRENT`, on no list), which
+/// always has a free object: when it hands out its last one (after picking
+/// up its remote frees) it is filed as full and the next allocation picks a
+/// new current slab from the partial list, then the empty list. Frees into
+/// the current slab move nothing, so one object allocated and freed in a
+/// loop never moves its slab between lists. When the current slab becomes
+/// empty, it stays current unless a partial slab exists (then it is filed
+/// as empty, so partial slabs fill up first), and it counts towards
+/// `empty_keep`.
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct ClassCache {
+    pub(crate) current: Option<Slab>,
     pub(crate) lists: [List; 3],
 }
 
 impl ClassCache {
     const EMPTY: ClassCache = ClassCache {
+        current: None,
         lists: [List::EMPTY; 3],
     };
+
+    /// Empty slabs this class holds: on the empty list, plus the current
+    /// slab if it is empty.
+    fn empty_slabs(&self) -> usize {
+        let current_empty = self.current.is_some_and(|c| c.free() == c.count());
+        self.lists[EMPTY as usize].len + usize::from(current_empty)
+    }
 }
 
 /// A per-CPU small-object allocator over slabs supplied by its caller.
@@ -163,8 +185,8 @@ impl SlabAllocator {
 
     #[inline]
     fn alloc_class_inner(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
-        if let Some(slab) = self.classes[class.index()].lists[PARTIAL as usize].head {
-            if let Some(obj) = slab.take_free() {
+        if let Some(slab) = self.classes[class.index()].current {
+            if let Some(obj) = slab.take_free(class.geometry()) {
                 if slab.free() == 0 {
                     self.exhausted(slab);
                 }
@@ -177,25 +199,25 @@ impl SlabAllocator {
     #[cold]
     fn alloc_slow(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         loop {
-            let lists = &self.classes[class.index()].lists;
-            if let Some(slab) = lists[PARTIAL as usize].head {
-                match slab.take_free() {
+            if let Some(slab) = self.classes[class.index()].current {
+                match slab.take_free(class.geometry()) {
                     Some(obj) => {
                         if slab.free() == 0 {
                             self.exhausted(slab);
                         }
                         return Ok(obj);
                     }
-                    // Not reachable while the list invariant holds; settling
-                    // moves the slab off the partial list, so we progress.
+                    // Not reachable while the current slab has a free
+                    // object (its invariant); filing it makes progress.
                     None => {
-                        self.settle(slab, false);
+                        self.retire_current(class);
                         continue;
                     }
                 }
             }
-            if let Some(slab) = lists[EMPTY as usize].head {
-                self.move_to(slab, PARTIAL);
+            let lists = &self.classes[class.index()].lists;
+            if let Some(slab) = lists[PARTIAL as usize].head.or(lists[EMPTY as usize].head) {
+                self.make_current(slab);
                 continue;
             }
             if !self.reclaim_full(class) {
@@ -204,13 +226,56 @@ impl SlabAllocator {
         }
     }
 
-    /// A slab just handed out its last locally free object: pick up its
-    /// remote frees, or file it as full.
+    /// The current slab just handed out its last locally free object: pick
+    /// up its remote frees, or file it as full (the next allocation picks
+    /// a new current slab).
+    #[cold]
     fn exhausted(&mut self, slab: Slab) {
         if slab.remote_pending() {
             self.drain_slab(slab);
         }
-        self.settle(slab, false);
+        if slab.free() == 0 {
+            self.retire_current(slab.class());
+        }
+    }
+
+    /// Takes `slab` off its list and makes it the current slab of its
+    /// class (which has none).
+    fn make_current(&mut self, slab: Slab) {
+        let cache = &mut self.classes[slab.class().index()];
+        debug_assert!(cache.current.is_none());
+        cache.lists[slab.list() as usize].unlink(slab);
+        slab.set_list(CURRENT);
+        cache.current = Some(slab);
+    }
+
+    /// Files the current slab of `class` (if any) on the list its free
+    /// count calls for, releasing it if it is an empty slab beyond
+    /// `empty_keep`. The class has no current slab afterwards.
+    fn retire_current(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
+        let slab = self.classes[class.index()].current.take()?;
+        slab.set_list(DETACHED);
+        self.settle(slab, true)
+    }
+
+    /// The current slab of `slab`'s class just became empty through a free:
+    /// keep it current (no list move) unless a partial slab could serve
+    /// allocations instead, and keep at most `empty_keep` empty slabs.
+    #[cold]
+    fn current_emptied(&mut self, slab: Slab) -> Option<NonNull<u8>> {
+        let class = slab.class();
+        let cache = &mut self.classes[class.index()];
+        if cache.lists[PARTIAL as usize].head.is_some() || self.empty_keep == 0 {
+            return self.retire_current(class);
+        }
+        // The current slab is one of the empty slabs kept; give back a
+        // cached one if that makes one too many.
+        if cache.lists[EMPTY as usize].len >= self.empty_keep {
+            let victim = cache.lists[EMPTY as usize].head?;
+            cache.lists[EMPTY as usize].unlink(victim);
+            return Some(self.release_slab(victim));
+        }
+        None
     }
 
     /// Drains full slabs of `class` whose stack heads say remote frees are
@@ -314,18 +379,70 @@ impl SlabAllocator {
         // header with our instance identity is only written by our
         // `add_slab`: the slab is one of ours and is live.
         let slab = unsafe { Slab::from_located(loc.hdr) };
-        if slab.remote_pending() {
-            self.drain_slab(slab);
-        }
-        let r = if slab.mark_free(loc.index) {
-            Ok(self.settle(slab, true))
-        } else {
-            self.settle(slab, false);
-            Err(SlabError::DoubleFree)
+        let r = self.free_in(slab, loc.index);
+        #[cfg(test)]
+        self.debug_check(Some(class));
+        r
+    }
+
+    /// [`free`](Self::free) for a caller that already knows the object's
+    /// slab is one of this allocator's live slabs (e.g. from an ownership
+    /// map kept next to its page allocator, as `bsa-global` does): the
+    /// header's magic and owner identity are then not checked again (debug
+    /// builds still assert them). The class, the slot boundary and double
+    /// frees are checked as in `free`, with the same errors and effects.
+    ///
+    /// # Safety
+    /// - The `SLAB_SIZE`-aligned block containing `ptr` is a live slab of
+    ///   this allocator: handed to [`add_slab`](Self::add_slab) of `self`
+    ///   and not handed back since.
+    /// - If `ptr` is valid, the caller no longer uses the object.
+    #[inline]
+    pub unsafe fn free_owned(
+        &mut self,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<Option<NonNull<u8>>, SlabError> {
+        // SAFETY: obligation 1: the block is a live slab owned by `self`.
+        let slab = unsafe { Slab::containing(ptr) };
+        debug_assert!(slab.magic_ok());
+        debug_assert_eq!(slab.identity(), (self.owner, self.instance));
+        let r = match slab.class() {
+            c if c != class => Err(SlabError::WrongClass {
+                slab: c,
+                given: class,
+            }),
+            _ => match class
+                .geometry()
+                .index_of(ptr.addr().get() & (SLAB_SIZE - 1))
+            {
+                Some(index) => self.free_in(slab, index),
+                None => Err(SlabError::NotOnSlotBoundary),
+            },
         };
         #[cfg(test)]
         self.debug_check(Some(class));
         r
+    }
+
+    /// Returns object `index` (validated: a slot of `slab`) to `slab`.
+    #[inline]
+    fn free_in(&mut self, slab: Slab, index: usize) -> Result<Option<NonNull<u8>>, SlabError> {
+        if slab.remote_pending() {
+            self.drain_slab(slab);
+        }
+        if !slab.mark_free(index) {
+            self.settle(slab, false);
+            return Err(SlabError::DoubleFree);
+        }
+        if slab.list() == CURRENT {
+            return Ok(if slab.free() == slab.count() {
+                self.current_emptied(slab)
+            } else {
+                None
+            });
+        }
+        Ok(self.settle(slab, true))
     }
 
     /// Frees `ptr` (an object of `class`) from any CPU, without the owner's
@@ -340,12 +457,15 @@ impl SlabAllocator {
     /// # Safety
     /// - The `SLAB_SIZE`-aligned block containing `ptr` is readable,
     ///   initialized memory for the duration of the call.
-    /// - If that block is a slab, it is not being set up or released
-    ///   concurrently (true whenever `ptr` is a live object of it).
+    /// - If that block is a slab, it is not being set up concurrently (true
+    ///   whenever `ptr` is a live object of it). It may be released
+    ///   concurrently (a double free racing the owner) only if the block
+    ///   stays valid for reads and writes and is not set up again until the
+    ///   call returns (the header's magic is atomic for that case).
     /// - If validation passes, the first word of `*ptr` may be overwritten:
     ///   the caller no longer uses the object.
     pub unsafe fn remote_free(ptr: NonNull<u8>, class: SizeClass) -> Result<(), SlabError> {
-        // SAFETY: obligations 1 and 2 are `locate`'s.
+        // SAFETY: obligations 1 and 2 give `locate`'s.
         let loc = unsafe { header::locate(ptr) }?;
         if loc.class != class {
             return Err(SlabError::WrongClass {
@@ -399,7 +519,13 @@ impl SlabAllocator {
     /// the right lists, and hands slabs that are empty beyond `empty_keep`
     /// to `release`.
     pub fn drain_remote(&mut self, mut release: impl FnMut(NonNull<u8>)) {
-        for c in 0..NUM_CLASSES {
+        for class in SizeClass::all() {
+            // File the current slab like any other; the next allocation
+            // picks one again.
+            if let Some(mem) = self.retire_current(class) {
+                release(mem);
+            }
+            let c = class.index();
             for tag in [PARTIAL, FULL, EMPTY] {
                 let mut cur = self.classes[c].lists[tag as usize].head;
                 while let Some(slab) = cur {
@@ -442,6 +568,9 @@ impl SlabAllocator {
     /// afterwards and can be fed new slabs.
     pub fn release_all(&mut self, mut release: impl FnMut(NonNull<u8>)) {
         for c in 0..NUM_CLASSES {
+            if let Some(slab) = self.classes[c].current.take() {
+                release(slab.release());
+            }
             for tag in [PARTIAL, FULL, EMPTY] {
                 while let Some(slab) = self.classes[c].lists[tag as usize].head {
                     self.classes[c].lists[tag as usize].unlink(slab);
@@ -510,27 +639,18 @@ impl SlabAllocator {
             PARTIAL
         };
         let cur = slab.list();
-        if cur == want {
+        if cur == want || cur == CURRENT {
             return None;
         }
         let c = slab.class().index();
         if cur != DETACHED {
             self.classes[c].lists[cur as usize].unlink(slab);
         }
-        if want == EMPTY
-            && may_release
-            && self.classes[c].lists[EMPTY as usize].len >= self.empty_keep
-        {
+        if want == EMPTY && may_release && self.classes[c].empty_slabs() >= self.empty_keep {
             return Some(self.release_slab(slab));
         }
         self.classes[c].lists[want as usize].push_front(slab, want);
         None
-    }
-
-    fn move_to(&mut self, slab: Slab, tag: header::ListTag) {
-        let c = slab.class().index();
-        self.classes[c].lists[slab.list() as usize].unlink(slab);
-        self.classes[c].lists[tag as usize].push_front(slab, tag);
     }
 
     /// Releases a detached, empty slab, draining any (necessarily bogus,

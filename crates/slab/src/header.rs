@@ -17,7 +17,7 @@ use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
 use crate::size_class::{Geometry, SizeClass, SLAB_SIZE};
-use crate::sync::{self, AtomicPtr, Ordering};
+use crate::sync::{self, AtomicPtr, MagicWord, Ordering};
 use crate::SlabError;
 
 /// Base value of the header magic; the stored magic is `MAGIC ^ slab_addr`,
@@ -34,17 +34,22 @@ pub(crate) const FULL: ListTag = 1;
 pub(crate) const EMPTY: ListTag = 2;
 /// On no list (being set up or torn down).
 pub(crate) const DETACHED: ListTag = 3;
+/// The class's current slab (allocations come from it; on no list).
+pub(crate) const CURRENT: ListTag = 4;
 
 /// The header at the start of every slab.
 ///
-/// `magic`, `instance`, `owner` and `class` are written once when the slab
-/// is set up and only read afterwards (also by remote CPUs). `remote_head`
-/// is shared. Everything else belongs to the owner (under its lock).
+/// `instance`, `owner` and `class` are written once when the slab is set
+/// up and only read afterwards (also by remote CPUs). `magic` is written at
+/// setup and cleared at release; it is an atomic (accessed `Relaxed`)
+/// because a racing stray free on another CPU may read it while the owner
+/// releases the slab. `remote_head` is shared. Everything else belongs to
+/// the owner (under its lock).
 #[repr(C)]
 pub(crate) struct SlabHeader {
     /// Top of the remote-free stack (null: nothing pending).
     remote_head: AtomicPtr<u8>,
-    magic: usize,
+    magic: MagicWord,
     /// Identity of the owning `SlabAllocator` (several may share a CPU).
     instance: usize,
     owner: u32,
@@ -73,13 +78,15 @@ pub(crate) struct Located {
 /// Finds and validates the slab header of `ptr` from its address alone.
 ///
 /// Checks the magic (bound to the slab address), the class byte and that
-/// `ptr` is exactly on an object slot. Reads only the write-once fields.
+/// `ptr` is exactly on an object slot. Reads only the write-once fields and
+/// the (atomic) magic.
 ///
 /// # Safety
 /// - The `SLAB_SIZE`-aligned block containing `ptr` is readable, initialized
 ///   memory for the duration of the call.
-/// - If that block is a slab, it is not being set up or released
-///   concurrently.
+/// - If that block is a slab, it is not being set up concurrently, and it
+///   is not released concurrently unless the block stays readable memory
+///   and is not set up again for the duration of the call.
 pub(crate) unsafe fn locate(ptr: NonNull<u8>) -> Result<Located, SlabError> {
     let Some(start) = core::num::NonZeroUsize::new(ptr.addr().get() & !(SLAB_SIZE - 1)) else {
         return Err(SlabError::NotInSlab);
@@ -87,10 +94,18 @@ pub(crate) unsafe fn locate(ptr: NonNull<u8>) -> Result<Located, SlabError> {
     let hdr: NonNull<SlabHeader> = ptr.with_addr(start).cast();
     let h = hdr.as_ptr();
     // SAFETY: the caller guarantees the block (which starts with the header
-    // position) is readable initialized memory; these fields are write-once,
-    // so no write races with these reads (caller's second obligation).
-    let (magic, class, owner, instance) =
-        unsafe { ((*h).magic, (*h).class, (*h).owner, (*h).instance) };
+    // position) is readable initialized memory; `class`, `owner` and
+    // `instance` are write-once, so no write races with these reads (the
+    // block is not set up concurrently), and a concurrent release only
+    // writes the magic, which is atomic.
+    let (magic, class, owner, instance) = unsafe {
+        (
+            (*h).magic.load(Ordering::Relaxed),
+            (*h).class,
+            (*h).owner,
+            (*h).instance,
+        )
+    };
     if magic != MAGIC ^ hdr.addr().get() {
         return Err(SlabError::NotInSlab);
     }
@@ -127,8 +142,8 @@ pub(crate) unsafe fn remote_head_of(hdr: &NonNull<SlabHeader>) -> &AtomicPtr<u8>
 pub(crate) unsafe fn has_live_header(mem: NonNull<u8>) -> bool {
     // SAFETY: the caller guarantees the header bytes are readable and
     // initialized and not written concurrently.
-    let magic = unsafe { (*mem.cast::<SlabHeader>().as_ptr()).magic };
-    magic == MAGIC ^ mem.addr().get()
+    let magic = unsafe { &(*mem.cast::<SlabHeader>().as_ptr()).magic };
+    magic.load(Ordering::Relaxed) == MAGIC ^ mem.addr().get()
 }
 
 /// Sets up a slab in `mem`: header, all-free bitmap, link words.
@@ -157,7 +172,7 @@ pub(crate) unsafe fn init(mem: NonNull<u8>, class: SizeClass, owner: u32, instan
     unsafe {
         hdr.write(SlabHeader {
             remote_head: AtomicPtr::new(ptr::null_mut()),
-            magic: MAGIC ^ mem.addr().get(),
+            magic: MagicWord::new(MAGIC ^ mem.addr().get()),
             instance,
             owner,
             class: class.index() as u8,
@@ -222,6 +237,19 @@ impl Slab {
         Slab(hdr)
     }
 
+    /// The handle of the slab containing `ptr`, from the address alone.
+    ///
+    /// # Safety
+    /// - The `SLAB_SIZE`-aligned block containing `ptr` is a live slab owned
+    ///   by the calling allocator.
+    #[inline]
+    pub(crate) unsafe fn containing(ptr: NonNull<u8>) -> Slab {
+        // The block is a live slab, so its start is not address 0.
+        let start =
+            ptr.map_addr(|a| core::num::NonZeroUsize::new(a.get() & !(SLAB_SIZE - 1)).unwrap_or(a));
+        Slab(start.cast())
+    }
+
     #[inline]
     fn h(self) -> *mut SlabHeader {
         self.0.as_ptr()
@@ -248,8 +276,9 @@ impl Slab {
 
     /// Whether the header still carries a valid magic for its address.
     pub(crate) fn magic_ok(self) -> bool {
-        // SAFETY: type invariant; write-once field.
-        unsafe { (*self.h()).magic == MAGIC ^ self.0.addr().get() }
+        // SAFETY: type invariant (initialized header); the magic is atomic.
+        let magic = unsafe { &(*self.h()).magic };
+        magic.load(Ordering::Relaxed) == MAGIC ^ self.0.addr().get()
     }
 
     /// Owner CPU and allocator instance recorded in the header.
@@ -358,8 +387,11 @@ impl Slab {
     }
 
     /// Takes the lowest free object, if any: two `trailing_zeros`, no search.
+    /// `g` is this slab's geometry (passed in so the caller's class, known
+    /// at compile time or in a register, saves the header lookup).
     #[inline]
-    pub(crate) fn take_free(self) -> Option<NonNull<u8>> {
+    pub(crate) fn take_free(self, g: &Geometry) -> Option<NonNull<u8>> {
+        debug_assert!(core::ptr::eq(g, self.geometry()));
         let summary = self.summary();
         if summary == 0 {
             return None;
@@ -375,7 +407,12 @@ impl Slab {
             summary
         };
         self.set_summary_and_free(summary, self.free() - 1);
-        Some(self.object(w * 64 + bit))
+        let i = w * 64 + bit;
+        debug_assert!(i < g.count as usize);
+        // SAFETY: type invariant (the slab is SLAB_SIZE bytes from `base`);
+        // a set bit is an object index `i < count` (bits beyond the count
+        // are never set), so `first + i * size < SLAB_SIZE`.
+        Some(unsafe { self.base().add(g.first as usize + i * g.size as usize) })
     }
 
     /// Whether object `i` is free for the owner.
@@ -419,9 +456,12 @@ impl Slab {
     /// used afterwards.
     pub(crate) fn release(self) -> NonNull<u8> {
         // SAFETY: type invariant; the allocator owns the slab and is
-        // releasing it; only the write-once magic is overwritten, so stale
-        // frees into this memory fail validation while it stays mapped.
-        unsafe { (*self.h()).magic = 0 };
+        // releasing it. The magic is atomic: a stray remote free may be
+        // reading it right now (it then sees the old or the cleared value),
+        // and stale frees into this memory fail validation while it stays
+        // mapped.
+        let magic = unsafe { &(*self.h()).magic };
+        magic.store(0, Ordering::Relaxed);
         self.base()
     }
 }

@@ -41,6 +41,17 @@
 //! a free bitmap (one bit per object plus one summary word that says which
 //! bitmap words are non-zero; allocation is two `trailing_zeros`).
 //!
+//! Each class allocates from one *current* slab, which is on no list and
+//! always has a free object; when it runs out (after picking up its remote
+//! frees) it is filed as full and the next allocation takes the head of
+//! the partial list, else of the empty list. A free into the current slab
+//! moves nothing — so one object allocated and freed in a loop never
+//! bounces its slab between lists — and a free into another slab moves it
+//! full → partial → empty as its count calls for. An empty current slab
+//! stays current (unless a partial slab exists, which then serves first)
+//! and counts towards `empty_keep`, so at most `empty_keep` empty slabs
+//! per class are ever kept by a free.
+//!
 //! The header of the slab holding any object is `addr & !(SLAB_SIZE - 1)`:
 //! O(1), from the address alone, no `Layout` needed (remote frees and a C
 //! `free` have none), no search through memory. The magic (`MAGIC ^
@@ -51,8 +62,11 @@
 //! for powers of two; no hardware division), and the pointer must be exactly
 //! on a slot. The crate cannot tell by itself whether arbitrary memory is
 //! one of its slabs: the caller must guarantee that the aligned block around
-//! a pointer is readable memory (the `global` crate checks its page
-//! allocator's tag first).
+//! a pointer is readable memory (the `global` crate first looks the
+//! pointer up in its lock-free slab-ownership map, which knows which
+//! 32 KiB chunks are live slabs and which CPU owns each, and then calls
+//! [`SlabAllocator::free_owned`], which skips the magic and owner checks
+//! that map already made).
 //!
 //! Header, bitmap, alignment padding and the unusable tail cost at most 1/16
 //! of a slab for every class (compile-time check): the worst is 2048 B, whose
@@ -114,7 +128,8 @@
 //! that could go stale).
 //!
 //! The owner drains a slab when it allocates the slab's last locally free
-//! object, before judging a local free into that slab (so a remote free
+//! object (it is the class's *current* slab then, see below), before
+//! judging a local free into that slab (so a remote free
 //! followed by a local free of the same object is a detected double free),
 //! and, when a class has no partial or empty slab, for every full slab whose
 //! head is non-null (so a full slab regains objects through remote frees

@@ -3,10 +3,12 @@
 use core::fmt;
 
 use crate::cache::SlabAllocator;
-use crate::header::{Slab, EMPTY, FULL, PARTIAL};
+use crate::header::{Slab, CURRENT, EMPTY, FULL, PARTIAL};
 use crate::size_class::{SizeClass, NUM_CLASSES};
 
-/// Per-class numbers of one [`SlabAllocator`].
+/// Per-class numbers of one [`SlabAllocator`]. The class's current slab
+/// (the one allocations come from) counts as partial or empty according to
+/// its free objects.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClassStats {
     /// Objects not free in the bitmaps. Objects sitting on a remote-free
@@ -186,6 +188,18 @@ impl SlabAllocator {
             st.partial_slabs = lists[PARTIAL as usize].len;
             st.full_slabs = lists[FULL as usize].len;
             st.empty_slabs = lists[EMPTY as usize].len;
+            if let Some(slab) = self.classes[c].current {
+                if slab.free() == slab.count() {
+                    st.empty_slabs += 1;
+                } else if slab.free() == 0 {
+                    st.full_slabs += 1;
+                } else {
+                    st.partial_slabs += 1;
+                }
+                st.live_objects += (slab.count() - slab.free()) as usize;
+                st.free_objects += slab.free() as usize;
+                st.remote_pending_slabs += usize::from(slab.remote_pending());
+            }
             for list in lists {
                 let mut cur = list.head;
                 let mut n = 0;
@@ -220,6 +234,16 @@ impl SlabAllocator {
     /// [`check_consistency`](Self::check_consistency) for one class.
     pub fn check_class(&self, class: SizeClass) -> Result<(), SlabConsistencyError> {
         let cache = &self.classes[class.index()];
+        if let Some(slab) = cache.current {
+            // The current slab is on no list and always has a free object.
+            if slab.list() != CURRENT || slab.prev().is_some() || slab.next().is_some() {
+                return Err(SlabConsistencyError::BrokenList {
+                    class,
+                    list: SlabState::Partial,
+                });
+            }
+            self.check_slab(slab, class, None)?;
+        }
         for tag in [PARTIAL, FULL, EMPTY] {
             let list = &cache.lists[tag as usize];
             let state = SlabState::from_tag(tag);
@@ -235,7 +259,7 @@ impl SlabAllocator {
                 if slab.prev() != prev || slab.list() != tag {
                     return Err(broken);
                 }
-                self.check_slab(slab, class, state)?;
+                self.check_slab(slab, class, Some(state))?;
                 prev = Some(slab);
                 cur = slab.next();
             }
@@ -251,11 +275,13 @@ impl SlabAllocator {
         Ok(())
     }
 
+    /// Checks one slab; `state` is the list it is on (`None`: the current
+    /// slab, which must have a free object).
     fn check_slab(
         &self,
         slab: Slab,
         class: SizeClass,
-        state: SlabState,
+        state: Option<SlabState>,
     ) -> Result<(), SlabConsistencyError> {
         if !slab.magic_ok()
             || slab.class() != class
@@ -293,14 +319,15 @@ impl SlabAllocator {
             return Err(SlabConsistencyError::Summary { class });
         }
         let ok = match state {
-            SlabState::Partial => free > 0 && free < count,
-            SlabState::Full => free == 0,
-            SlabState::Empty => free == count,
+            None => free > 0,
+            Some(SlabState::Partial) => free > 0 && free < count,
+            Some(SlabState::Full) => free == 0,
+            Some(SlabState::Empty) => free == count,
         };
         if !ok {
             return Err(SlabConsistencyError::WrongList {
                 class,
-                list: state,
+                list: state.unwrap_or(SlabState::Partial),
                 free,
             });
         }

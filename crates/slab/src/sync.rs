@@ -14,6 +14,15 @@
 
 pub(crate) use core::sync::atomic::Ordering;
 
+/// The header's magic word: a core atomic in every build, accessed
+/// `Relaxed`. It must be atomic because a stray (double) remote free may
+/// read it while the owner clears it on release. It stays a core atomic
+/// under loom on purpose: `add_slab` reads the magic of fresh memory to
+/// catch a slab added twice, and a loom atomic cannot be read from memory
+/// that does not hold one. Nothing is ordered through it (the remote-free
+/// protocol's orderings are on the stack head), so loom loses nothing.
+pub(crate) type MagicWord = core::sync::atomic::AtomicUsize;
+
 #[cfg(not(bsa_loom))]
 mod imp {
     use core::ptr::NonNull;

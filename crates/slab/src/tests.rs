@@ -337,6 +337,133 @@ fn single_object_ping_pong_keeps_the_slab() {
 }
 
 #[test]
+fn single_object_keeps_its_slab_current_and_on_no_list() {
+    let mut pool = Pool::new();
+    let mut a = SlabAllocator::new(0);
+    let class = class_of_size(64);
+    let cached = alloc(&mut a, &mut pool, class);
+    // SAFETY: live object.
+    assert_eq!(unsafe { a.free(cached, class) }, Ok(None));
+    for _ in 0..if cfg!(miri) { 20 } else { 200 } {
+        let p = alloc(&mut a, &mut pool, class);
+        // The same slot comes back every time: no other slab is touched.
+        assert_eq!(p, cached);
+        let st = a.stats().classes[class.index()];
+        assert_eq!(
+            (st.partial_slabs, st.empty_slabs, st.live_objects),
+            (1, 0, 1)
+        );
+        // SAFETY: live object.
+        assert_eq!(unsafe { a.free(p, class) }, Ok(None));
+        let st = a.stats().classes[class.index()];
+        assert_eq!(
+            (st.partial_slabs, st.empty_slabs, st.live_objects),
+            (0, 1, 0)
+        );
+    }
+    assert_eq!(pool.given, 1);
+    // trim hands the (current, empty) slab back.
+    a.trim(|m| {
+        pool.put(m);
+    });
+    assert_eq!(pool.held(), 0);
+    assert_eq!(a.stats().total().slabs(), 0);
+    check(&a);
+}
+
+#[test]
+fn emptied_current_slab_yields_to_partial_slabs_and_counts_towards_empty_keep() {
+    let mut pool = Pool::new();
+    let mut a = SlabAllocator::new(0);
+    let class = class_of_size(2048);
+    let n = class.objects_per_slab();
+    // Two full slabs, then a third one current with one object.
+    let first: Vec<_> = (0..n).map(|_| alloc(&mut a, &mut pool, class)).collect();
+    let second: Vec<_> = (0..n).map(|_| alloc(&mut a, &mut pool, class)).collect();
+    let third = alloc(&mut a, &mut pool, class);
+    assert_eq!(pool.given, 3);
+    // A hole in the first slab makes it partial.
+    // SAFETY: live object.
+    assert_eq!(unsafe { a.free(first[0], class) }, Ok(None));
+    // The current slab empties while a partial slab exists: it is filed as
+    // empty (the one cached empty slab), and the partial slab serves next.
+    // SAFETY: live object.
+    assert_eq!(unsafe { a.free(third, class) }, Ok(None));
+    let st = a.stats().classes[class.index()];
+    assert_eq!((st.partial_slabs, st.full_slabs, st.empty_slabs), (1, 1, 1));
+    assert_eq!(alloc(&mut a, &mut pool, class), first[0]);
+    // Emptying the second slab makes a second empty slab: with
+    // `empty_keep == 1` it goes back.
+    let mut back = 0;
+    for p in second {
+        // SAFETY: live object.
+        if let Some(m) = unsafe { a.free(p, class) }.unwrap() {
+            pool.put(m);
+            back += 1;
+        }
+    }
+    assert_eq!(back, 1);
+    let st = a.stats().classes[class.index()];
+    assert_eq!(st.empty_slabs, 1);
+    // Now the first slab empties as the current slab (nothing is partial):
+    // it stays current, and the cached empty slab goes back instead.
+    for p in first {
+        // SAFETY: live object.
+        if let Some(m) = unsafe { a.free(p, class) }.unwrap() {
+            pool.put(m);
+            back += 1;
+        }
+    }
+    assert_eq!(back, 2);
+    let st = a.stats().classes[class.index()];
+    assert_eq!((st.partial_slabs, st.full_slabs, st.empty_slabs), (0, 0, 1));
+    check(&a);
+    a.trim(|m| {
+        pool.put(m);
+    });
+    assert_eq!(pool.held(), 0);
+}
+
+#[test]
+fn free_owned_checks_class_slot_and_double_free() {
+    let mut pool = Pool::new();
+    let mut a = SlabAllocator::new(2);
+    let class = class_of_size(96);
+    let p = alloc(&mut a, &mut pool, class);
+    let q = alloc(&mut a, &mut pool, class);
+    let other = class_of_size(64);
+    // SAFETY: (all calls) `p` and `q` are in a live slab of `a`.
+    unsafe {
+        assert_eq!(
+            a.free_owned(p, other),
+            Err(SlabError::WrongClass {
+                slab: class,
+                given: other
+            })
+        );
+        assert_eq!(
+            a.free_owned(p.add(8), class),
+            Err(SlabError::NotOnSlotBoundary)
+        );
+        // The header itself is in the slab but not a slot.
+        let start =
+            p.map_addr(|x| core::num::NonZeroUsize::new(x.get() & !(SLAB_SIZE - 1)).unwrap());
+        assert_eq!(
+            a.free_owned(start, class),
+            Err(SlabError::NotOnSlotBoundary)
+        );
+        assert_eq!(a.free_owned(p, class), Ok(None));
+        assert_eq!(a.free_owned(p, class), Err(SlabError::DoubleFree));
+        // A remote free followed by an owned free of the same object.
+        assert_eq!(SlabAllocator::remote_free(q, class), Ok(()));
+        assert_eq!(a.free_owned(q, class), Err(SlabError::DoubleFree));
+    }
+    assert_eq!(a.stats().classes[class.index()].live_objects, 0);
+    still_works(&mut a, &mut pool, class);
+    teardown(&mut a, &mut pool);
+}
+
+#[test]
 fn empty_keep_zero_and_two() {
     for keep in [0usize, 2] {
         let mut pool = Pool::new();
