@@ -72,6 +72,7 @@ pub struct CriticalSection<'a, C: CpuContext + ?Sized> {
 
 impl<'a, C: CpuContext + ?Sized> CriticalSection<'a, C> {
     /// Enter a critical section through `ctx` and record the current CPU.
+    #[inline]
     pub fn enter(ctx: &'a C) -> Self {
         let saved = ctx.enter_critical();
         let cpu = ctx.current_cpu();
@@ -84,6 +85,7 @@ impl<'a, C: CpuContext + ?Sized> CriticalSection<'a, C> {
     }
 
     /// The CPU this critical section runs on.
+    #[inline]
     pub fn cpu(&self) -> usize {
         self.cpu
     }
@@ -95,6 +97,7 @@ impl<'a, C: CpuContext + ?Sized> CriticalSection<'a, C> {
 }
 
 impl<C: CpuContext + ?Sized> Drop for CriticalSection<'_, C> {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: `saved` is taken exactly once, here, and `self` is never
         // used again after `drop`.

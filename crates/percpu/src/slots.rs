@@ -13,6 +13,7 @@ use crate::{CpuContext, CpuIndexError, CriticalSection, StorageError};
 /// One CPU's slot: its own cache line(s), its own lock.
 type Slot<T> = CachePadded<Mutex<T>>;
 
+#[inline]
 fn with_slot<T, R>(
     slots: &[Slot<T>],
     cpu: usize,
@@ -26,6 +27,7 @@ fn with_slot<T, R>(
     Ok(f(&mut guard))
 }
 
+#[inline]
 fn try_with_slot<T, R>(
     slots: &[Slot<T>],
     cpu: usize,
@@ -122,6 +124,7 @@ impl<'a, T> PerCpu<'a, T> {
     ///
     /// # Errors
     /// [`CpuIndexError`] if `cpu >= cpu_count()`; `f` is not called.
+    #[inline]
     pub fn with_cpu<R>(&self, cpu: usize, f: impl FnOnce(&mut T) -> R) -> Result<R, CpuIndexError> {
         with_slot(self.slots, cpu, f)
     }
@@ -144,6 +147,7 @@ impl<'a, T> PerCpu<'a, T> {
     /// # Errors
     /// [`CpuIndexError`] if the platform reported a CPU index outside
     /// `0..cpu_count()`; `f` is not called.
+    #[inline]
     pub fn with_current<C: CpuContext + ?Sized, R>(
         &self,
         cs: &CriticalSection<'_, C>,
@@ -216,6 +220,7 @@ impl<T, const N: usize> PerCpuArray<T, N> {
     ///
     /// # Errors
     /// [`CpuIndexError`] if `cpu >= N`; `f` is not called.
+    #[inline]
     pub fn with_cpu<R>(&self, cpu: usize, f: impl FnOnce(&mut T) -> R) -> Result<R, CpuIndexError> {
         with_slot(&self.slots, cpu, f)
     }
@@ -236,6 +241,7 @@ impl<T, const N: usize> PerCpuArray<T, N> {
     ///
     /// # Errors
     /// [`CpuIndexError`] if the platform reported a CPU index `>= N`.
+    #[inline]
     pub fn with_current<C: CpuContext + ?Sized, R>(
         &self,
         cs: &CriticalSection<'_, C>,
