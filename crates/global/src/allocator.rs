@@ -569,12 +569,13 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             if entry.load(Ordering::Relaxed) & OWNER_MASK != cpu as u32 + 1 {
                 return Err(None);
             }
-            // SAFETY: (1) the chunk is a live slab owned by this CPU slot, and
-            // it cannot be released while we hold the slot's lock, so its
-            // header is our initialised memory; (2) it is not being set up or
-            // released concurrently (both happen under this lock); (3) the
-            // caller of `dealloc` gives up the object.
-            match unsafe { s.free(ptr, class) } {
+            // SAFETY: (1) the map entry says the chunk is a live slab owned by
+            // this CPU slot, whose slab cache is `s`: owner bits are set after
+            // `add_slab` and cleared before the cache hands the chunk back,
+            // both under this lock, which we hold; (2) the caller of
+            // `dealloc` gives up the object. The slab layer still checks the
+            // class, the slot boundary and double frees.
+            match unsafe { s.free_owned(ptr, class) } {
                 Ok(Some(surplus)) => {
                     release_chunk(&self.regions, surplus, cpu);
                     Ok(Some(surplus))
