@@ -369,6 +369,27 @@ fn machine() -> (String, String) {
     (date, format!("{cpus} CPUs, {model}"))
 }
 
+/// The commit measured, and whether the work tree had local changes.
+fn source_revision() -> String {
+    let git = |args: &[&str]| {
+        let mut cmd = Command::new("git");
+        cmd.current_dir(util::root()).args(args);
+        util::output(&mut cmd)
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(rev) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.trim().is_empty());
+            format!(
+                "commit {}{}",
+                rev.trim(),
+                if dirty { " with local changes" } else { "" }
+            )
+        }
+        None => "unknown (not a git checkout)".into(),
+    }
+}
+
 fn rank(name: &str) -> usize {
     ROWS.iter().position(|r| *r == name).unwrap_or(ROWS.len())
 }
@@ -384,6 +405,7 @@ fn render(
     let _ = writeln!(s, "# bsa benchmark report\n");
     let _ = writeln!(s, "- date: {date}");
     let _ = writeln!(s, "- machine: {machine}");
+    let _ = writeln!(s, "- source: {}", source_revision());
     let _ = writeln!(
         s,
         "- mode: {}",
