@@ -19,6 +19,15 @@ std::thread_local! {
     static TICKET: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
+/// Gives the calling thread its ticket (on its first allocation).
+#[cold]
+fn first_ticket() -> usize {
+    let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
+    // Wrapping into `usize::MAX` (after 2^64 threads) only costs a retry.
+    let _ = TICKET.try_with(|t| t.set(ticket));
+    ticket
+}
+
 /// A [`Platform`] for hosted programs: each thread is given a CPU slot
 /// round-robin (on its first allocation), regions come from the system
 /// allocator ([`std::alloc::System`], never the global allocator; zeroed,
@@ -100,16 +109,21 @@ impl HostedPlatform {
 // initialised), are valid for reads and writes of their length, and are
 // never freed or used by anything else.
 unsafe impl Platform for HostedPlatform {
+    #[inline]
     fn current_cpu(&self) -> usize {
-        let ticket = TICKET
-            .try_with(|t| {
-                if t.get() == usize::MAX {
-                    t.set(NEXT_TICKET.fetch_add(1, Ordering::Relaxed));
-                }
-                t.get()
-            })
-            .unwrap_or(0);
-        ticket % self.cpus
+        // A thread-local read on the hot path; no division for the usual
+        // case of fewer threads than slots (a 64-bit `div` costs tens of
+        // cycles, more than the rest of a slab allocation).
+        let ticket = match TICKET.try_with(Cell::get) {
+            Ok(usize::MAX) => first_ticket(),
+            Ok(t) => t,
+            Err(_) => 0,
+        };
+        if ticket < self.cpus {
+            ticket
+        } else {
+            ticket % self.cpus
+        }
     }
 
     fn grow(&self, min_bytes: usize) -> Option<*mut [u8]> {
