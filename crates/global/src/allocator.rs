@@ -272,14 +272,10 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// Where a layout goes. Size 0 is treated as size 1.
     #[inline]
     pub(crate) fn route(layout: Layout) -> Result<Route, AllocError> {
-        let effective = if layout.size() != 0 {
-            layout
-        } else {
-            Layout::from_size_align(1, layout.align()).map_err(|_| AllocError::BadRequest)?
-        };
-        match SizeClass::for_layout(effective) {
+        // `for_layout` already serves size 0 as size 1.
+        match SizeClass::for_layout(layout) {
             Some(class) => Ok(Route::Small(class)),
-            None => Ok(Route::Large(effective.size().div_ceil(PAGE_SIZE))),
+            None => Ok(Route::Large(layout.size().max(1).div_ceil(PAGE_SIZE))),
         }
     }
 
@@ -532,7 +528,22 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         if owner as usize == cpu + 1 {
             return self.free_local(cpus, cs, entry, ptr, class);
         }
-        // Remote path: announce the free (and re-read the owner) with one RMW.
+        self.free_remote(cpus, cs, entry, ptr, class)
+    }
+
+    /// The remote path of [`free_small`](Self::free_small): the chunk
+    /// seemed to belong to another CPU slot.
+    #[inline(never)]
+    fn free_remote(
+        &self,
+        cpus: &PerCpu<'static, SlabAllocator>,
+        cs: &Cs<'_, '_, P>,
+        entry: &AtomicU32,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(), MisuseKind> {
+        let cpu = cs.cpu();
+        // Announce the free (and re-read the owner) with one RMW.
         let owner = regions::begin_remote(entry);
         if owner == 0 || owner as usize == cpu + 1 {
             regions::end_remote(entry);
@@ -555,6 +566,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         r.map_err(slab_misuse)
     }
 
+    #[inline]
     fn free_local(
         &self,
         cpus: &PerCpu<'static, SlabAllocator>,
@@ -584,6 +596,22 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 Err(e) => Err(Some(e)),
             }
         });
+        match r {
+            Ok(Ok(None)) => Ok(()),
+            other => self.free_local_outcome(other, ptr),
+        }
+    }
+
+    /// What [`free_local`](Self::free_local) does when the free did not
+    /// simply succeed: hand a surplus slab back to the buddy, or classify
+    /// the misuse.
+    #[cold]
+    #[allow(clippy::type_complexity)]
+    fn free_local_outcome(
+        &self,
+        r: Result<Result<Option<NonNull<u8>>, Option<SlabError>>, CpuIndexError>,
+        ptr: NonNull<u8>,
+    ) -> Result<(), MisuseKind> {
         match r {
             Ok(Ok(Some(surplus))) => {
                 let freed = self.buddy_free(surplus, Self::SLAB_PAGES, TAG_SLAB);

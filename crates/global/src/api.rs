@@ -18,10 +18,14 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let cpus = self.cpus().ok_or(AllocError::NotInitialized)?;
         match Self::route(layout)? {
             Route::Small(class) => self.with_cs(|cs| self.alloc_small(cpus, cs, class)),
-            Route::Large(pages) => self.with_cs(|_| {
-                self.buddy_alloc(pages, layout.align().max(PAGE_SIZE), TAG_LARGE, None)
-            }),
+            Route::Large(pages) => self.allocate_large(pages, layout.align()),
         }
+    }
+
+    /// A large block of `pages` pages (kept out of the small-object path).
+    #[inline(never)]
+    fn allocate_large(&self, pages: usize, align: usize) -> Result<NonNull<u8>, AllocError> {
+        self.with_cs(|_| self.buddy_alloc(pages, align.max(PAGE_SIZE), TAG_LARGE, None))
     }
 
     /// Bytes usable at an allocation made for `layout`.
@@ -42,12 +46,18 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         };
         let r = match Self::route(layout) {
             Ok(Route::Small(class)) => self.with_cs(|cs| self.free_small(cpus, cs, ptr, class)),
-            Ok(Route::Large(pages)) => self.with_cs(|_| self.buddy_free(ptr, pages, TAG_LARGE)),
+            Ok(Route::Large(pages)) => self.deallocate_large(ptr, pages),
             Err(_) => Err(MisuseKind::LayoutMismatch),
         };
         if let Err(kind) = r {
             self.report_misuse(kind, ptr, layout);
         }
+    }
+
+    /// Free a large block (kept out of the small-object path).
+    #[inline(never)]
+    fn deallocate_large(&self, ptr: NonNull<u8>, pages: usize) -> Result<(), MisuseKind> {
+        self.with_cs(|_| self.buddy_free(ptr, pages, TAG_LARGE))
     }
 
     /// Check, without changing anything, that `ptr` is plausibly an
