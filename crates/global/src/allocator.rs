@@ -331,13 +331,14 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             {
                 let mut heap = self.heap.lock();
                 let r = match accept.as_mut() {
-                    Some(f) => heap.buddy.alloc_pages_where(pages, align, f),
-                    None => heap.buddy.alloc_pages(pages, align),
+                    Some(f) => heap.buddy.alloc_pages_where(pages, align, f).inspect(|&p| {
+                        let tagged = heap.buddy.set_tag(p, tag);
+                        debug_assert!(tagged.is_ok());
+                    }),
+                    None => heap.buddy.alloc_pages_tagged(pages, align, tag),
                 };
                 match r {
                     Ok(p) => {
-                        let tagged = heap.buddy.set_tag(p, tag);
-                        debug_assert!(tagged.is_ok());
                         match tag {
                             TAG_LARGE => heap.large_pages += pages,
                             TAG_PAGES => heap.api_pages += pages,
@@ -379,13 +380,11 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         tag: u8,
     ) -> Result<(), MisuseKind> {
         let mut heap = self.heap.lock();
-        match heap.buddy.allocation(ptr) {
-            Some(a) if a.tag == tag && a.pages == count => {
-                // SAFETY: the pages are a live allocation with the tag and
-                // count the caller claims; by the contract of the public
-                // entry points the caller no longer uses them.
-                let r = unsafe { heap.buddy.dealloc_pages(ptr, count) };
-                debug_assert!(r.is_ok());
+        // SAFETY: the buddy frees only a live allocation with exactly the
+        // tag and count the caller claims; by the contract of the public
+        // entry points the caller then no longer uses it.
+        match unsafe { heap.buddy.dealloc_pages_tagged(ptr, count, tag) } {
+            Ok(()) => {
                 match tag {
                     TAG_LARGE => heap.large_pages -= count,
                     TAG_PAGES => heap.api_pages -= count,
@@ -393,13 +392,13 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 }
                 Ok(())
             }
-            Some(a) if a.tag == tag => Err(MisuseKind::WrongPageCount {
+            Err(Some(a)) if a.tag == tag => Err(MisuseKind::WrongPageCount {
                 expected: a.pages,
                 given: count,
             }),
-            Some(a) if a.tag == TAG_SLAB || tag == TAG_SLAB => Err(MisuseKind::LayoutMismatch),
-            Some(_) => Err(MisuseKind::WrongApi),
-            None => Err(self.classify_dead(&mut heap.buddy, ptr)),
+            Err(Some(a)) if a.tag == TAG_SLAB || tag == TAG_SLAB => Err(MisuseKind::LayoutMismatch),
+            Err(Some(_)) => Err(MisuseKind::WrongApi),
+            Err(None) => Err(self.classify_dead(&mut heap.buddy, ptr)),
         }
     }
 
