@@ -480,13 +480,23 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
     }
 
     /// The section and page index of `ptr`, which must be page aligned.
+    #[inline]
     fn locate(&self, addr: usize) -> Result<(SectionRef, usize), AllocError> {
         let s = tree::floor(self.root, addr).ok_or(AllocError::NotInSection)?;
-        match s.page_index(addr) {
-            Some((idx, true)) => Ok((s, idx)),
-            Some((_, false)) => Err(AllocError::NotPageAligned),
-            None => Err(AllocError::NotInSection),
+        // The allocator's own `PAGE_SIZE` (a constant power of two, so no
+        // division instruction), equal to the section's page size.
+        debug_assert_eq!(s.page_size(), PAGE_SIZE);
+        let off = addr
+            .checked_sub(s.pages_addr())
+            .ok_or(AllocError::NotInSection)?;
+        let idx = off / PAGE_SIZE;
+        if idx >= s.page_count() {
+            return Err(AllocError::NotInSection);
         }
+        if off % PAGE_SIZE != 0 {
+            return Err(AllocError::NotPageAligned);
+        }
+        Ok((s, idx))
     }
 
     /// Whether page `idx` of `s` (an inner page) lies inside a free block.

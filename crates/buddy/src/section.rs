@@ -242,14 +242,6 @@ impl SectionRef {
         unsafe { pages.add(idx * self.page_size()) }
     }
 
-    /// Section-relative index of the page at `addr`, if `addr` is inside the
-    /// managed pages; also says whether `addr` is page aligned.
-    pub(crate) fn page_index(self, addr: usize) -> Option<(usize, bool)> {
-        let off = addr.checked_sub(self.pages_addr())?;
-        let idx = off / self.page_size();
-        (idx < self.page_count()).then_some((idx, off % self.page_size() == 0))
-    }
-
     /// Reads the metadata of page `idx`.
     pub(crate) fn meta(self, idx: usize) -> PageMeta {
         assert!(idx < self.page_count());
