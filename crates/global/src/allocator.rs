@@ -12,6 +12,7 @@ use bsa_percpu::{CpuIndexError, CriticalSection, PerCpu};
 use bsa_slab::{AllocFailure, SizeClass, SlabAllocator, SlabError, SLAB_SIZE};
 use spin::{Mutex, Once};
 
+use crate::page_cache::PageCache;
 use crate::platform::PlatformCpu;
 use crate::regions::{self, ChunkList, Regions, OWNER_MASK};
 use crate::{AllocError, Misuse, MisuseKind, Platform};
@@ -26,6 +27,8 @@ pub(crate) const TAG_LARGE: u8 = 1;
 pub(crate) const TAG_SLAB: u8 = 2;
 /// Buddy tag of pages handed out by the page API.
 pub(crate) const TAG_PAGES: u8 = 3;
+/// Buddy tag of freed page-API blocks held in the page cache.
+pub(crate) const TAG_CACHED: u8 = 4;
 
 /// Everything behind the buddy lock.
 pub(crate) struct Heap<const PAGE_SIZE: usize> {
@@ -38,6 +41,81 @@ pub(crate) struct Heap<const PAGE_SIZE: usize> {
     pub(crate) api_pages: usize,
     /// Slab chunks currently taken from the buddy (`TAG_SLAB`).
     pub(crate) slab_chunks: usize,
+    /// Freed page-API blocks kept for reuse (`TAG_CACHED`).
+    pub(crate) page_cache: PageCache,
+}
+
+impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
+    /// Pages from the buddy, tagged `tag`, optionally filtered.
+    fn alloc_tagged(
+        &mut self,
+        pages: usize,
+        align: usize,
+        tag: u8,
+        accept: &mut Option<&mut dyn FnMut(NonNull<u8>, usize) -> bool>,
+    ) -> Result<NonNull<u8>, bsa_buddy::AllocError> {
+        match accept.as_mut() {
+            Some(f) => self.buddy.alloc_pages_where(pages, align, f).inspect(|&p| {
+                let tagged = self.buddy.set_tag(p, tag);
+                debug_assert!(tagged.is_ok());
+            }),
+            None => self.buddy.alloc_pages_tagged(pages, align, tag),
+        }
+    }
+
+    /// A cached page-API block of `count` pages aligned to `align`, retagged
+    /// as a live page-API allocation.
+    #[inline]
+    fn take_cached(&mut self, count: usize, align: usize) -> Option<NonNull<u8>> {
+        let block = self.page_cache.pop(count, align)?;
+        match self.buddy.retag(block, count, TAG_CACHED, TAG_PAGES) {
+            Ok(()) => {
+                self.api_pages += count;
+                Some(block)
+            }
+            Err(_) => {
+                // Not reachable: cached blocks are live TAG_CACHED blocks of
+                // their count. Leave it out of circulation rather than hand
+                // out something we cannot vouch for.
+                debug_assert!(false, "page cache entry is not a cached block");
+                None
+            }
+        }
+    }
+
+    /// Caches a freed page-API block if it is one and there is room.
+    /// Returns whether it was taken.
+    #[inline]
+    fn cache_freed(&mut self, block: NonNull<u8>, count: usize) -> bool {
+        if !self.page_cache.has_room(count)
+            || self
+                .buddy
+                .retag(block, count, TAG_PAGES, TAG_CACHED)
+                .is_err()
+        {
+            return false;
+        }
+        // SAFETY: `block` heads a live buddy allocation of `count` pages
+        // (`1..=MAX_COUNT` by `has_room`), just retagged CACHED; the caller of
+        // `dealloc_pages` gave it up, so it is ours and unused.
+        unsafe { self.page_cache.push(block, count) };
+        self.api_pages -= count;
+        true
+    }
+
+    /// Hands every cached block back to the buddy. Returns whether there
+    /// was any.
+    pub(crate) fn flush_page_cache(&mut self) -> bool {
+        let mut any = false;
+        while let Some((block, count)) = self.page_cache.pop_any() {
+            // SAFETY: cached blocks are live buddy allocations of their count
+            // that nobody uses.
+            let r = unsafe { self.buddy.dealloc_pages_tagged(block, count, TAG_CACHED) };
+            debug_assert!(r.is_ok());
+            any = true;
+        }
+        any
+    }
 }
 
 pub(crate) type Cs<'a, 'b, P> = CriticalSection<'a, PlatformCpu<'b, P>>;
@@ -97,6 +175,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 large_pages: 0,
                 api_pages: 0,
                 slab_chunks: 0,
+                page_cache: PageCache::new(),
             }),
             regions: Regions::new(),
             cpus: Once::new(),
@@ -330,13 +409,10 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         for attempt in 0..2 {
             {
                 let mut heap = self.heap.lock();
-                let r = match accept.as_mut() {
-                    Some(f) => heap.buddy.alloc_pages_where(pages, align, f).inspect(|&p| {
-                        let tagged = heap.buddy.set_tag(p, tag);
-                        debug_assert!(tagged.is_ok());
-                    }),
-                    None => heap.buddy.alloc_pages_tagged(pages, align, tag),
-                };
+                let mut r = heap.alloc_tagged(pages, align, tag, &mut accept);
+                if matches!(r, Err(bsa_buddy::AllocError::NoMemory)) && heap.flush_page_cache() {
+                    r = heap.alloc_tagged(pages, align, tag, &mut accept);
+                }
                 match r {
                     Ok(p) => {
                         match tag {
@@ -392,6 +468,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 }
                 Ok(())
             }
+            Err(Some(a)) if a.tag == TAG_CACHED => Err(MisuseKind::DoubleFree),
             Err(Some(a)) if a.tag == tag => Err(MisuseKind::WrongPageCount {
                 expected: a.pages,
                 given: count,
@@ -637,8 +714,8 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     }
 
     /// Drain every CPU's pending remote frees and return every empty slab
-    /// (cached ones included) to the buddy. Callable from any CPU. Returns
-    /// the number of slab chunks returned.
+    /// (cached ones included) and the page cache to the buddy. Callable
+    /// from any CPU. Returns the number of slab chunks returned.
     ///
     /// After every allocation was freed, `trim` brings the buddy's free
     /// pages back exactly to their value right after `init` (plus the
@@ -647,6 +724,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let Some(cpus) = self.cpus.get() else {
             return 0;
         };
+        self.with_cs(|_| self.heap.lock().flush_page_cache());
         let mut returned = 0;
         for cpu in 0..cpus.cpu_count() {
             let list = self.with_cs(|_cs| {
@@ -718,7 +796,12 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     pub fn alloc_pages(&self, count: usize, align: usize) -> Result<NonNull<u8>, AllocError> {
         self.cpus().ok_or(AllocError::NotInitialized)?;
         check_page_request::<PAGE_SIZE>(count, align)?;
-        self.with_cs(|_| self.buddy_alloc(count, align, TAG_PAGES, None))
+        self.with_cs(|_| {
+            if let Some(p) = self.heap.lock().take_cached(count, align.max(PAGE_SIZE)) {
+                return Ok(p);
+            }
+            self.buddy_alloc(count, align, TAG_PAGES, None)
+        })
     }
 
     /// Like [`alloc_pages`](Self::alloc_pages), but the whole block (first
@@ -759,17 +842,20 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     pub unsafe fn dealloc_pages(&self, ptr: NonNull<u8>, count: usize) -> Result<(), AllocError> {
         use bsa_buddy::AllocError as B;
         self.cpus().ok_or(AllocError::NotInitialized)?;
-        self.with_cs(|_| self.buddy_free(ptr, count, TAG_PAGES))
-            .map_err(|kind| {
-                AllocError::Pages(match kind {
-                    MisuseKind::WrongPageCount { expected, given } => {
-                        B::WrongCount { expected, given }
-                    }
-                    MisuseKind::DoubleFree => B::DoubleFree,
-                    MisuseKind::ForeignPointer => B::NotInSection,
-                    _ => B::NotAllocated,
-                })
+        self.with_cs(|_| {
+            if self.heap.lock().cache_freed(ptr, count) {
+                return Ok(());
+            }
+            self.buddy_free(ptr, count, TAG_PAGES)
+        })
+        .map_err(|kind| {
+            AllocError::Pages(match kind {
+                MisuseKind::WrongPageCount { expected, given } => B::WrongCount { expected, given },
+                MisuseKind::DoubleFree => B::DoubleFree,
+                MisuseKind::ForeignPointer => B::NotInSection,
+                _ => B::NotAllocated,
             })
+        })
     }
 
     pub(crate) fn report_misuse(&self, kind: MisuseKind, ptr: NonNull<u8>, layout: Layout) {

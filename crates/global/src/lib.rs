@@ -27,6 +27,14 @@
 //!   re-takes the slot lock and adds it. A slab that becomes empty beyond
 //!   the cache's policy is handed back the same way. **A slot lock is never
 //!   held while the buddy lock is taken.**
+//! - **Page cache.** A freed page-API block of at most 8 pages is kept
+//!   (up to 64 pages in all) for the next request of the same count, so a
+//!   page allocated and freed in a loop does not make the buddy split a
+//!   large block and merge it back every time. A cached block stays a live
+//!   buddy allocation with its own tag, so freeing it again is still a
+//!   detected double free; it counts as free in [`Stats::free_pages`], and
+//!   [`GlobalAllocator::trim`] (or any request the buddy cannot serve)
+//!   gives the cache back to the buddy.
 //! - **Critical section.** Every operation runs inside one
 //!   [`Platform`] critical section (interrupts masked in a kernel), so the
 //!   CPU cannot change under it and an interrupt handler that allocates
@@ -192,6 +200,7 @@ mod api;
 mod error;
 #[cfg(feature = "hosted")]
 mod hosted;
+mod page_cache;
 mod platform;
 mod regions;
 mod stats;

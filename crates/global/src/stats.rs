@@ -5,7 +5,7 @@ use core::sync::atomic::Ordering;
 
 use bsa_slab::{ClassStats, SlabStats, NUM_CLASSES, SLAB_SIZE};
 
-use crate::allocator::TAG_SLAB;
+use crate::allocator::{TAG_CACHED, TAG_SLAB};
 use crate::regions::OWNER_MASK;
 use crate::{ConsistencyError, GlobalAllocator, Platform};
 
@@ -29,7 +29,9 @@ pub struct Stats {
     pub managed_bytes: usize,
     /// Pages the buddy manages (after metadata).
     pub total_pages: usize,
-    /// Pages free in the buddy.
+    /// Pages free for allocation: free in the buddy, plus freed page-API
+    /// blocks held in the small page cache for reuse (up to 64 pages;
+    /// [`trim`](crate::GlobalAllocator::trim) hands them back to the buddy).
     pub free_pages: usize,
     /// Bytes in buddy pages handed out (large blocks + page API + slabs).
     pub pages_in_use_bytes: usize,
@@ -104,7 +106,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             let heap = self.heap.lock();
             st.managed_bytes = heap.managed_bytes;
             st.total_pages = heap.buddy.total_pages();
-            st.free_pages = heap.buddy.free_pages();
+            st.free_pages = heap.buddy.free_pages() + heap.page_cache.pages();
             st.large_bytes = heap.large_pages * PAGE_SIZE;
             st.page_api_bytes = heap.api_pages * PAGE_SIZE;
             st.slab_chunks = heap.slab_chunks;
@@ -168,9 +170,27 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 .check_consistency()
                 .map_err(|_| ConsistencyError::new("buddy allocator inconsistent"))?;
             let used = heap.buddy.total_pages() - heap.buddy.free_pages();
-            if used != heap.large_pages + heap.api_pages + heap.slab_chunks * Self::SLAB_PAGES {
+            let cached = heap.page_cache.pages();
+            if used
+                != heap.large_pages + heap.api_pages + cached + heap.slab_chunks * Self::SLAB_PAGES
+            {
                 return Err(ConsistencyError::new(
-                    "pages in use differ from large + page-API + slab accounting",
+                    "pages in use differ from large + page-API + cached + slab accounting",
+                ));
+            }
+            let mut cached_seen = 0;
+            let mut cache_ok = true;
+            heap.page_cache.for_each(|block, count| {
+                cached_seen += count;
+                cache_ok &= heap.buddy.allocation(block)
+                    == Some(bsa_buddy::Allocation {
+                        pages: count,
+                        tag: TAG_CACHED,
+                    });
+            });
+            if !cache_ok || cached_seen != cached {
+                return Err(ConsistencyError::new(
+                    "page cache holds a block that is not a cached buddy allocation",
                 ));
             }
             let mut owned = 0;

@@ -310,3 +310,79 @@ fn slab_refill_over_pages_left_uninitialised_by_a_large_block() {
     assert!(h.platform().report_kinds().is_empty());
     h.check_consistency().unwrap();
 }
+
+#[test]
+fn page_cache_reuses_blocks_catches_double_frees_and_gives_everything_back() {
+    use crate::page_cache::{MAX_COUNT, MAX_PAGES};
+    const PAGE: usize = 4096;
+    let (_r, h) = heap(MIB, 1);
+    let buddy_free = |h: &Heap| h.heap.lock().buddy.free_pages();
+    let initial = h.stats().free_pages;
+    assert_eq!(buddy_free(&h), initial);
+
+    // A freed page is cached (still counted free) and handed out again.
+    let p = h.alloc_pages(1, PAGE).unwrap();
+    // SAFETY: allocated above, 1 page, not used afterwards.
+    unsafe { h.dealloc_pages(p, 1) }.unwrap();
+    assert_eq!(h.stats().free_pages, initial);
+    assert_eq!(buddy_free(&h), initial - 1);
+    assert_eq!(h.stats().page_api_bytes, 0);
+    h.check_consistency().unwrap();
+    // Freeing it again is a double free, through either API.
+    let bsa_buddy_double = Err(AllocError::Pages(bsa_buddy::AllocError::DoubleFree));
+    // SAFETY: the call is refused (the block is already free).
+    assert_eq!(unsafe { h.dealloc_pages(p, 1) }, bsa_buddy_double);
+    // SAFETY: refused as well: `p` is a cached page block, not a live one.
+    unsafe { h.dealloc(p.as_ptr(), l(PAGE, PAGE)) };
+    assert_eq!(h.platform().report_kinds(), [MisuseKind::DoubleFree]);
+    h.check_consistency().unwrap();
+    let q = h.alloc_pages(1, PAGE).unwrap();
+    assert_eq!(q, p, "the cached page is reused");
+    assert_eq!(h.stats().page_api_bytes, PAGE);
+    // SAFETY: live page-API block of 1 page.
+    unsafe { h.dealloc_pages(q, 1) }.unwrap();
+
+    // Blocks too large for the cache, or beyond its page budget, go back
+    // to the buddy at once.
+    let big = h.alloc_pages(MAX_COUNT + 1, PAGE).unwrap();
+    // SAFETY: live block of this count.
+    unsafe { h.dealloc_pages(big, MAX_COUNT + 1) }.unwrap();
+    assert_eq!(buddy_free(&h), initial - 1);
+    let blocks: Vec<_> = (0..2 * MAX_PAGES / MAX_COUNT)
+        .map(|_| h.alloc_pages(MAX_COUNT, PAGE).unwrap())
+        .collect();
+    for b in &blocks {
+        // SAFETY: live blocks of this count, each freed once.
+        unsafe { h.dealloc_pages(*b, MAX_COUNT) }.unwrap();
+    }
+    // The cache holds the 1-page block and as many 8-page blocks as fit.
+    let cached = 1 + (MAX_PAGES - 1) / MAX_COUNT * MAX_COUNT;
+    assert_eq!(buddy_free(&h), initial - cached);
+    assert_eq!(h.stats().free_pages, initial);
+    h.check_consistency().unwrap();
+    // A cached block is only reused when it is aligned enough.
+    let aligned = h.alloc_pages(MAX_COUNT, MAX_COUNT * PAGE).unwrap();
+    assert_eq!(aligned.addr().get() % (MAX_COUNT * PAGE), 0);
+    // SAFETY: live block of this count.
+    unsafe { h.dealloc_pages(aligned, MAX_COUNT) }.unwrap();
+
+    // When the buddy runs dry, the cache is handed back before giving up:
+    // every free page can be taken one by one.
+    let free = h.stats().free_pages;
+    let mut pages = Vec::new();
+    while let Ok(p) = h.alloc_pages(1, PAGE) {
+        pages.push(p);
+    }
+    assert_eq!(pages.len(), free);
+    assert_eq!(h.stats().free_pages, 0);
+    h.check_consistency().unwrap();
+    for p in pages {
+        // SAFETY: live 1-page blocks, each freed once.
+        unsafe { h.dealloc_pages(p, 1) }.unwrap();
+    }
+    // trim gives the cached pages back to the buddy.
+    h.trim();
+    assert_eq!(buddy_free(&h), initial);
+    assert_eq!(h.stats().free_pages, initial);
+    h.check_consistency().unwrap();
+}
