@@ -105,6 +105,25 @@ struct Efficiency {
     frees: u64,
 }
 
+/// Where bsa's arena bytes are at its first failure in the efficiency
+/// workload.
+#[derive(Clone, Debug)]
+struct Breakdown {
+    failed_size: u64,
+    /// (what, bytes), summing to the arena.
+    parts: Vec<(&'static str, u64)>,
+}
+
+/// Labels of the `breakdown` line's byte fields, in order.
+const BREAKDOWN_PARTS: [&str; 6] = [
+    "requested by live objects",
+    "size-class rounding of live objects",
+    "free slots in slabs",
+    "slab headers, bitmaps and tails",
+    "free pages in the buddy",
+    "metadata and per-CPU area",
+];
+
 /// Instructions per pair of one subject.
 #[derive(Clone, Debug)]
 struct Instructions {
@@ -145,7 +164,7 @@ pub fn run(mut args: Vec<String>) -> Result {
     }
     exec(&mut bench)?;
 
-    let efficiency = run_efficiency()?;
+    let (efficiency, breakdown) = run_efficiency()?;
     let instructions = if instructions {
         Some(count_instructions(&target, quick)?)
     } else {
@@ -159,7 +178,13 @@ pub fn run(mut args: Vec<String>) -> Result {
             criterion_home.display()
         ));
     }
-    let report = render(&results, &efficiency, instructions.as_deref(), quick);
+    let report = render(
+        &results,
+        &efficiency,
+        breakdown.as_ref(),
+        instructions.as_deref(),
+        quick,
+    );
     let path = target.join("bench-report.md");
     std::fs::create_dir_all(&target)
         .and_then(|()| std::fs::write(&path, &report))
@@ -181,7 +206,7 @@ fn target_dir() -> PathBuf {
     }
 }
 
-fn run_efficiency() -> Result<Vec<Efficiency>> {
+fn run_efficiency() -> Result<(Vec<Efficiency>, Option<Breakdown>)> {
     let mut cmd = cargo();
     cmd.args([
         "run",
@@ -198,8 +223,21 @@ fn run_efficiency() -> Result<Vec<Efficiency>> {
             .to_string()
     })?;
     let mut v = Vec::new();
+    let mut breakdown = None;
     for line in out.lines() {
         let f: Vec<&str> = line.split('\t').collect();
+        if f.len() == 3 + BREAKDOWN_PARTS.len() && f[0] == "breakdown" {
+            let nums: std::result::Result<Vec<u64>, _> = f[2..].iter().map(|x| x.parse()).collect();
+            let nums = nums.map_err(|e| format!("{line:?}: {e}"))?;
+            breakdown = Some(Breakdown {
+                failed_size: nums[0],
+                parts: BREAKDOWN_PARTS
+                    .iter()
+                    .copied()
+                    .zip(nums[1..].iter().copied())
+                    .collect(),
+            });
+        }
         if f.len() == 7 && f[0] == "efficiency" {
             let num = |i: usize| f[i].parse::<u64>().map_err(|e| format!("{line:?}: {e}"));
             v.push(Efficiency {
@@ -215,7 +253,7 @@ fn run_efficiency() -> Result<Vec<Efficiency>> {
     if v.is_empty() {
         return Err(format!("the efficiency probe printed no result:\n{out}"));
     }
-    Ok(v)
+    Ok((v, breakdown))
 }
 
 fn count_instructions(target: &Path, quick: bool) -> Result<Vec<Instructions>> {
@@ -397,6 +435,7 @@ fn rank(name: &str) -> usize {
 fn render(
     results: &Results,
     efficiency: &[Efficiency],
+    breakdown: Option<&Breakdown>,
     instructions: Option<&[Instructions]>,
     quick: bool,
 ) -> String {
@@ -508,6 +547,24 @@ fn render(
         );
     }
     let _ = writeln!(s);
+    if let Some(b) = breakdown {
+        let arena: u64 = b.parts.iter().map(|(_, n)| n).sum();
+        let _ = writeln!(
+            s,
+            "bsa at its first failure (a {} B request): where the arena's bytes are.\n",
+            b.failed_size
+        );
+        let _ = writeln!(s, "| part | bytes | share of arena |");
+        let _ = writeln!(s, "|---|---:|---:|");
+        for (what, n) in &b.parts {
+            let _ = writeln!(
+                s,
+                "| {what} | {n} | {:.2}% |",
+                *n as f64 * 100.0 / arena.max(1) as f64
+            );
+        }
+        let _ = writeln!(s);
+    }
 
     if let Some(ins) = instructions {
         let _ = writeln!(

@@ -399,6 +399,20 @@ impl Efficiency {
 /// If no allocation fails within `arena_bytes / 4` steps (the subject is
 /// not bounded by the arena).
 pub fn efficiency<A: GlobalAlloc + ?Sized>(a: &A, arena_bytes: usize, seed: u64) -> Efficiency {
+    efficiency_with(a, arena_bytes, seed, |_, _| {})
+}
+
+/// [`efficiency`], calling `at_failure(failed layout, result)` at the first
+/// failure, while every object is still live (to inspect the allocator).
+///
+/// # Panics
+/// As for [`efficiency`].
+pub fn efficiency_with<A: GlobalAlloc + ?Sized>(
+    a: &A,
+    arena_bytes: usize,
+    seed: u64,
+    at_failure: impl FnOnce(Layout, &Efficiency),
+) -> Efficiency {
     let mut rng = Rng::new(seed);
     let mut live: Vec<(*mut u8, Layout)> = Vec::new();
     let mut r = Efficiency {
@@ -423,6 +437,7 @@ pub fn efficiency<A: GlobalAlloc + ?Sized>(a: &A, arena_bytes: usize, seed: u64)
         let p = unsafe { a.alloc(l) };
         if p.is_null() {
             failed = true;
+            at_failure(l, &r);
             break;
         }
         live.push((p, l));
