@@ -28,6 +28,16 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         self.with_cs(|_| self.buddy_alloc(pages, align.max(PAGE_SIZE), TAG_LARGE, None))
     }
 
+    /// `GlobalAlloc::alloc`: one out-of-line function with the routing
+    /// inlined, returning the pointer in a register (no `Result` in memory).
+    #[inline(never)]
+    fn alloc_raw(&self, layout: Layout) -> *mut u8 {
+        match self.allocate_inner(layout) {
+            Ok(p) => p.as_ptr(),
+            Err(_) => ptr::null_mut(),
+        }
+    }
+
     /// Bytes usable at an allocation made for `layout`.
     pub(crate) fn capacity(layout: Layout) -> usize {
         match Self::route(layout) {
@@ -188,8 +198,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
 unsafe impl<P: Platform, const PAGE_SIZE: usize> GlobalAlloc for GlobalAllocator<P, PAGE_SIZE> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.allocate_inner(layout)
-            .map_or(ptr::null_mut(), NonNull::as_ptr)
+        self.alloc_raw(layout)
     }
 
     #[inline]
