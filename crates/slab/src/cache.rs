@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicUsize, Ordering as IdOrdering};
 
 use crate::header::{self, Slab, CURRENT, DETACHED, EMPTY, FULL, PARTIAL};
 use crate::remote;
-use crate::size_class::{SizeClass, NUM_CLASSES, SLAB_SIZE};
+use crate::size_class::{SizeClass, CLASS_SLOTS, NUM_CLASSES, SLAB_SIZE};
 use crate::{AllocFailure, SlabError};
 
 /// Source of allocator instance identities (0 = "none yet"). A plain core
@@ -100,7 +100,8 @@ pub struct SlabAllocator {
     /// slab is added, so `new` can stay `const`).
     pub(crate) instance: usize,
     empty_keep: usize,
-    pub(crate) classes: [ClassCache; NUM_CLASSES],
+    /// Indexed by `SizeClass::slot` (entries past `NUM_CLASSES` unused).
+    pub(crate) classes: [ClassCache; CLASS_SLOTS],
     pub(crate) remote_double_frees: u64,
     pub(crate) corrupt_remote_chains: u64,
     last_remote_error: Option<SlabError>,
@@ -130,7 +131,7 @@ impl SlabAllocator {
             owner: owner_cpu,
             instance: 0,
             empty_keep: 1,
-            classes: [ClassCache::EMPTY; NUM_CLASSES],
+            classes: [ClassCache::EMPTY; CLASS_SLOTS],
             remote_double_frees: 0,
             corrupt_remote_chains: 0,
             last_remote_error: None,
@@ -185,7 +186,7 @@ impl SlabAllocator {
 
     #[inline]
     fn alloc_class_inner(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
-        if let Some(slab) = self.classes[class.index()].current {
+        if let Some(slab) = self.classes[class.slot()].current {
             if let Some(obj) = slab.take_free(class.geometry()) {
                 if slab.free() == 0 {
                     self.exhausted(slab);
@@ -199,7 +200,7 @@ impl SlabAllocator {
     #[cold]
     fn alloc_slow(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         loop {
-            if let Some(slab) = self.classes[class.index()].current {
+            if let Some(slab) = self.classes[class.slot()].current {
                 match slab.take_free(class.geometry()) {
                     Some(obj) => {
                         if slab.free() == 0 {
@@ -215,7 +216,7 @@ impl SlabAllocator {
                     }
                 }
             }
-            let lists = &self.classes[class.index()].lists;
+            let lists = &self.classes[class.slot()].lists;
             if let Some(slab) = lists[PARTIAL as usize].head.or(lists[EMPTY as usize].head) {
                 self.make_current(slab);
                 continue;
@@ -242,7 +243,7 @@ impl SlabAllocator {
     /// Takes `slab` off its list and makes it the current slab of its
     /// class (which has none).
     fn make_current(&mut self, slab: Slab) {
-        let cache = &mut self.classes[slab.class().index()];
+        let cache = &mut self.classes[slab.class().slot()];
         debug_assert!(cache.current.is_none());
         cache.lists[slab.list() as usize].unlink(slab);
         slab.set_list(CURRENT);
@@ -253,7 +254,7 @@ impl SlabAllocator {
     /// count calls for, releasing it if it is an empty slab beyond
     /// `empty_keep`. The class has no current slab afterwards.
     fn retire_current(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
-        let slab = self.classes[class.index()].current.take()?;
+        let slab = self.classes[class.slot()].current.take()?;
         slab.set_list(DETACHED);
         self.settle(slab, true)
     }
@@ -264,7 +265,7 @@ impl SlabAllocator {
     #[cold]
     fn current_emptied(&mut self, slab: Slab) -> Option<NonNull<u8>> {
         let class = slab.class();
-        let cache = &mut self.classes[class.index()];
+        let cache = &mut self.classes[class.slot()];
         if cache.lists[PARTIAL as usize].head.is_some() || self.empty_keep == 0 {
             return self.retire_current(class);
         }
@@ -284,7 +285,7 @@ impl SlabAllocator {
     /// miss, so an allocation never caches more than `empty_keep` empty
     /// slabs). Returns whether a slab left the full list.
     fn reclaim_full(&mut self, class: SizeClass) -> bool {
-        let mut cur = self.classes[class.index()].lists[FULL as usize].head;
+        let mut cur = self.classes[class.slot()].lists[FULL as usize].head;
         while let Some(slab) = cur {
             cur = slab.next();
             if slab.remote_pending() {
@@ -525,7 +526,7 @@ impl SlabAllocator {
             if let Some(mem) = self.retire_current(class) {
                 release(mem);
             }
-            let c = class.index();
+            let c = class.slot();
             for tag in [PARTIAL, FULL, EMPTY] {
                 let mut cur = self.classes[c].lists[tag as usize].head;
                 while let Some(slab) = cur {
@@ -642,7 +643,7 @@ impl SlabAllocator {
         if cur == want || cur == CURRENT {
             return None;
         }
-        let c = slab.class().index();
+        let c = slab.class().slot();
         if cur != DETACHED {
             self.classes[c].lists[cur as usize].unlink(slab);
         }

@@ -33,6 +33,11 @@ const SIZES: [u16; 28] = [
 /// Number of size classes.
 pub const NUM_CLASSES: usize = SIZES.len();
 
+/// Entries of the per-class tables indexed on the hot paths (geometry,
+/// per-class caches): the classes, then unused entries up to a power of
+/// two, so that [`SizeClass::slot`] indexes them without a bounds check.
+pub(crate) const CLASS_SLOTS: usize = NUM_CLASSES.next_power_of_two();
+
 /// `LOOKUP[(s - 1) >> 3]` is the index of the smallest class of size `>= s`
 /// for `1 <= s <= MAX_SMALL_SIZE` (all class sizes are multiples of 8).
 static LOOKUP: [u8; MAX_SMALL_SIZE / 8] = build_lookup();
@@ -97,6 +102,13 @@ impl SizeClass {
         self.0 as usize
     }
 
+    /// The index into `CLASS_SLOTS`-entry tables: the class index (always
+    /// below `NUM_CLASSES`), reduced so the compiler sees it in bounds.
+    #[inline]
+    pub(crate) const fn slot(self) -> usize {
+        self.0 as usize % CLASS_SLOTS
+    }
+
     /// Object size in bytes.
     #[inline]
     pub const fn size(self) -> usize {
@@ -113,7 +125,7 @@ impl SizeClass {
     /// Number of objects in one slab of this class.
     #[inline]
     pub const fn objects_per_slab(self) -> usize {
-        GEOMETRY[self.0 as usize].count as usize
+        self.geometry().count as usize
     }
 
     /// Bytes of a slab of this class that hold no object (header, bitmap,
@@ -138,7 +150,7 @@ impl SizeClass {
 
     #[inline]
     pub(crate) const fn geometry(self) -> &'static Geometry {
-        &GEOMETRY[self.0 as usize]
+        &GEOMETRY[self.slot()]
     }
 }
 
@@ -213,14 +225,17 @@ const fn compute_geometry(size: usize) -> Geometry {
     }
 }
 
-const fn build_geometry() -> [Geometry; NUM_CLASSES] {
+/// Geometry of every class, then entries with no objects up to
+/// `CLASS_SLOTS` (never used by a valid class; `index_of` finds no slot in
+/// them).
+const fn build_geometry() -> [Geometry; CLASS_SLOTS] {
     const ZERO: Geometry = Geometry {
         size: 0,
         first: 0,
         count: 0,
         recip: 0,
     };
-    let mut g = [ZERO; NUM_CLASSES];
+    let mut g = [ZERO; CLASS_SLOTS];
     let mut i = 0;
     while i < NUM_CLASSES {
         g[i] = compute_geometry(SIZES[i] as usize);
@@ -229,7 +244,7 @@ const fn build_geometry() -> [Geometry; NUM_CLASSES] {
     g
 }
 
-static GEOMETRY: [Geometry; NUM_CLASSES] = build_geometry();
+static GEOMETRY: [Geometry; CLASS_SLOTS] = build_geometry();
 
 /// Compile-time checks of the rules the crate docs promise.
 const _: () = {

@@ -233,7 +233,7 @@ impl SlabAllocator {
 
     /// [`check_consistency`](Self::check_consistency) for one class.
     pub fn check_class(&self, class: SizeClass) -> Result<(), SlabConsistencyError> {
-        let cache = &self.classes[class.index()];
+        let cache = &self.classes[class.slot()];
         if let Some(slab) = cache.current {
             // The current slab is on no list and always has a free object.
             if slab.list() != CURRENT || slab.prev().is_some() || slab.next().is_some() {
