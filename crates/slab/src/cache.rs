@@ -437,11 +437,19 @@ impl SlabAllocator {
             return Err(SlabError::DoubleFree);
         }
         if slab.list() == CURRENT {
-            return Ok(if slab.free() == slab.count() {
-                self.current_emptied(slab)
-            } else {
-                None
-            });
+            if slab.free() != slab.count() {
+                return Ok(None);
+            }
+            // Emptied: it stays current, without even a call, when no
+            // partial slab could serve instead and it is within
+            // `empty_keep` (the single-object alloc/free loop).
+            let cache = &self.classes[slab.class().slot()];
+            if cache.lists[PARTIAL as usize].head.is_none()
+                && cache.lists[EMPTY as usize].len < self.empty_keep
+            {
+                return Ok(None);
+            }
+            return Ok(self.current_emptied(slab));
         }
         Ok(self.settle(slab, true))
     }
