@@ -95,6 +95,46 @@ pub fn new_buddy(arena: &Arena) -> Box<BuddyHeap> {
     h
 }
 
+/// Something to run on one allocator through its concrete type (so the
+/// calls are static and inlinable, as for a `#[global_allocator]`); see
+/// [`with_subject`].
+pub trait Visit {
+    /// Run on `a`.
+    fn visit<A: GlobalAlloc + ?Sized>(self, a: &A);
+}
+
+/// Builds the subject called `name` (one of [`NAMES`]; arena allocators on
+/// a fresh pre-touched arena of `arena_bytes`) and runs `v` on it through
+/// its concrete type. `false` for an unknown name.
+///
+/// # Panics
+/// If the arena cannot be mapped or an allocator refuses it.
+pub fn with_subject(name: &str, arena_bytes: usize, v: impl Visit) -> bool {
+    let arena = || Arena::touched(arena_bytes).expect("mapping a benchmark arena");
+    match name {
+        "bsa" => {
+            let a = arena();
+            v.visit(&*new_bsa(&a, crate::BSA_CPUS));
+        }
+        "mimalloc" => v.visit(&mimalloc::MiMalloc),
+        "system" => v.visit(&System),
+        "talc" => {
+            let a = arena();
+            v.visit(&*new_talc(&a));
+        }
+        "lla" => {
+            let a = arena();
+            v.visit(&*new_lla(&a));
+        }
+        "buddy" => {
+            let a = arena();
+            v.visit(&*new_buddy(&a));
+        }
+        _ => return false,
+    }
+    true
+}
+
 /// One allocator under test, with the arena it owns (if any).
 pub struct Subject {
     /// Short name used in benchmark ids and the report.
