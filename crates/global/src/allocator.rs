@@ -341,7 +341,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     }
 
     /// Run `f` inside a critical section.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn with_cs<R>(&self, f: impl FnOnce(&Cs<'_, '_, P>) -> R) -> R {
         let ctx = PlatformCpu(&self.platform);
         let cs = CriticalSection::enter(&ctx);
@@ -516,7 +516,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     // ----- small objects -------------------------------------------------
 
     /// Allocate a small object of `class` on the current CPU.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn alloc_small(
         &self,
         cpus: &PerCpu<'static, SlabAllocator>,
@@ -585,7 +585,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     }
 
     /// Free a small object. `Err` is the misuse found (already refused).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn free_small(
         &self,
         cpus: &PerCpu<'static, SlabAllocator>,
@@ -642,7 +642,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         r.map_err(slab_misuse)
     }
 
-    #[inline]
+    #[inline(always)]
     fn free_local(
         &self,
         cpus: &PerCpu<'static, SlabAllocator>,

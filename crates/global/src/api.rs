@@ -7,17 +7,28 @@ use core::sync::atomic::Ordering;
 
 use allocator_api2::alloc::{AllocError as ApiAllocError, Allocator};
 
+use bsa_percpu::CriticalSection;
+
 use crate::allocator::{Route, TAG_LARGE};
+use crate::platform::PlatformCpu;
 use crate::regions::OWNER_MASK;
 use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
 
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// Allocate for `layout` (size 0 is served as size 1).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn allocate_inner(&self, layout: Layout) -> Result<NonNull<u8>, AllocError> {
         let cpus = self.cpus().ok_or(AllocError::NotInitialized)?;
         match Self::route(layout)? {
-            Route::Small(class) => self.with_cs(|cs| self.alloc_small(cpus, cs, class)),
+            Route::Small(class) => {
+                // The critical section is entered here rather than through
+                // `with_cs` so that no closure stands between the entry
+                // point and the fast path (the optimiser does not always
+                // inline one).
+                let ctx = PlatformCpu(&self.platform);
+                let cs = CriticalSection::enter(&ctx);
+                self.alloc_small(cpus, &cs, class)
+            }
             Route::Large(pages) => self.allocate_large(pages, layout.align()),
         }
     }
@@ -55,7 +66,12 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             return;
         };
         let r = match Self::route(layout) {
-            Ok(Route::Small(class)) => self.with_cs(|cs| self.free_small(cpus, cs, ptr, class)),
+            Ok(Route::Small(class)) => {
+                // As in `allocate_inner`: no closure on the fast path.
+                let ctx = PlatformCpu(&self.platform);
+                let cs = CriticalSection::enter(&ctx);
+                self.free_small(cpus, &cs, ptr, class)
+            }
             Ok(Route::Large(pages)) => self.deallocate_large(ptr, pages),
             Err(_) => Err(MisuseKind::LayoutMismatch),
         };
