@@ -974,10 +974,10 @@ mod global {
         }
     }
 
-    /// A 2-CPU heap of 2 MiB, used from CPU 0.
+    /// A 2-CPU heap of `2 * HEAP` bytes, used from CPU 0.
     fn setup() -> (Region, Heap) {
         set_cpu(0);
-        heap(2 * MIB, 2)
+        heap(2 * HEAP, 2)
     }
 
     fn alloc(h: &Heap, l: Layout) -> NonNull<u8> {
@@ -1632,14 +1632,14 @@ mod global {
     #[test]
     fn region_with_unaligned_start_and_length_is_accepted() {
         let (_r, h) = setup();
-        let extra = Region::new(512 * KIB);
+        let extra = Region::new(HEAP / 2);
         let before = accounting(&h);
         // SAFETY: a part of a region we own, unused; `h` is dropped
         // explicitly at the end, before `extra`.
-        unsafe { h.add_region(extra.part(3, 512 * KIB - 3 - 5)) }.unwrap();
+        unsafe { h.add_region(extra.part(3, HEAP / 2 - 3 - 5)) }.unwrap();
         let after = accounting(&h);
         assert_eq!(after.regions, before.regions + 1);
-        assert!(after.total_pages > before.total_pages + 100);
+        assert!(after.total_pages > before.total_pages + HEAP / 2 / PAGE - 4);
         // Take every page: each is page aligned, none outside the regions.
         let mut pages = Vec::new();
         while let Ok(p) = h.alloc_pages(1, PAGE) {
