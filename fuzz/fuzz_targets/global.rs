@@ -881,6 +881,17 @@ impl Model {
                     return self.dealloc(addr, o.layout);
                 }
                 (State::Live, _, _) => return self.dealloc_misuse(addr, o, layout),
+                // A small object on a stack, freed with another class (the
+                // chunk was reused for another class since): refused on the
+                // local and on the remote path alike, before any push.
+                (_, Kind::Small { class, .. }, Kind::Small { class: c, .. }) if c != class => {
+                    return self.dealloc_refused(addr, layout, &[MisuseKind::LayoutMismatch]);
+                }
+                // ... or with a large layout: no buddy allocation starts there.
+                (_, Kind::Small { .. }, Kind::Large { .. }) => {
+                    let want = &[MisuseKind::NotAllocated, MisuseKind::LayoutMismatch];
+                    return self.dealloc_refused(addr, layout, want);
+                }
                 // Pending: the owner's local free drains, then sees it free.
                 (State::Pending, Kind::Small { owner, .. }, Kind::Small { .. })
                     if owner == self.cur() =>
