@@ -24,7 +24,7 @@
 //! | slab | local double free | `Err(DoubleFree)` |
 //! | slab | remote double free (drain in between / still on the stack) | drain reports `DoubleFree` / `CorruptRemoteChain` (cycle cut, never hangs) |
 //! | slab | local then remote, remote then local | drain reports `DoubleFree` / `Err(DoubleFree)` |
-//! | slab | pointer in memory that is not a slab | `Err(NotInSlab)` (also for `remote_free`) |
+//! | slab | pointer in memory that is not a slab | `Err(NotInSlab)` (also `remote_free`, `remote_free_any`, `owner_of`, `class_of`) |
 //! | slab | object of another allocator / CPU freed locally | `Err(WrongOwner)` |
 //! | slab | interior pointer, the header's address | `Err(NotOnSlotBoundary)` |
 //! | slab | wrong class (size or align) | `Err(WrongClass { slab, given })` (also for `remote_free`) |
