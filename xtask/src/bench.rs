@@ -102,6 +102,7 @@ const INSTRUCTION_RUNS: &[(&str, &[&str], u64, u64)] = &[
     ("pages-8", &["bsa", "buddy-frame"], 20_000, 500),
     ("growth-page1", &["64MiB", "4GiB"], 20_000, 500),
     ("growth-mixed", &["64MiB", "4GiB"], 50, 2),
+    ("growth-init", &["64MiB", "4GiB"], 20, 2),
 ];
 
 /// One criterion result.
@@ -798,9 +799,12 @@ fn targets(
                 iratio(g, "bsa", "buddy-frame"),
             ));
         }
-        for g in ["growth-page1", "growth-mixed"] {
+        for g in ["growth-page1", "growth-mixed", "growth-init"] {
             t.push((
-                format!("{g} (instructions): 4GiB / 64MiB"),
+                format!(
+                    "{g} (instructions{}): 4GiB / 64MiB",
+                    if g == "growth-init" { " per page" } else { "" }
+                ),
                 Limit::AtMost(1.2),
                 iratio(g, "4GiB", "64MiB"),
             ));

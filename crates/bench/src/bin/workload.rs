@@ -12,14 +12,14 @@
 //! | `batch-random`   | (same)                            |
 //! | `random-actions` | (same)                            |
 //! | `pages-1`, `pages-8` | bsa buddy-frame               |
-//! | `growth-page1`, `growth-mixed` | 64MiB 4GiB (bsa heaps, reserved untouched) |
+//! | `growth-page1`, `growth-mixed`, `growth-init` | 64MiB 4GiB (bsa heaps, reserved untouched; `growth-init` counts per page of the heap) |
 
 use core::alloc::GlobalAlloc;
 use std::process::ExitCode;
 
 use bsa_bench::subject::{with_subject, Visit};
-use bsa_bench::workloads::{Actions, Batch};
-use bsa_bench::{PageSubject, ARENA_BYTES, SEED};
+use bsa_bench::workloads::{time_init, Actions, Batch};
+use bsa_bench::{Arena, PageSubject, ARENA_BYTES, SEED};
 
 /// Runs a slab workload: `iterations` runs after one warm-up.
 struct Slab {
@@ -58,7 +58,7 @@ fn pages(s: &PageSubject, count: usize, n: u64) {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: workload <batch-lifo|batch-random|random-actions|pages-1|pages-8|\
-                 growth-page1|growth-mixed> <subject> <iterations>";
+                 growth-page1|growth-mixed|growth-init> <subject> <iterations>";
     let (Some(workload), Some(subject), Some(n)) = (
         args.first(),
         args.get(1),
@@ -90,6 +90,20 @@ fn main() -> ExitCode {
             };
             s.map(|s| pages(&s, count, n)).is_some()
         }
+        "growth-init" => match heap_bytes(subject) {
+            Some(bytes) => {
+                let Some(arena) = Arena::reserved(bytes) else {
+                    eprintln!("workload: reserving the {subject} heap failed (mmap MAP_NORESERVE)");
+                    return ExitCode::FAILURE;
+                };
+                println!("ops_per_iteration {}", bytes / bsa_bench::pages::PAGE);
+                for _ in 0..=n {
+                    time_init(&arena, 1);
+                }
+                true
+            }
+            None => false,
+        },
         "growth-page1" | "growth-mixed" => {
             match heap_bytes(subject).map(|b| PageSubject::bsa(b, false)) {
                 Some(Some(heap)) => {
