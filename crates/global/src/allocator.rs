@@ -340,6 +340,14 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         Ok(())
     }
 
+    /// Run `f` inside a critical section without asking which CPU runs it
+    /// (for the buddy-only paths, which take no per-CPU state).
+    #[inline(always)]
+    pub(crate) fn with_irqs_off<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _guard = IrqGuard::enter(&self.platform);
+        f()
+    }
+
     /// Run `f` inside a critical section.
     #[inline(always)]
     pub(crate) fn with_cs<R>(&self, f: impl FnOnce(&Cs<'_, '_, P>) -> R) -> R {
@@ -796,7 +804,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     pub fn alloc_pages(&self, count: usize, align: usize) -> Result<NonNull<u8>, AllocError> {
         self.cpus().ok_or(AllocError::NotInitialized)?;
         check_page_request::<PAGE_SIZE>(count, align)?;
-        self.with_cs(|_| {
+        self.with_irqs_off(|| {
             if let Some(p) = self.heap.lock().take_cached(count, align.max(PAGE_SIZE)) {
                 return Ok(p);
             }
@@ -826,7 +834,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             };
             platform.virt_to_phys(first) < LIMIT && platform.virt_to_phys(last) < LIMIT
         };
-        self.with_cs(|_| self.buddy_alloc(count, align, TAG_PAGES, Some(&mut low)))
+        self.with_irqs_off(|| self.buddy_alloc(count, align, TAG_PAGES, Some(&mut low)))
     }
 
     /// Return pages from [`alloc_pages`](Self::alloc_pages) /
@@ -842,7 +850,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     pub unsafe fn dealloc_pages(&self, ptr: NonNull<u8>, count: usize) -> Result<(), AllocError> {
         use bsa_buddy::AllocError as B;
         self.cpus().ok_or(AllocError::NotInitialized)?;
-        self.with_cs(|_| {
+        self.with_irqs_off(|| {
             if self.heap.lock().cache_freed(ptr, count) {
                 return Ok(());
             }
@@ -860,6 +868,28 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
 
     pub(crate) fn report_misuse(&self, kind: MisuseKind, ptr: NonNull<u8>, layout: Layout) {
         self.report(kind, ptr.addr().get(), Some(layout));
+    }
+}
+
+/// A critical section without a CPU index (see
+/// [`GlobalAllocator::with_irqs_off`]): entered on creation, left on drop.
+struct IrqGuard<'a, P: Platform> {
+    platform: &'a P,
+    saved: usize,
+}
+
+impl<'a, P: Platform> IrqGuard<'a, P> {
+    #[inline(always)]
+    fn enter(platform: &'a P) -> Self {
+        let saved = platform.enter_critical();
+        Self { platform, saved }
+    }
+}
+
+impl<P: Platform> Drop for IrqGuard<'_, P> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.platform.exit_critical(self.saved);
     }
 }
 

@@ -36,7 +36,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// A large block of `pages` pages (kept out of the small-object path).
     #[inline(never)]
     fn allocate_large(&self, pages: usize, align: usize) -> Result<NonNull<u8>, AllocError> {
-        self.with_cs(|_| self.buddy_alloc(pages, align.max(PAGE_SIZE), TAG_LARGE, None))
+        self.with_irqs_off(|| self.buddy_alloc(pages, align.max(PAGE_SIZE), TAG_LARGE, None))
     }
 
     /// `GlobalAlloc::alloc`: one out-of-line function with the routing
@@ -83,7 +83,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// Free a large block (kept out of the small-object path).
     #[inline(never)]
     fn deallocate_large(&self, ptr: NonNull<u8>, pages: usize) -> Result<(), MisuseKind> {
-        self.with_cs(|_| self.buddy_free(ptr, pages, TAG_LARGE))
+        self.with_irqs_off(|| self.buddy_free(ptr, pages, TAG_LARGE))
     }
 
     /// Check, without changing anything, that `ptr` is plausibly an
