@@ -663,7 +663,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let r = cpus.with_current(cs, |s| {
             // Owner bits of a chunk owned by `cpu` only change under this lock.
             if entry.load(Ordering::Relaxed) & OWNER_MASK != cpu as u32 + 1 {
-                return Err(None);
+                return LocalFree::NotSlab;
             }
             // SAFETY: (1) the map entry says the chunk is a live slab owned by
             // this CPU slot, whose slab cache is `s`: owner bits are set after
@@ -672,16 +672,16 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             // `dealloc` gives up the object. The slab layer still checks the
             // class, the slot boundary and double frees.
             match unsafe { s.free_owned(ptr, class) } {
+                Ok(None) => LocalFree::Done,
                 Ok(Some(surplus)) => {
                     release_chunk(&self.regions, surplus, cpu);
-                    Ok(Some(surplus))
+                    LocalFree::Surplus(surplus)
                 }
-                Ok(None) => Ok(None),
-                Err(e) => Err(Some(e)),
+                Err(e) => LocalFree::Misuse(e),
             }
         });
         match r {
-            Ok(Ok(None)) => Ok(()),
+            Ok(LocalFree::Done) => Ok(()),
             other => self.free_local_outcome(other, ptr),
         }
     }
@@ -690,21 +690,20 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// simply succeed: hand a surplus slab back to the buddy, or classify
     /// the misuse.
     #[cold]
-    #[allow(clippy::type_complexity)]
     fn free_local_outcome(
         &self,
-        r: Result<Result<Option<NonNull<u8>>, Option<SlabError>>, CpuIndexError>,
+        r: Result<LocalFree, CpuIndexError>,
         ptr: NonNull<u8>,
     ) -> Result<(), MisuseKind> {
         match r {
-            Ok(Ok(Some(surplus))) => {
+            Ok(LocalFree::Surplus(surplus)) => {
                 let freed = self.buddy_free(surplus, Self::SLAB_PAGES, TAG_SLAB);
                 debug_assert!(freed.is_ok());
                 Ok(())
             }
-            Ok(Ok(None)) => Ok(()),
-            Ok(Err(None)) => Err(self.classify_not_slab(ptr)),
-            Ok(Err(Some(e))) => Err(slab_misuse(e)),
+            Ok(LocalFree::Done) => Ok(()),
+            Ok(LocalFree::NotSlab) => Err(self.classify_not_slab(ptr)),
+            Ok(LocalFree::Misuse(e)) => Err(slab_misuse(e)),
             // Cannot happen: `with_current` just succeeded with the same
             // critical section, whose CPU index does not change.
             Err(e) => Err(MisuseKind::CpuOutOfRange {
@@ -869,6 +868,18 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     pub(crate) fn report_misuse(&self, kind: MisuseKind, ptr: NonNull<u8>, layout: Layout) {
         self.report(kind, ptr.addr().get(), Some(layout));
     }
+}
+
+/// What a local small-object free did, under the slot lock.
+enum LocalFree {
+    /// Freed.
+    Done,
+    /// Freed, and the slab cache handed this (released) chunk back.
+    Surplus(NonNull<u8>),
+    /// The chunk is not (or no longer) a slab of this CPU slot.
+    NotSlab,
+    /// The slab layer refused the free.
+    Misuse(SlabError),
 }
 
 /// A critical section without a CPU index (see
