@@ -5,7 +5,7 @@ use crate::util::{self, cargo_toolchain, exec, root, Result};
 use crate::verify::LIBS;
 
 /// Integration tests cheap enough to run under Miri as well: (package, test).
-const MIRI_INTEGRATION: &[(&str, &str)] = &[];
+const MIRI_INTEGRATION: &[(&str, &str)] = &[("bsa-global", "misuse")];
 
 /// Runs Miri on each crate's unit tests.
 pub fn run(args: Vec<String>) -> Result {
