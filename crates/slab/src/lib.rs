@@ -19,10 +19,12 @@
 //!
 //! ## Size classes
 //!
-//! 28 classes: 8, 16, 24, 32, then four per doubling up to 2048
-//! (40 48 56 64 | 80 96 112 128 | 160 192 224 256 | 320 384 448 512 |
-//! 640 768 896 1024 | 1280 1536 1792 2048). For any request of 33..=2048
-//! bytes the class is at most 1.25 × the request (checked at compile time).
+//! 36 classes: 8, 16, 24, 32, then four per doubling up to 512 and eight
+//! per doubling up to 2048 (40 48 56 64 | 80 96 112 128 | 160 192 224 256 |
+//! 320 384 448 512 | 576 640 704 768 832 896 960 1024 |
+//! 1152 1280 1408 1536 1664 1792 1920 2048). For any request of 33..=2048
+//! bytes the class is at most 1.25 × the request, and for 513..=2048 at most
+//! 1.125 × (both checked at compile time).
 //! A class guarantees the alignment of the largest power of two dividing its
 //! size (e.g. 1536 → 512, 96 → 32). [`SizeClass::for_layout`] rounds the size
 //! up to the layout's alignment and looks the result up in a 256-entry table:
@@ -95,13 +97,21 @@
 //! | 384 | 128 | 85 | 128 | 0.4% |
 //! | 448 | 64 | 72 | 512 | 1.6% |
 //! | 512 | 512 | 63 | 512 | 1.6% |
+//! | 576 | 64 | 56 | 512 | 1.6% |
 //! | 640 | 128 | 51 | 128 | 0.4% |
+//! | 704 | 64 | 46 | 384 | 1.2% |
 //! | 768 | 256 | 42 | 512 | 1.6% |
+//! | 832 | 64 | 39 | 320 | 1.0% |
 //! | 896 | 128 | 36 | 512 | 1.6% |
+//! | 960 | 64 | 34 | 128 | 0.4% |
 //! | 1024 | 1024 | 31 | 1024 | 3.1% |
+//! | 1152 | 128 | 28 | 512 | 1.6% |
 //! | 1280 | 256 | 25 | 768 | 2.3% |
+//! | 1408 | 128 | 23 | 384 | 1.2% |
 //! | 1536 | 512 | 21 | 512 | 1.6% |
+//! | 1664 | 128 | 19 | 1152 | 3.5% |
 //! | 1792 | 256 | 18 | 512 | 1.6% |
+//! | 1920 | 128 | 17 | 128 | 0.4% |
 //! | 2048 | 2048 | 15 | 2048 | 6.25% |
 //!
 //! (64-bit targets; the header is 64 bytes, plus 8 bytes of bitmap per 64
@@ -109,7 +119,7 @@
 //! give the numbers at run time.)
 //!
 //! **Memory cost.** A class in use costs at least one slab per CPU: 32 KiB
-//! per CPU and class, so up to 28 × 32 KiB = 896 KiB per CPU if every class
+//! per CPU and class, so up to 36 × 32 KiB = 1152 KiB per CPU if every class
 //! is used, plus up to `empty_keep` cached empty slabs per class (default 1).
 //! Small embedded heaps should budget for the classes they really use, or
 //! set `empty_keep` to 0.

@@ -19,15 +19,17 @@ pub const SLAB_SIZE: usize = 32 * 1024;
 pub const MAX_SMALL_SIZE: usize = 2048;
 
 /// Object sizes of the classes, ascending: 8, 16, 24, 32, then four classes
-/// per doubling up to 2048.
-const SIZES: [u16; 28] = [
+/// per doubling up to 512 and eight per doubling (steps of 64, then 128) up
+/// to 2048. Every class above 512 is a multiple of 64, so it guarantees at
+/// least 64-byte alignment.
+const SIZES: [u16; 36] = [
     8, 16, 24, 32, // tiny
     40, 48, 56, 64, // (32, 64]
     80, 96, 112, 128, // (64, 128]
     160, 192, 224, 256, // (128, 256]
     320, 384, 448, 512, // (256, 512]
-    640, 768, 896, 1024, // (512, 1024]
-    1280, 1536, 1792, 2048, // (1024, 2048]
+    576, 640, 704, 768, 832, 896, 960, 1024, // (512, 1024]
+    1152, 1280, 1408, 1536, 1664, 1792, 1920, 2048, // (1024, 2048]
 ];
 
 /// Number of size classes.
@@ -264,6 +266,23 @@ const _: () = {
         // request for class i is SIZES[i - 1] + 1.
         if SIZES[i] > 32 {
             assert!(4 * SIZES[i] as usize <= 5 * (SIZES[i - 1] as usize + 1));
+        }
+        // Above 512 the bound is 1.125 (eight classes per doubling).
+        if SIZES[i] > 512 {
+            assert!(8 * SIZES[i] as usize <= 9 * (SIZES[i - 1] as usize + 1));
+        }
+        // The alignment rule `for_layout` relies on: for every power of two
+        // `a` that does not divide the class size, no multiple of `a` lies
+        // in (SIZES[i - 1], SIZES[i]], so the smallest class at least a
+        // multiple of `a` is itself a multiple of `a`.
+        if i > 0 {
+            let mut a = 8usize;
+            while a <= MAX_SMALL_SIZE {
+                if SIZES[i] as usize % a != 0 {
+                    assert!(SIZES[i] as usize / a * a <= SIZES[i - 1] as usize);
+                }
+                a *= 2;
+            }
         }
         // Header + unusable tail at most 1/16 of the slab. (The loom build
         // has a bigger header and is not held to it.)

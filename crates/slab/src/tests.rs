@@ -165,14 +165,50 @@ fn class_properties() {
         let c = class_of_size(s);
         assert!(c.size() * 4 <= s * 5, "size {s} -> {}", c.size());
     }
-    // At least 4 classes per doubling above 32.
+    // Tighter above 512: at most 1.125 ×.
+    for s in 513..=MAX_SMALL_SIZE {
+        let c = class_of_size(s);
+        assert!(c.size() * 8 <= s * 9, "size {s} -> {}", c.size());
+    }
+    // At least 4 classes per doubling above 32, 8 above 512.
     let mut lo = 32;
     while lo < MAX_SMALL_SIZE {
         let n = SizeClass::all()
             .filter(|c| c.size() > lo && c.size() <= 2 * lo)
             .count();
-        assert!(n >= 4, "({lo}, {}] has {n} classes", 2 * lo);
+        let want = if lo >= 512 { 8 } else { 4 };
+        assert!(n >= want, "({lo}, {}] has {n} classes", 2 * lo);
         lo *= 2;
+    }
+    // Every class above 512 guarantees at least 64-byte alignment.
+    for c in SizeClass::all().filter(|c| c.size() > 512) {
+        assert!(c.align() >= 64, "{c}: align {}", c.align());
+    }
+    assert_eq!(NUM_CLASSES, 36);
+}
+
+/// The class table in the crate docs (lib.rs) matches the geometry
+/// computed at compile time, row for row.
+#[test]
+fn doc_class_table_matches_geometry() {
+    let rows: Vec<Vec<std::string::String>> = include_str!("lib.rs")
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! | "))
+        .filter(|l| l.starts_with(|ch: char| ch.is_ascii_digit()))
+        .map(|l| {
+            l.trim_end_matches(" |")
+                .split(" | ")
+                .map(std::string::String::from)
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), NUM_CLASSES);
+    for (row, c) in rows.iter().zip(SizeClass::all()) {
+        let num = |i: usize| row[i].parse::<usize>().unwrap();
+        assert_eq!(num(0), c.size(), "{row:?}");
+        assert_eq!(num(1), c.align(), "{row:?}");
+        assert_eq!(num(2), c.objects_per_slab(), "{row:?}");
+        assert_eq!(num(3), c.slab_overhead(), "{row:?}");
     }
 }
 
