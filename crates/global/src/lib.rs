@@ -110,9 +110,14 @@
 //! **IRQ safety.** Interrupt handlers may allocate and free if and only if
 //! `enter_critical` masks interrupts: every lock the allocator takes is
 //! taken inside the critical section. With the default no-op critical
-//! section, only threads (never handlers) may use it, and a thread must not
-//! be preempted by another thread using the same CPU slot while inside —
-//! true in hosted programs where each slot's lock simply serialises threads.
+//! section, only threads (never interrupt or signal handlers) may use it.
+//! Any number of threads may then share a CPU slot, preemption included:
+//! the slot's spin lock serialises them, and a lock holder that is
+//! preempted is rescheduled by the OS while the others spin (a cost in
+//! time, never in safety). A handler, in contrast, runs on top of the code
+//! it interrupted and cannot wait for it, so one that allocates while its
+//! CPU's slot lock is held would spin forever: that is what the critical
+//! section masks.
 //!
 //! ```no_run
 //! use core::ptr::addr_of_mut;

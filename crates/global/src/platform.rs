@@ -37,9 +37,14 @@ pub unsafe trait Platform: Sync {
     /// Enter a critical section and return the state to restore: mask
     /// interrupts (which also stops preemption) so that nothing else on this
     /// CPU can enter the allocator until [`exit_critical`](Platform::exit_critical).
-    /// Must nest. Default: nothing (correct only if no interrupt handler or
-    /// preempting thread allocates, or if every CPU index is used by one
-    /// thread only, as in a hosted program).
+    /// Must nest. Default: nothing, which is correct whenever no interrupt
+    /// or signal handler allocates or frees. Several threads may share a
+    /// CPU index (as with `HostedPlatform`, feature `hosted`): the
+    /// slot's spin lock serialises them, and a thread preempted while
+    /// holding it is simply rescheduled by the OS while the others spin.
+    /// What the critical section must exclude is code that runs on top of
+    /// a lock holder and cannot be preempted back to it — an interrupt or
+    /// signal handler that allocates would spin on that lock forever.
     ///
     /// Every allocator operation runs inside one critical section; the
     /// allocator never blocks in it except on its own spin locks, and calls
