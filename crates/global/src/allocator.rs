@@ -608,11 +608,46 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         if owner == 0 {
             return Err(self.classify_not_slab(ptr));
         }
-        let cpu = cs.cpu();
-        if owner as usize == cpu + 1 {
+        // `owner` is non-zero: no `cpu + 1`, which would overflow for an
+        // out-of-range index from `Platform::current_cpu` (that one takes
+        // the remote path, which needs no CPU slot).
+        if owner as usize - 1 == cs.cpu() {
             return self.free_local(cpus, cs, entry, ptr, class);
         }
         self.free_remote(cpus, cs, entry, ptr, class)
+    }
+
+    /// Check, changing nothing, that `ptr` is an object of `class` in a
+    /// live slab: the checks [`free_small`](Self::free_small) makes before
+    /// it frees (map entry, the slab header's class, the slot boundary),
+    /// with the same misuse kinds. Whether the slot is currently allocated
+    /// is only known to the owner's bitmap, which a free checks.
+    pub(crate) fn check_small(&self, ptr: NonNull<u8>, class: SizeClass) -> Result<(), MisuseKind> {
+        let Some(entry) = self.regions.entry(ptr.addr().get()) else {
+            return Err(MisuseKind::ForeignPointer);
+        };
+        // Registered like a remote free: the chunk cannot be released (nor
+        // set up again) until `end_remote`.
+        let owner = regions::begin_remote(entry);
+        let located = if owner == 0 {
+            None
+        } else {
+            // SAFETY: the chunk containing `ptr` is a live slab of this
+            // allocator and stays one until `end_remote` below, and its
+            // header was written before the owner bits were set — as in
+            // `free_remote`, points (1) and (2). `class_of` only reads.
+            Some(unsafe { SlabAllocator::class_of(ptr) })
+        };
+        regions::end_remote(entry);
+        match located {
+            Some(Ok(c)) if c == class => Ok(()),
+            Some(Ok(c)) => Err(slab_misuse(SlabError::WrongClass {
+                slab: c,
+                given: class,
+            })),
+            Some(Err(e)) => Err(slab_misuse(e)),
+            None => Err(self.classify_not_slab(ptr)),
+        }
     }
 
     /// The remote path of [`free_small`](Self::free_small): the chunk
@@ -629,7 +664,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let cpu = cs.cpu();
         // Announce the free (and re-read the owner) with one RMW.
         let owner = regions::begin_remote(entry);
-        if owner == 0 || owner as usize == cpu + 1 {
+        if owner == 0 || owner as usize - 1 == cpu {
             regions::end_remote(entry);
             return if owner == 0 {
                 Err(self.classify_not_slab(ptr))

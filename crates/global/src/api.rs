@@ -3,7 +3,6 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::Ordering;
 
 use allocator_api2::alloc::{AllocError as ApiAllocError, Allocator};
 
@@ -11,7 +10,6 @@ use bsa_percpu::CriticalSection;
 
 use crate::allocator::{Route, TAG_LARGE};
 use crate::platform::PlatformCpu;
-use crate::regions::OWNER_MASK;
 use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
 
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
@@ -61,11 +59,19 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// Free `ptr` allocated for `layout`; misuse is reported and ignored.
     #[inline]
     pub(crate) fn deallocate_inner(&self, ptr: NonNull<u8>, layout: Layout) {
+        if let Err(kind) = self.free_checked(ptr, layout) {
+            self.report_misuse(kind, ptr, layout);
+        }
+    }
+
+    /// Free `ptr` allocated for `layout`. `Err` is the misuse found (not
+    /// reported; nothing freed).
+    #[inline(always)]
+    fn free_checked(&self, ptr: NonNull<u8>, layout: Layout) -> Result<(), MisuseKind> {
         let Some(cpus) = self.cpus.get() else {
-            self.report_misuse(MisuseKind::ForeignPointer, ptr, layout);
-            return;
+            return Err(MisuseKind::ForeignPointer);
         };
-        let r = match Self::route(layout) {
+        match Self::route(layout) {
             Ok(Route::Small(class)) => {
                 // As in `allocate_inner`: no closure on the fast path.
                 let ctx = PlatformCpu(&self.platform);
@@ -74,9 +80,6 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             }
             Ok(Route::Large(pages)) => self.deallocate_large(ptr, pages),
             Err(_) => Err(MisuseKind::LayoutMismatch),
-        };
-        if let Err(kind) = r {
-            self.report_misuse(kind, ptr, layout);
         }
     }
 
@@ -86,24 +89,18 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         self.with_irqs_off(|| self.buddy_free(ptr, pages, TAG_LARGE))
     }
 
-    /// Check, without changing anything, that `ptr` is plausibly an
-    /// allocation for `layout`: for a small layout, its chunk is a live slab
-    /// of this allocator (the object itself is checked when it is freed);
-    /// for a large one, it heads a live large block of the right size.
+    /// Check, without changing anything, that `ptr` is an allocation for
+    /// `layout`, with the misuse kind `dealloc` would report: for a small
+    /// layout, an object of its class in a live slab (on a slot boundary;
+    /// whether the slot is allocated is checked when it is freed); for a
+    /// large one, the head of a live large block of the right size.
     fn validate(&self, ptr: NonNull<u8>, layout: Layout) -> Result<Route, MisuseKind> {
         if self.cpus.get().is_none() {
             return Err(MisuseKind::ForeignPointer);
         }
         let route = Self::route(layout).map_err(|_| MisuseKind::LayoutMismatch)?;
         match route {
-            Route::Small(_) => {
-                let Some(entry) = self.regions.entry(ptr.addr().get()) else {
-                    return Err(MisuseKind::ForeignPointer);
-                };
-                if entry.load(Ordering::Acquire) & OWNER_MASK == 0 {
-                    return Err(MisuseKind::NotAllocated);
-                }
-            }
+            Route::Small(class) => self.check_small(ptr, class)?,
             Route::Large(pages) => {
                 let heap = self.with_cs(|_| self.heap.lock().buddy.allocation(ptr));
                 match heap {
@@ -194,7 +191,13 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                         old.size().min(new.size()),
                     )
                 };
-                self.deallocate_inner(ptr, old);
+                if let Err(kind) = self.free_checked(ptr, old) {
+                    // Not a live allocation after all (e.g. a small object
+                    // already freed, which only its free can tell): refuse.
+                    self.deallocate_inner(fresh, new);
+                    self.report_misuse(kind, ptr, old);
+                    return Err(AllocError::BadRequest);
+                }
                 Ok((fresh, Self::capacity(new)))
             }
             Err(kind) => {

@@ -45,6 +45,8 @@
 //! | global | pages never allocated: free pages, region metadata, a chunk that is no slab | `DoubleFree` / `NotAllocated` / `NotAllocated` |
 //! | global | null pointer to `dealloc` / `realloc` | report `NotAllocated` (realloc: null) |
 //! | global | realloc with a foreign pointer or a wrong page count | null, report, block untouched |
+//! | global | realloc / `grow` / `shrink` with a small old layout of another class, or a small old layout for a large block | null / `Err`, report `LayoutMismatch` (as `dealloc`), block untouched |
+//! | global | realloc of a freed small object that must move / stays in its class | null, report `DoubleFree`, nothing leaked / not detected (only a free reads the slot's bitmap) |
 //! | global | zero-size layout | `GlobalAlloc`: served as 1 byte; `Allocator`: dangling, no-op free |
 //! | global | huge request (size near `isize::MAX`, > largest block) / `realloc` to it | null / `Err(NoMemory)`, `grow` not asked, block untouched |
 //! | global | `alloc_pages` count 0 / `count * PAGE_SIZE` overflow / align not a power of two / align above the largest block | `Err(BadRequest)` |
@@ -54,7 +56,7 @@
 //! | global | calls before `init` | null, `Err(NotInitialized)`, frees reported `ForeignPointer` |
 //! | global | `init` twice / bad CPU count / region too small | `AlreadyInitialized` / `BadCpuCount` / `RegionTooSmall` (retry allowed) |
 //! | global | `Platform::grow` returns a region too small or overlapping | refused (not added), null / `Err(NoMemory)`, nothing changes |
-//! | global | `Platform::current_cpu` out of range | small alloc null + report `CpuOutOfRange`; large alloc and frees work |
+//! | global | `Platform::current_cpu` out of range | small alloc null + report `CpuOutOfRange`; large alloc and frees work (index `usize::MAX` included, no overflow) |
 
 use bsa_global as bsa;
 mod common;
@@ -1422,13 +1424,8 @@ mod global {
                 }]
             );
             assert!(h.realloc(l.as_ptr(), SMALL, 32).is_null());
-            // `dealloc` says `LayoutMismatch` here; `realloc` currently says
-            // `NotAllocated` (reported to the lead): either way, refused.
-            let r = reports(&h);
-            assert!(
-                r == [MisuseKind::LayoutMismatch] || r == [MisuseKind::NotAllocated],
-                "{r:?}"
-            );
+            // The same kind `dealloc` reports for this misuse.
+            assert_eq!(reports(&h), [MisuseKind::LayoutMismatch]);
         }
         assert!(intact_pattern(l, LARGE.size(), 5));
         // The same through the `Allocator` API: `Err`, reported.
@@ -1745,6 +1742,86 @@ mod global {
     }
 
     #[test]
+    fn small_free_from_cpu_usize_max_does_not_panic() {
+        let (_r, h) = setup();
+        let p = alloc(&h, SMALL);
+        set_cpu(usize::MAX);
+        dealloc(&h, p, SMALL); // used to overflow `cpu + 1` (debug panic)
+        set_cpu(0);
+        assert_eq!(reports(&h), []);
+        h.drain_remote_frees();
+        assert_eq!(h.stats().small.live_objects, 0);
+        h.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn realloc_with_a_wrong_small_layout_is_refused() {
+        let (_r, h) = setup();
+        let small = layout(64, 8);
+        // Same route as the slab's class would allow in place (1000) and a
+        // move that would copy 1024 bytes out of a 64-byte slot (3000).
+        for new_size in [1000, 3000] {
+            let p = alloc(&h, small);
+            fill(p, 64, 9);
+            // SAFETY: deliberately wrong old layout; refused.
+            let q = unsafe { h.realloc(p.as_ptr(), layout(1024, 8), new_size) };
+            assert!(
+                q.is_null(),
+                "new size {new_size}: realloc accepted a wrong layout"
+            );
+            assert_eq!(reports(&h), [MisuseKind::LayoutMismatch]);
+            assert!(intact_pattern(p, 64, 9));
+            // The same through the `Allocator` API.
+            let a = &h;
+            // SAFETY: deliberately wrong old layout; refused.
+            unsafe {
+                assert!(a.grow(p, layout(1024, 8), layout(new_size, 8)).is_err());
+                assert!(a.shrink(p, layout(1024, 8), layout(512, 8)).is_err());
+            }
+            assert_eq!(reports(&h), [MisuseKind::LayoutMismatch; 2]);
+            assert!(intact_pattern(p, 64, 9));
+            dealloc(&h, p, small);
+        }
+        assert_eq!(reports(&h), []);
+        assert_eq!(h.stats().small.live_objects, 0);
+        h.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn realloc_small_layout_for_large_block_is_a_layout_mismatch() {
+        let (_r, h) = setup();
+        let big = layout(3 * PAGE, 8);
+        let p = alloc(&h, big);
+        // SAFETY: deliberately wrong old layout; refused.
+        assert!(unsafe { h.realloc(p.as_ptr(), layout(64, 8), 32) }.is_null());
+        let realloc_kind = reports(&h);
+        // SAFETY: as above; `dealloc` refuses it too.
+        unsafe { h.dealloc(p.as_ptr(), layout(64, 8)) };
+        assert_eq!(realloc_kind, reports(&h));
+        assert_eq!(realloc_kind, [MisuseKind::LayoutMismatch]);
+        dealloc(&h, p, big);
+        assert_eq!(reports(&h), []);
+        h.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn realloc_of_a_freed_small_object_that_must_move_is_refused() {
+        let (_r, h) = setup();
+        let keep = alloc(&h, SMALL);
+        let p = alloc(&h, SMALL);
+        dealloc(&h, p, SMALL);
+        let before = accounting(&h);
+        // SAFETY: deliberate use after free; refused (the slot's bitmap,
+        // checked when the old block is freed, says it is free).
+        assert!(unsafe { h.realloc(p.as_ptr(), SMALL, 4 * SMALL.size()) }.is_null());
+        assert_eq!(reports(&h), [MisuseKind::DoubleFree]);
+        // The refused move's fresh block was freed: its slab is empty.
+        h.trim();
+        still_works(&h, before, "global realloc after free");
+        dealloc(&h, keep, SMALL);
+    }
+
+    #[test]
     fn cpu_index_out_of_range() {
         let (_r, h) = setup();
         let s = alloc(&h, SMALL);
@@ -1766,10 +1843,13 @@ mod global {
             assert_eq!(reports(&h), [], "cpu {cpu}");
         }
         // A small free from a bad index takes the remote path (no slot
-        // needed) and succeeds. (Index `usize::MAX` is left out: reported
-        // to the lead, `cpu + 1` overflows in `free_small` in debug builds.)
+        // needed) and succeeds, `usize::MAX` included (no `cpu + 1`).
+        set_cpu(0);
+        let s2 = alloc(&h, SMALL);
         set_cpu(7);
         dealloc(&h, s, SMALL);
+        set_cpu(usize::MAX);
+        dealloc(&h, s2, SMALL);
         assert_eq!(reports(&h), []);
         set_cpu(0);
         h.drain_remote_frees();
