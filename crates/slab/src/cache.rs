@@ -187,6 +187,13 @@ impl SlabAllocator {
     #[inline]
     fn alloc_class_inner(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         if let Some(slab) = self.classes[class.slot()].current {
+            // A remote double free of an object that is free here sits on
+            // the stack until a drain judges it. Drain before handing out
+            // anything, or that object could be handed out now and freed
+            // again by the next drain (then handed out twice).
+            if slab.remote_pending() {
+                self.drain_slab(slab);
+            }
             if let Some(obj) = slab.take_free(class.geometry()) {
                 if slab.free() == 0 {
                     self.exhausted(slab);
@@ -201,6 +208,9 @@ impl SlabAllocator {
     fn alloc_slow(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         loop {
             if let Some(slab) = self.classes[class.slot()].current {
+                if slab.remote_pending() {
+                    self.drain_slab(slab);
+                }
                 match slab.take_free(class.geometry()) {
                     Some(obj) => {
                         if slab.free() == 0 {

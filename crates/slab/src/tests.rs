@@ -626,6 +626,40 @@ fn local_then_remote_double_free_loses_nothing_else() {
 }
 
 #[test]
+fn remote_double_free_of_a_free_object_is_judged_before_it_is_reused() {
+    // Found by the slab fuzz target: a remote free of an object that is
+    // already free here waited on the stack while the owner handed the
+    // object out again; the next drain then freed the live object.
+    let mut pool = Pool::new();
+    let mut a = SlabAllocator::new(0);
+    let class = class_of_size(8);
+    let p = alloc(&mut a, &mut pool, class);
+    let keep = alloc(&mut a, &mut pool, class);
+    // SAFETY: p is live, then freed twice on purpose (locally, then remotely).
+    unsafe {
+        a.free(p, class).unwrap();
+        SlabAllocator::remote_free(p, class).unwrap();
+    }
+    // The lowest free slot is p's: it must not be handed out while the
+    // bogus remote free of it is still pending.
+    let x = alloc(&mut a, &mut pool, class);
+    a.drain_remote(|_| panic!("the slab is not empty"));
+    let st = a.stats();
+    assert_eq!(st.remote_double_frees, 1);
+    assert_eq!(a.take_remote_error(), Some(SlabError::DoubleFree));
+    assert_eq!(st.classes[class.index()].live_objects, 2);
+    // x is still live: freeing it works once, and only once.
+    // SAFETY: x and keep are live objects of this allocator.
+    unsafe {
+        assert_eq!(a.free(x, class), Ok(None));
+        assert_eq!(a.free(x, class), Err(SlabError::DoubleFree));
+        a.free(keep, class).unwrap();
+    }
+    still_works(&mut a, &mut pool, class);
+    teardown(&mut a, &mut pool);
+}
+
+#[test]
 fn remote_double_free_on_the_stack_is_a_cycle_and_is_cut() {
     let mut pool = Pool::new();
     let mut a = SlabAllocator::new(0);
