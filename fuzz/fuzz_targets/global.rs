@@ -38,7 +38,7 @@
 #![no_main]
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -272,8 +272,11 @@ struct Model {
     freed: Vec<(usize, Layout)>,
     /// Our bogus remote free not yet counted by a drain.
     bogus: Option<usize>,
-    /// Bogus frees counted by a drain but not yet reported.
-    unreported: usize,
+    /// Owner CPUs whose drains counted a bogus free not yet reported. The
+    /// allocator reports what each CPU's drains found once per CPU (one
+    /// report may cover several double frees of that CPU), so this is a
+    /// set of CPUs, not a count of frees.
+    unreported: BTreeSet<usize>,
     double_seen: u64,
     corrupt_seen: u64,
     /// Buddy pages added by `AddRegion`.
@@ -340,7 +343,7 @@ fn run(input: &Input) {
         objects: BTreeMap::new(),
         freed: Vec::new(),
         bogus: None,
-        unreported: 0,
+        unreported: BTreeSet::new(),
         double_seen: 0,
         corrupt_seen: 0,
         added_pages: 0,
@@ -452,9 +455,10 @@ impl Model {
         let got: Vec<Misuse> = std::mem::take(&mut *self.heap.platform().reports.lock().unwrap());
         let mut want: Vec<&[MisuseKind]> = want.to_vec();
         for r in got {
-            if r.addr == 0 && r.kind == MisuseKind::DoubleFree && self.unreported > 0 {
-                // One drain report may cover several double frees.
-                self.unreported = 0;
+            if r.addr == 0 && r.kind == MisuseKind::DoubleFree && !self.unreported.is_empty() {
+                // One report per CPU whose drains found double frees; the
+                // report does not say which CPU, so retire any one.
+                self.unreported.pop_first();
                 continue;
             }
             match want.iter().position(|w| w.contains(&r.kind)) {
@@ -485,7 +489,14 @@ impl Model {
             (0, _) => {}
             (1, Some(addr)) => {
                 self.bogus = None;
-                self.unreported += 1;
+                let Some(Obj {
+                    kind: Kind::Small { owner, .. },
+                    ..
+                }) = self.objects.get(&addr)
+                else {
+                    unreachable!("the bogus free is a small object")
+                };
+                self.unreported.insert(*owner);
                 self.objects.remove(&addr);
             }
             (n, b) => {
@@ -1176,7 +1187,8 @@ impl Model {
             "a remote double free was not found by the drain"
         );
         assert_eq!(
-            self.unreported, 0,
+            self.unreported,
+            BTreeSet::new(),
             "a remote double free was counted but not reported"
         );
         self.check(true);
