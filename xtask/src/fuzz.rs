@@ -53,8 +53,12 @@ pub fn run(mut args: Vec<String>) -> Result {
 pub fn smoke() -> Result {
     ensure_cargo_fuzz()?;
     exec(fuzz_cmd().args(["build", "--fuzz-dir", "fuzz"]))?;
+    // A fixed seed keeps the gate repeatable: on a fresh checkout (the
+    // committed seeds only) every run explores the same inputs, so a red
+    // smoke means a change broke something. Finding new bugs is the job of
+    // `cargo xtask fuzz <target>`, which seeds from the clock.
     for target in TARGETS {
-        run_target(target, SMOKE_SECONDS, &[])?;
+        run_target(target, SMOKE_SECONDS, &["-seed=1".to_string()])?;
     }
     Ok(())
 }
