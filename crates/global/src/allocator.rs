@@ -767,25 +767,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             return 0;
         };
         self.with_cs(|_| self.heap.lock().flush_page_cache());
-        let mut returned = 0;
-        for cpu in 0..cpus.cpu_count() {
-            let list = self.with_cs(|_cs| {
-                let mut list = ChunkList::new();
-                let _ = cpus.with_cpu(cpu, |s| {
-                    s.trim(|chunk| {
-                        release_chunk(&self.regions, chunk, cpu);
-                        // SAFETY: the slab cache handed the chunk back
-                        // (detached, empty) and its map entry was cleared
-                        // with no remote free in flight: it is ours, unused.
-                        unsafe { list.push(chunk) };
-                    })
-                });
-                list
-            });
-            returned += self.free_chunks(list);
-            self.with_cs(|_| self.report_remote_errors(cpus, cpu));
-        }
-        returned
+        self.sweep(cpus, true)
     }
 
     /// Drain pending remote frees of every CPU without returning cached
@@ -794,16 +776,32 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let Some(cpus) = self.cpus.get() else {
             return 0;
         };
+        self.sweep(cpus, false)
+    }
+
+    /// Visits every CPU's slab cache in turn, each inside its own critical
+    /// section: drains its pending remote frees and, with `trim`, takes
+    /// every empty slab (else only those beyond the cache's policy). The
+    /// chunks go back to the buddy after the slot lock is dropped, then
+    /// what the drains found is reported. Returns the chunks returned.
+    fn sweep(&self, cpus: &PerCpu<'static, SlabAllocator>, trim: bool) -> usize {
         let mut returned = 0;
         for cpu in 0..cpus.cpu_count() {
             let list = self.with_cs(|_cs| {
                 let mut list = ChunkList::new();
+                let mut release = |chunk| {
+                    release_chunk(&self.regions, chunk, cpu);
+                    // SAFETY: the slab cache handed the chunk back
+                    // (detached, empty) and its map entry was cleared
+                    // with no remote free in flight: it is ours, unused.
+                    unsafe { list.push(chunk) };
+                };
                 let _ = cpus.with_cpu(cpu, |s| {
-                    s.drain_remote(|chunk| {
-                        release_chunk(&self.regions, chunk, cpu);
-                        // SAFETY: as in `trim`.
-                        unsafe { list.push(chunk) };
-                    })
+                    if trim {
+                        s.trim(&mut release)
+                    } else {
+                        s.drain_remote(&mut release)
+                    }
                 });
                 list
             });
