@@ -90,7 +90,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                     continue;
                 };
                 for (sum, c) in st.classes.iter_mut().zip(s.classes.iter()) {
-                    add(sum, c);
+                    sum.add(c);
                 }
                 if let Some(slot) = st.per_cpu.get_mut(cpu) {
                     *slot = s.total();
@@ -99,7 +99,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 st.corrupt_remote_chains += s.corrupt_remote_chains;
             }
             for c in &st.classes {
-                add(&mut st.small, c);
+                st.small.add(c);
             }
         }
         self.with_cs(|_| {
@@ -239,14 +239,4 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         debug_assert_eq!(addr % SLAB_SIZE, 0);
         Some(p)
     }
-}
-
-fn add(sum: &mut ClassStats, c: &ClassStats) {
-    sum.live_objects += c.live_objects;
-    sum.live_bytes += c.live_bytes;
-    sum.free_objects += c.free_objects;
-    sum.partial_slabs += c.partial_slabs;
-    sum.full_slabs += c.full_slabs;
-    sum.empty_slabs += c.empty_slabs;
-    sum.remote_pending_slabs += c.remote_pending_slabs;
 }

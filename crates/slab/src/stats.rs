@@ -35,7 +35,8 @@ impl ClassStats {
         self.partial_slabs + self.full_slabs + self.empty_slabs
     }
 
-    fn add(&mut self, o: &ClassStats) {
+    /// Adds `o`'s figures to these (for totals over classes or CPUs).
+    pub fn add(&mut self, o: &ClassStats) {
         self.live_objects += o.live_objects;
         self.live_bytes += o.live_bytes;
         self.free_objects += o.free_objects;
