@@ -617,36 +617,44 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         self.free_remote(cpus, cs, entry, ptr, class)
     }
 
-    /// Check, changing nothing, that `ptr` is an object of `class` in a
-    /// live slab: the checks [`free_small`](Self::free_small) makes before
-    /// it frees (map entry, the slab header's class, the slot boundary),
-    /// with the same misuse kinds. Whether the slot is currently allocated
-    /// is only known to the owner's bitmap, which a free checks.
-    pub(crate) fn check_small(&self, ptr: NonNull<u8>, class: SizeClass) -> Result<(), MisuseKind> {
+    /// Check, without freeing it, that `ptr` is a live object of `class`:
+    /// the checks [`free_small`](Self::free_small) makes (map entry, the
+    /// slab header's class, the slot boundary, the slot's bit in the owner's
+    /// bitmap after draining its pending remote frees), with the same
+    /// misuse kinds. Takes the owner CPU's slot lock, whichever CPU runs it.
+    pub(crate) fn check_small(
+        &self,
+        cpus: &PerCpu<'static, SlabAllocator>,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(), MisuseKind> {
         let Some(entry) = self.regions.entry(ptr.addr().get()) else {
             return Err(MisuseKind::ForeignPointer);
         };
-        // Registered like a remote free: the chunk cannot be released (nor
-        // set up again) until `end_remote`.
-        let owner = regions::begin_remote(entry);
-        let located = if owner == 0 {
-            None
-        } else {
-            // SAFETY: the chunk containing `ptr` is a live slab of this
-            // allocator and stays one until `end_remote` below, and its
-            // header was written before the owner bits were set — as in
-            // `free_remote`, points (1) and (2). `class_of` only reads.
-            Some(unsafe { SlabAllocator::class_of(ptr) })
-        };
-        regions::end_remote(entry);
-        match located {
-            Some(Ok(c)) if c == class => Ok(()),
-            Some(Ok(c)) => Err(slab_misuse(SlabError::WrongClass {
-                slab: c,
-                given: class,
-            })),
-            Some(Err(e)) => Err(slab_misuse(e)),
-            None => Err(self.classify_not_slab(ptr)),
+        let owner = entry.load(Ordering::Acquire) & OWNER_MASK;
+        if owner == 0 {
+            return Err(self.classify_not_slab(ptr));
+        }
+        let r = self.with_irqs_off(|| {
+            cpus.with_cpu(owner as usize - 1, |s| {
+                // Owner bits of a chunk only change under its owner's lock,
+                // which we hold: if they changed since the read above, the
+                // chunk was handed back (or set up again) meanwhile, so
+                // `ptr` was not a live object of it.
+                if entry.load(Ordering::Relaxed) & OWNER_MASK != owner {
+                    return None;
+                }
+                // SAFETY: the map entry says the chunk is a live slab owned
+                // by this CPU slot, whose cache is `s`, and that stays so
+                // while we hold its lock (as in `free_local`).
+                Some(unsafe { s.check_owned(ptr, class) })
+            })
+        });
+        match r {
+            Ok(Some(Ok(()))) => Ok(()),
+            Ok(Some(Err(e))) => Err(slab_misuse(e)),
+            // `Err`: cannot happen, owner bits always name a CPU slot.
+            Ok(None) | Err(_) => Err(self.classify_not_slab(ptr)),
         }
     }
 

@@ -91,16 +91,15 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
 
     /// Check, without changing anything, that `ptr` is an allocation for
     /// `layout`, with the misuse kind `dealloc` would report: for a small
-    /// layout, an object of its class in a live slab (on a slot boundary;
-    /// whether the slot is allocated is checked when it is freed); for a
+    /// layout, a live (allocated) object of its class; for a
     /// large one, the head of a live large block of the right size.
     fn validate(&self, ptr: NonNull<u8>, layout: Layout) -> Result<Route, MisuseKind> {
-        if self.cpus.get().is_none() {
+        let Some(cpus) = self.cpus.get() else {
             return Err(MisuseKind::ForeignPointer);
-        }
+        };
         let route = Self::route(layout).map_err(|_| MisuseKind::LayoutMismatch)?;
         match route {
-            Route::Small(class) => self.check_small(ptr, class)?,
+            Route::Small(class) => self.check_small(cpus, ptr, class)?,
             Route::Large(pages) => {
                 let heap = self.with_cs(|_| self.heap.lock().buddy.allocation(ptr));
                 match heap {

@@ -46,7 +46,7 @@
 //! | global | null pointer to `dealloc` / `realloc` | report `NotAllocated` (realloc: null) |
 //! | global | realloc with a foreign pointer or a wrong page count | null, report, block untouched |
 //! | global | realloc / `grow` / `shrink` with a small old layout of another class, or a small old layout for a large block | null / `Err`, report `LayoutMismatch` (as `dealloc`), block untouched |
-//! | global | realloc of a freed small object that must move / stays in its class | null, report `DoubleFree`, nothing leaked / not detected (only a free reads the slot's bitmap) |
+//! | global | realloc / `grow` / `shrink` of a freed small object, to another class or within its class (freed here or from another CPU) | null / `Err`, report `DoubleFree`, nothing leaked, slot stays free |
 //! | global | zero-size layout | `GlobalAlloc`: served as 1 byte; `Allocator`: dangling, no-op free |
 //! | global | huge request (size near `isize::MAX`, > largest block) / `realloc` to it | null / `Err(NoMemory)`, `grow` not asked, block untouched |
 //! | global | `alloc_pages` count 0 / `count * PAGE_SIZE` overflow / align not a power of two / align above the largest block | `Err(BadRequest)` |
@@ -1819,6 +1819,47 @@ mod global {
         h.trim();
         still_works(&h, before, "global realloc after free");
         dealloc(&h, keep, SMALL);
+    }
+
+    #[test]
+    fn resizing_a_freed_small_object_in_place_is_refused() {
+        let (_r, h) = setup();
+        let keep = alloc(&h, SMALL);
+        let before = accounting(&h);
+        // Freed on its own CPU, then freed from another CPU (still on the
+        // owner's remote-free stack when the resize looks at it).
+        for remote in [false, true] {
+            let p = alloc(&h, SMALL);
+            if remote {
+                set_cpu(1);
+            }
+            dealloc(&h, p, SMALL);
+            set_cpu(0);
+            // A new size in the same class would stay in place.
+            let same_class = SMALL.size() - 1;
+            // SAFETY: deliberate use after free; refused before anything is
+            // read or written.
+            assert!(unsafe { h.realloc(p.as_ptr(), SMALL, same_class) }.is_null());
+            assert_eq!(reports(&h), [MisuseKind::DoubleFree], "remote {remote}");
+            let shrunk = layout(same_class, SMALL.align());
+            // SAFETY: as above, through the `Allocator` API.
+            assert!(unsafe { (&h).shrink(p, SMALL, shrunk) }.is_err());
+            // SAFETY: as above.
+            assert!(unsafe { (&h).grow(p, shrunk, SMALL) }.is_err());
+            assert_eq!(
+                reports(&h),
+                [MisuseKind::DoubleFree, MisuseKind::DoubleFree],
+                "remote {remote}"
+            );
+            // The slot stayed free: freeing it again is still a double free.
+            dealloc(&h, p, SMALL);
+            assert_eq!(reports(&h), [MisuseKind::DoubleFree], "remote {remote}");
+            h.check_consistency().unwrap();
+        }
+        h.trim();
+        still_works(&h, before, "global in-place resize after free");
+        dealloc(&h, keep, SMALL);
+        assert_eq!(reports(&h), []);
     }
 
     #[test]

@@ -436,6 +436,57 @@ impl SlabAllocator {
         r
     }
 
+    /// Checks, without freeing it, that `ptr` is a live (allocated) object
+    /// of `class` in one of this allocator's slabs, for a caller that knows
+    /// the slab is one of ours as [`free_owned`](Self::free_owned) does (e.g.
+    /// before resizing an object in place). Pending remote frees of the
+    /// slab are drained first, so an object freed from another CPU counts
+    /// as free.
+    ///
+    /// # Errors
+    /// [`SlabError::WrongClass`] and [`SlabError::NotOnSlotBoundary`] as
+    /// for a free; [`SlabError::DoubleFree`] if the object is free (a free
+    /// of it would be a double free).
+    ///
+    /// # Safety
+    /// The `SLAB_SIZE`-aligned block containing `ptr` is a live slab of this
+    /// allocator: handed to [`add_slab`](Self::add_slab) of `self` and not
+    /// handed back since.
+    pub unsafe fn check_owned(
+        &mut self,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(), SlabError> {
+        // SAFETY: the caller's obligation: a live slab owned by `self`.
+        let slab = unsafe { Slab::containing(ptr) };
+        debug_assert!(slab.magic_ok());
+        debug_assert_eq!(slab.identity(), (self.owner, self.instance));
+        if slab.class() != class {
+            return Err(SlabError::WrongClass {
+                slab: slab.class(),
+                given: class,
+            });
+        }
+        let index = class
+            .geometry()
+            .index_of(ptr.addr().get() & (SLAB_SIZE - 1))
+            .ok_or(SlabError::NotOnSlotBoundary)?;
+        if slab.remote_pending() {
+            self.drain_slab(slab);
+            // The drain may have turned a full slab partial (or a partial
+            // one empty): file it where its free count says.
+            self.settle(slab, false);
+        }
+        let r = if slab.is_free(index) {
+            Err(SlabError::DoubleFree)
+        } else {
+            Ok(())
+        };
+        #[cfg(test)]
+        self.debug_check(Some(class));
+        r
+    }
+
     /// Returns object `index` (validated: a slot of `slab`) to `slab`.
     #[inline]
     fn free_in(&mut self, slab: Slab, index: usize) -> Result<Option<NonNull<u8>>, SlabError> {

@@ -416,7 +416,6 @@ impl Slab {
     }
 
     /// Whether object `i` is free for the owner.
-    #[cfg(test)]
     #[inline]
     pub(crate) fn is_free(self, i: usize) -> bool {
         self.word(i / 64) & (1u64 << (i % 64)) != 0

@@ -500,6 +500,53 @@ fn free_owned_checks_class_slot_and_double_free() {
 }
 
 #[test]
+fn check_owned_tells_live_objects_from_free_ones() {
+    let mut pool = Pool::new();
+    let mut a = SlabAllocator::new(1);
+    let class = class_of_size(128);
+    let n = class.objects_per_slab();
+    // Fill one slab so that a remote free turns it from full to partial.
+    let objs: Vec<_> = (0..n).map(|_| alloc(&mut a, &mut pool, class)).collect();
+    let (p, q, r) = (objs[0], objs[1], objs[2]);
+    let other = class_of_size(64);
+    // SAFETY: (all calls) the objects are in a live slab of `a`.
+    unsafe {
+        assert_eq!(a.check_owned(p, class), Ok(()));
+        assert_eq!(
+            a.check_owned(p, other),
+            Err(SlabError::WrongClass {
+                slab: class,
+                given: other
+            })
+        );
+        assert_eq!(
+            a.check_owned(p.add(1), class),
+            Err(SlabError::NotOnSlotBoundary)
+        );
+        // Freed locally: free.
+        assert_eq!(a.free_owned(p, class), Ok(None));
+        assert_eq!(a.check_owned(p, class), Err(SlabError::DoubleFree));
+        // Freed remotely, still on the stack: drained, then free; the slab
+        // that was full is filed as partial again (checked by `check`).
+        assert_eq!(SlabAllocator::remote_free(q, class), Ok(()));
+        assert_eq!(a.check_owned(q, class), Err(SlabError::DoubleFree));
+        assert_eq!(a.check_owned(r, class), Ok(()));
+    }
+    check(&a);
+    // The check changed nothing else: the live count is exact, and `r` is
+    // still live and frees normally.
+    assert_eq!(a.stats().classes[class.index()].live_objects, n - 2);
+    assert!(!bitmap_says_free(r));
+    for &o in &objs[2..] {
+        // SAFETY: live objects of `a`.
+        unsafe { a.free(o, class) }.unwrap();
+    }
+    assert_eq!(a.stats().classes[class.index()].live_objects, 0);
+    still_works(&mut a, &mut pool, class);
+    teardown(&mut a, &mut pool);
+}
+
+#[test]
 fn empty_keep_zero_and_two() {
     for keep in [0usize, 2] {
         let mut pool = Pool::new();
