@@ -24,8 +24,13 @@
 //!   allocation, checked on every free and realloc: `realloc` keeps the
 //!   common prefix), zeroed memory from `alloc_zeroed`, lowmem blocks below
 //!   the split point;
-//! - a remote double free is reported exactly once by a drain, and the
-//!   object is never handed out while it is still on a remote-free stack;
+//! - a remote double free is counted by a drain, and the object is never
+//!   handed out while it is still on a remote-free stack; the owner CPU's
+//!   pending problem is reported (address 0) exactly when a refill of that
+//!   CPU or a sweep (`trim`, `drain_remote_frees`) takes it — once for all
+//!   the double frees found since the previous take;
+//! - a small allocation takes a new slab exactly when its class has no
+//!   free object left on the CPU (after the remote frees pending there);
 //! - `check_consistency()`; live large and page-API bytes exact; live small
 //!   objects exact after each `trim` / `drain_remote_frees` (within the
 //!   pending remote frees otherwise); after `trim`, slab chunks equal the
@@ -45,7 +50,7 @@ use std::sync::Mutex;
 
 use arbitrary::Arbitrary;
 use bsa_fuzz::Arena;
-use bsa_global::bsa_slab::{SizeClass, SLAB_SIZE};
+use bsa_global::bsa_slab::{ClassStats, SizeClass, SLAB_SIZE};
 use bsa_global::{AllocError, GlobalAllocator, Misuse, MisuseKind, Platform};
 use libfuzzer_sys::fuzz_target;
 
@@ -272,11 +277,17 @@ struct Model {
     freed: Vec<(usize, Layout)>,
     /// Our bogus remote free not yet counted by a drain.
     bogus: Option<usize>,
-    /// Owner CPUs whose drains counted a bogus free not yet reported. The
-    /// allocator reports what each CPU's drains found once per CPU (one
-    /// report may cover several double frees of that CPU), so this is a
-    /// set of CPUs, not a count of frees.
-    unreported: BTreeSet<usize>,
+    /// CPUs whose slab cache holds a remote double free a drain found and
+    /// nobody has taken yet. Each CPU's cache keeps one pending problem
+    /// (`SlabAllocator::take_remote_error`); the allocator takes it, and
+    /// reports it once (`DoubleFree`, address 0), when that CPU refills a
+    /// size class from the buddy and when `trim` / `drain_remote_frees`
+    /// sweep it. Two double frees found before a take make one report;
+    /// two found with a take in between make two.
+    pending_err: BTreeSet<usize>,
+    /// Drain reports owed by the takes of the current operation (checked,
+    /// and reset, by `expect_reports`).
+    due: usize,
     double_seen: u64,
     corrupt_seen: u64,
     /// Buddy pages added by `AddRegion`.
@@ -343,7 +354,8 @@ fn run(input: &Input) {
         objects: BTreeMap::new(),
         freed: Vec::new(),
         bogus: None,
-        unreported: BTreeSet::new(),
+        pending_err: BTreeSet::new(),
+        due: 0,
         double_seen: 0,
         corrupt_seen: 0,
         added_pages: 0,
@@ -449,16 +461,16 @@ impl Model {
 
     /// Takes the reports since the last call and compares them with
     /// `want` (order-insensitive on `kind` sets: each report must match one
-    /// expected entry). Drain reports (address 0) are matched against the
-    /// bogus frees counted so far.
+    /// expected entry), plus exactly `due` drain reports (`DoubleFree` at
+    /// address 0) from the takes of this operation.
     fn expect_reports(&mut self, want: &[&[MisuseKind]]) {
         let got: Vec<Misuse> = std::mem::take(&mut *self.heap.platform().reports.lock().unwrap());
         let mut want: Vec<&[MisuseKind]> = want.to_vec();
+        let due = std::mem::take(&mut self.due);
+        let mut drained = 0;
         for r in got {
-            if r.addr == 0 && r.kind == MisuseKind::DoubleFree && !self.unreported.is_empty() {
-                // One report per CPU whose drains found double frees; the
-                // report does not say which CPU, so retire any one.
-                self.unreported.pop_first();
+            if r.addr == 0 && r.kind == MisuseKind::DoubleFree {
+                drained += 1;
                 continue;
             }
             match want.iter().position(|w| w.contains(&r.kind)) {
@@ -469,11 +481,73 @@ impl Model {
             }
         }
         assert!(want.is_empty(), "missing reports: {want:?}");
+        assert_eq!(
+            drained, due,
+            "drain reports (double free, address 0): got {drained}, expected {due}"
+        );
+    }
+
+    /// CPU `cpu`'s pending drain problem is taken (a refill of that CPU, or
+    /// a sweep): reported once if there is one.
+    fn take(&mut self, cpu: usize) {
+        if self.pending_err.remove(&cpu) {
+            self.due += 1;
+        }
+    }
+
+    /// Figures of `class` in CPU `cpu`'s slab cache.
+    fn class_stats(&self, cpu: usize, class: SizeClass) -> ClassStats {
+        self.heap.cpu_stats(cpu).expect("cpu in range").classes[class.index()]
+    }
+
+    /// Whether an allocation of `class` on the current CPU must refill the
+    /// class from the buddy: exactly when the class has no free object
+    /// there and no remote free pending on one of its (then full) slabs,
+    /// which the allocation would drain instead (`SlabAllocator::alloc`).
+    /// A model `Pending` object may already have been drained by the
+    /// owner, but then it is free (or allocated again, and no longer
+    /// `Pending`), so with no free object it is still on a stack.
+    fn refill_due(&self, class: SizeClass) -> bool {
+        let cur = self.cur();
+        self.class_stats(cur, class).free_objects == 0
+            && !self
+                .objects
+                .values()
+                .any(|o| o.state == State::Pending && o.kind == Kind::Small { class, owner: cur })
+    }
+
+    /// After an allocation of `class` on the current CPU (`null`: it
+    /// failed; `slabs_before`: the class's slabs there before): checks that
+    /// it refilled exactly when `want` says, and accounts for the take of
+    /// that CPU's pending drain problem a refill makes (before asking the
+    /// buddy, so also when that fails). Every drain of the operation ran
+    /// before (`settle` is called first).
+    fn after_small_alloc(&mut self, class: SizeClass, want: bool, slabs_before: usize, null: bool) {
+        let cur = self.cur();
+        let slabs = self.class_stats(cur, class).slabs();
+        // A refill adds one slab of the class (or fails: only a refill can
+        // fail); nothing else in an allocation adds or releases one.
+        let refilled = null || slabs == slabs_before + 1;
+        assert!(
+            null || slabs == slabs_before || refilled,
+            "{class} slabs on CPU {cur}: {slabs_before} -> {slabs}"
+        );
+        assert_eq!(
+            refilled, want,
+            "{class} on CPU {cur}: refill {refilled}, model {want} ({slabs_before} -> {slabs} slabs, null {null})"
+        );
+        if refilled {
+            self.take(cur);
+        }
     }
 
     /// Accounts for the remote double frees the drains counted since the
     /// last call: at most our one bogus free (or, with `cycle`, the corrupt
-    /// chain of `RemoteTwice`).
+    /// chain of `RemoteTwice`). A count leaves a pending problem in the
+    /// owner's cache; within one operation every drain runs before any take
+    /// (a refill drains the class first; `realloc` validates, draining the
+    /// old object's slab, before it allocates; a sweep drains a CPU before
+    /// it takes its problem), so callers call this before `take`.
     fn settle(&mut self, cycle: bool) {
         let st = self.heap.stats();
         let doubles = st.remote_double_frees - self.double_seen;
@@ -496,7 +570,7 @@ impl Model {
                 else {
                     unreachable!("the bogus free is a small object")
                 };
-                self.unreported.insert(*owner);
+                self.pending_err.insert(*owner);
                 self.objects.remove(&addr);
             }
             (n, b) => {
@@ -772,6 +846,15 @@ impl Model {
     }
 
     fn alloc(&mut self, layout: Layout, zeroed: bool) {
+        let kind = self.kind_for(layout);
+        let small = match kind {
+            Kind::Small { class, .. } => Some((
+                class,
+                self.refill_due(class),
+                self.class_stats(self.cur(), class).slabs(),
+            )),
+            _ => None,
+        };
         // SAFETY: a valid, non-zero-size-or-handled layout (`GlobalAlloc`
         // serves size 0 as size 1 here).
         let p = unsafe {
@@ -782,11 +865,13 @@ impl Model {
             }
         };
         self.settle(false);
+        if let Some((class, want, slabs)) = small {
+            self.after_small_alloc(class, want, slabs, p.is_null());
+        }
         self.expect_reports(&[]);
         if p.is_null() {
             return; // out of memory (not predicted at this level)
         }
-        let kind = self.kind_for(layout);
         let o = self.insert(p as usize, layout, kind);
         if zeroed {
             // SAFETY: `layout.size()` fresh bytes.
@@ -977,6 +1062,17 @@ impl Model {
     fn realloc(&mut self, addr: usize, o: Obj, new_size: usize) {
         self.check_pattern(addr, o, o.layout.size());
         let cur = self.cur();
+        let new = Layout::from_size_align(new_size, o.layout.align()).unwrap();
+        // A new small block is allocated unless it stays in its class.
+        let small = match (o.kind, self.kind_for(new)) {
+            (Kind::Small { class, .. }, Kind::Small { class: c, .. }) if c == class => None,
+            (_, Kind::Small { class, .. }) => Some((
+                class,
+                self.refill_due(class),
+                self.class_stats(cur, class).slabs(),
+            )),
+            _ => None,
+        };
         // SAFETY: a live allocation with its layout; on success the model
         // forgets the old block (or keeps it, if it moved nowhere).
         let q = unsafe {
@@ -984,13 +1080,15 @@ impl Model {
                 .realloc(self.ptr(addr).as_ptr(), o.layout, new_size)
         };
         self.settle(false);
+        if let Some((class, want, slabs)) = small {
+            self.after_small_alloc(class, want, slabs, q.is_null());
+        }
         self.expect_reports(&[]);
         if q.is_null() {
             self.check_pattern(addr, o, o.layout.size());
             return; // out of memory: the old block is untouched
         }
         let q = q as usize;
-        let new = Layout::from_size_align(new_size, o.layout.align()).unwrap();
         match (o.kind, self.kind_for(new)) {
             (Kind::Small { class, .. }, Kind::Small { class: c, .. }) if c == class => {
                 assert_eq!(q, addr, "realloc within {class} moved");
@@ -1177,19 +1275,18 @@ impl Model {
     }
 
     /// After `trim` / `drain_remote_frees`: every stack is empty, every
-    /// bogus free counted and reported; small counts are exact.
+    /// bogus free counted and reported (the sweep drains each CPU, then
+    /// takes its problem); small counts are exact.
     fn after_drain(&mut self, trimmed: bool) {
         self.objects.retain(|_, o| o.state != State::Pending);
         self.settle(false);
+        for cpu in 0..self.cpus {
+            self.take(cpu);
+        }
         self.expect_reports(&[]);
         assert_eq!(
             self.bogus, None,
             "a remote double free was not found by the drain"
-        );
-        assert_eq!(
-            self.unreported,
-            BTreeSet::new(),
-            "a remote double free was counted but not reported"
         );
         self.check(true);
         if trimmed {
