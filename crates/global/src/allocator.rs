@@ -366,6 +366,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         }
     }
 
+    #[cold]
     pub(crate) fn report(&self, kind: MisuseKind, addr: usize, layout: Option<Layout>) {
         self.platform.report(&Misuse {
             kind,
@@ -531,15 +532,35 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         cs: &Cs<'_, '_, P>,
         class: SizeClass,
     ) -> Result<NonNull<u8>, AllocError> {
-        match cpus.with_current(cs, |s| s.alloc_class(class)) {
-            Ok(Ok(p)) => Ok(p),
-            Ok(Err(AllocFailure::NeedsSlab(c))) => self.refill(cpus, cs, c),
-            Ok(Err(_)) => Err(AllocError::BadRequest),
-            Err(e) => {
-                self.report_cpu(e);
-                Err(AllocError::CpuOutOfRange)
-            }
+        let r = match cpus.lock_current(cs) {
+            Ok(mut slot) => slot.alloc_class(class),
+            Err(e) => return Err(self.cpu_out_of_range(e)),
+        };
+        match r {
+            Ok(p) => Ok(p),
+            Err(failure) => self.alloc_small_failed(cpus, cs, failure),
         }
+    }
+
+    /// The current CPU's slab cache had no object of the class: refill.
+    #[cold]
+    fn alloc_small_failed(
+        &self,
+        cpus: &PerCpu<'static, SlabAllocator>,
+        cs: &Cs<'_, '_, P>,
+        failure: AllocFailure,
+    ) -> Result<NonNull<u8>, AllocError> {
+        match failure {
+            AllocFailure::NeedsSlab(c) => self.refill(cpus, cs, c),
+            _ => Err(AllocError::BadRequest),
+        }
+    }
+
+    /// Report a CPU index outside the slots.
+    #[cold]
+    fn cpu_out_of_range(&self, e: CpuIndexError) -> AllocError {
+        self.report_cpu(e);
+        AllocError::CpuOutOfRange
     }
 
     /// Get a slab chunk from the buddy (no slot lock held), hand it to the
@@ -604,17 +625,84 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let Some(entry) = self.regions.entry(ptr.addr().get()) else {
             return Err(MisuseKind::ForeignPointer);
         };
-        let owner = entry.load(Ordering::Acquire) & OWNER_MASK;
+        let cpu = cs.cpu();
+        // A hint read without the lock: the owner bits name this CPU's slot
+        // only if they were set under its lock, so the free is local if they
+        // still do once we hold it. (`wrapping_add`: an out-of-range index
+        // from `Platform::current_cpu` can be `usize::MAX`; owner bits are
+        // never 0 here, so it simply takes the other path.)
+        if entry.load(Ordering::Relaxed) & OWNER_MASK == cpu.wrapping_add(1) as u32 {
+            if let Ok(mut slot) = cpus.lock_current(cs) {
+                // Owner bits of a chunk owned by `cpu` only change under this
+                // lock, which we hold.
+                if entry.load(Ordering::Relaxed) & OWNER_MASK == cpu as u32 + 1 {
+                    // SAFETY: (1) the map entry says the chunk is a live slab
+                    // owned by this CPU slot, whose slab cache is `slot`:
+                    // owner bits are set after `add_slab` and cleared before
+                    // the cache hands the chunk back, both under this lock,
+                    // which we hold; (2) the caller of `dealloc` gives up the
+                    // object. The slab layer still checks the class, the slot
+                    // boundary and double frees.
+                    return match unsafe { slot.free_owned(ptr, class) } {
+                        Ok(None) => Ok(()),
+                        Ok(Some(surplus)) => {
+                            // Cleared under the lock, like they were set.
+                            release_chunk(&self.regions, surplus, cpu);
+                            drop(slot);
+                            self.return_surplus(surplus);
+                            Ok(())
+                        }
+                        Err(e) => Err(slab_misuse(e)),
+                    };
+                }
+            }
+        }
+        self.free_not_local(cpus, cs, entry, ptr, class)
+    }
+
+    /// A slab chunk the current CPU's cache handed back after a free (its
+    /// owner bits are already cleared): back to the buddy, no slot lock held.
+    #[cold]
+    fn return_surplus(&self, surplus: NonNull<u8>) {
+        let freed = self.buddy_free(surplus, Self::SLAB_PAGES, TAG_SLAB);
+        debug_assert!(freed.is_ok());
+    }
+
+    /// The free is not for the current CPU's slab cache: a remote free, or
+    /// not a live slab at all (or the chunk changed hands since the hint).
+    #[inline(never)]
+    fn free_not_local(
+        &self,
+        cpus: &PerCpu<'static, SlabAllocator>,
+        cs: &Cs<'_, '_, P>,
+        entry: &AtomicU32,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(), MisuseKind> {
+        let cpu = cs.cpu();
+        // Announce the free (and re-read the owner) with one RMW.
+        let owner = regions::begin_remote(entry);
         if owner == 0 {
+            regions::end_remote(entry);
             return Err(self.classify_not_slab(ptr));
         }
-        // `owner` is non-zero: no `cpu + 1`, which would overflow for an
-        // out-of-range index from `Platform::current_cpu` (that one takes
-        // the remote path, which needs no CPU slot).
-        if owner as usize - 1 == cs.cpu() {
-            return self.free_local(cpus, cs, entry, ptr, class);
+        if owner as usize - 1 == cpu {
+            // Ours after all (set up by this CPU after the hint was read):
+            // free it under our lock.
+            regions::end_remote(entry);
+            return self.free_small(cpus, cs, ptr, class);
         }
-        self.free_remote(cpus, cs, entry, ptr, class)
+        // SAFETY: (1) the chunk containing `ptr` is a live slab of this
+        // allocator: its owner bits were non-zero in the same RMW that
+        // registered us as in flight, and a chunk's pages only go back to the
+        // buddy after `regions::release` saw no free in flight — so the
+        // header memory stays ours, initialised and not released until our
+        // `fetch_sub` below; (2) the header was fully written before the
+        // owner bits were set (`Release` in `claim`, `Acquire` above);
+        // (3) the caller of `dealloc` gives up the object.
+        let r = unsafe { SlabAllocator::remote_free(ptr, class) };
+        regions::end_remote(entry);
+        r.map_err(slab_misuse)
     }
 
     /// Check, without freeing it, that `ptr` is a live object of `class`:
@@ -655,104 +743,6 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             Ok(Some(Err(e))) => Err(slab_misuse(e)),
             // `Err`: cannot happen, owner bits always name a CPU slot.
             Ok(None) | Err(_) => Err(self.classify_not_slab(ptr)),
-        }
-    }
-
-    /// The remote path of [`free_small`](Self::free_small): the chunk
-    /// seemed to belong to another CPU slot.
-    #[inline(never)]
-    fn free_remote(
-        &self,
-        cpus: &PerCpu<'static, SlabAllocator>,
-        cs: &Cs<'_, '_, P>,
-        entry: &AtomicU32,
-        ptr: NonNull<u8>,
-        class: SizeClass,
-    ) -> Result<(), MisuseKind> {
-        let cpu = cs.cpu();
-        // Announce the free (and re-read the owner) with one RMW.
-        let owner = regions::begin_remote(entry);
-        if owner == 0 || owner as usize - 1 == cpu {
-            regions::end_remote(entry);
-            return if owner == 0 {
-                Err(self.classify_not_slab(ptr))
-            } else {
-                self.free_local(cpus, cs, entry, ptr, class)
-            };
-        }
-        // SAFETY: (1) the chunk containing `ptr` is a live slab of this
-        // allocator: its owner bits were non-zero in the same RMW that
-        // registered us as in flight, and a chunk's pages only go back to the
-        // buddy after `regions::release` saw no free in flight — so the
-        // header memory stays ours, initialised and not released until our
-        // `fetch_sub` below; (2) the header was fully written before the
-        // owner bits were set (`Release` in `claim`, `Acquire` above);
-        // (3) the caller of `dealloc` gives up the object.
-        let r = unsafe { SlabAllocator::remote_free(ptr, class) };
-        regions::end_remote(entry);
-        r.map_err(slab_misuse)
-    }
-
-    #[inline(always)]
-    fn free_local(
-        &self,
-        cpus: &PerCpu<'static, SlabAllocator>,
-        cs: &Cs<'_, '_, P>,
-        entry: &AtomicU32,
-        ptr: NonNull<u8>,
-        class: SizeClass,
-    ) -> Result<(), MisuseKind> {
-        let cpu = cs.cpu();
-        let r = cpus.with_current(cs, |s| {
-            // Owner bits of a chunk owned by `cpu` only change under this lock.
-            if entry.load(Ordering::Relaxed) & OWNER_MASK != cpu as u32 + 1 {
-                return LocalFree::NotSlab;
-            }
-            // SAFETY: (1) the map entry says the chunk is a live slab owned by
-            // this CPU slot, whose slab cache is `s`: owner bits are set after
-            // `add_slab` and cleared before the cache hands the chunk back,
-            // both under this lock, which we hold; (2) the caller of
-            // `dealloc` gives up the object. The slab layer still checks the
-            // class, the slot boundary and double frees.
-            match unsafe { s.free_owned(ptr, class) } {
-                Ok(None) => LocalFree::Done,
-                Ok(Some(surplus)) => {
-                    release_chunk(&self.regions, surplus, cpu);
-                    LocalFree::Surplus(surplus)
-                }
-                Err(e) => LocalFree::Misuse(e),
-            }
-        });
-        match r {
-            Ok(LocalFree::Done) => Ok(()),
-            other => self.free_local_outcome(other, ptr),
-        }
-    }
-
-    /// What [`free_local`](Self::free_local) does when the free did not
-    /// simply succeed: hand a surplus slab back to the buddy, or classify
-    /// the misuse.
-    #[cold]
-    fn free_local_outcome(
-        &self,
-        r: Result<LocalFree, CpuIndexError>,
-        ptr: NonNull<u8>,
-    ) -> Result<(), MisuseKind> {
-        match r {
-            Ok(LocalFree::Surplus(surplus)) => {
-                let freed = self.buddy_free(surplus, Self::SLAB_PAGES, TAG_SLAB);
-                debug_assert!(freed.is_ok());
-                Ok(())
-            }
-            Ok(LocalFree::Done) => Ok(()),
-            Ok(LocalFree::NotSlab) => Err(self.classify_not_slab(ptr)),
-            Ok(LocalFree::Misuse(e)) => Err(slab_misuse(e)),
-            // Cannot happen: `with_current` just succeeded with the same
-            // critical section, whose CPU index does not change.
-            Err(e) => Err(MisuseKind::CpuOutOfRange {
-                cpu: e.cpu,
-                cpu_count: e.cpu_count,
-            }),
         }
     }
 
@@ -906,21 +896,11 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         })
     }
 
+    #[cold]
+    #[inline(never)]
     pub(crate) fn report_misuse(&self, kind: MisuseKind, ptr: NonNull<u8>, layout: Layout) {
         self.report(kind, ptr.addr().get(), Some(layout));
     }
-}
-
-/// What a local small-object free did, under the slot lock.
-enum LocalFree {
-    /// Freed.
-    Done,
-    /// Freed, and the slab cache handed this (released) chunk back.
-    Surplus(NonNull<u8>),
-    /// The chunk is not (or no longer) a slab of this CPU slot.
-    NotSlab,
-    /// The slab layer refused the free.
-    Misuse(SlabError),
 }
 
 /// A critical section without a CPU index (see

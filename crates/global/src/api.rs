@@ -3,6 +3,9 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
+use core::sync::atomic::Ordering;
+
+use bsa_slab::SizeClass;
 
 use allocator_api2::alloc::{AllocError as ApiAllocError, Allocator};
 
@@ -10,6 +13,7 @@ use bsa_percpu::CriticalSection;
 
 use crate::allocator::{Route, TAG_LARGE};
 use crate::platform::PlatformCpu;
+use crate::regions::OWNER_MASK;
 use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
 
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
@@ -37,13 +41,78 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         self.with_irqs_off(|| self.buddy_alloc(pages, align.max(PAGE_SIZE), TAG_LARGE, None))
     }
 
-    /// `GlobalAlloc::alloc`: one out-of-line function with the routing
-    /// inlined, returning the pointer in a register (no `Result` in memory).
-    #[inline(never)]
+    /// `GlobalAlloc::alloc`. The fast path (a small object from the current
+    /// CPU's current slab, see `SlabAllocator::try_alloc_fast`) is inlined
+    /// into the caller and calls nothing; everything else starts over in
+    /// [`alloc_slow`](Self::alloc_slow), which is out of line.
+    #[inline(always)]
     fn alloc_raw(&self, layout: Layout) -> *mut u8 {
+        if let (Some(cpus), Some(class)) = (self.cpus.get(), SizeClass::for_layout(layout)) {
+            let ctx = PlatformCpu(&self.platform);
+            let cs = CriticalSection::enter(&ctx);
+            if let Ok(mut slot) = cpus.lock_current(&cs) {
+                if let Some(p) = slot.try_alloc_fast(class) {
+                    return p.as_ptr();
+                }
+            };
+        }
+        self.alloc_slow(layout)
+    }
+
+    /// Everything [`alloc_raw`](Self::alloc_raw)'s fast path leaves:
+    /// refills, drains, large blocks, bootstrap, errors.
+    #[inline(never)]
+    fn alloc_slow(&self, layout: Layout) -> *mut u8 {
         match self.allocate_inner(layout) {
             Ok(p) => p.as_ptr(),
             Err(_) => ptr::null_mut(),
+        }
+    }
+
+    /// `GlobalAlloc::dealloc`. The fast path (a live object of the current
+    /// CPU's slab cache whose slab changes no list, see
+    /// `SlabAllocator::try_free_fast`) is inlined into the caller and calls
+    /// nothing; everything else, misuse included, starts over in
+    /// [`dealloc_slow`](Self::dealloc_slow).
+    #[inline(always)]
+    fn dealloc_raw(&self, ptr: *mut u8, layout: Layout) {
+        if let (Some(p), Some(cpus), Some(class)) = (
+            NonNull::new(ptr),
+            self.cpus.get(),
+            SizeClass::for_layout(layout),
+        ) {
+            if let Some(entry) = self.regions.entry(p.addr().get()) {
+                let ctx = PlatformCpu(&self.platform);
+                let cs = CriticalSection::enter(&ctx);
+                let cpu = cs.cpu();
+                // As in `free_small`: a hint without the lock, confirmed
+                // under it (owner bits naming this slot change only under
+                // its lock). `wrapping_add`: `cpu` may be out of range.
+                if entry.load(Ordering::Relaxed) & OWNER_MASK == cpu.wrapping_add(1) as u32 {
+                    if let Ok(mut slot) = cpus.lock_current(&cs) {
+                        if entry.load(Ordering::Relaxed) & OWNER_MASK == cpu as u32 + 1
+                            // SAFETY: the map entry, read under the slot's
+                            // lock, says the chunk is a live slab owned by
+                            // this slot (see `free_small`); the caller of
+                            // `dealloc` gives up the object.
+                            && unsafe { slot.try_free_fast(p, class) }
+                        {
+                            return;
+                        }
+                    };
+                }
+            }
+        }
+        self.dealloc_slow(ptr, layout)
+    }
+
+    /// Everything [`dealloc_raw`](Self::dealloc_raw)'s fast path leaves,
+    /// with every check and misuse report.
+    #[inline(never)]
+    fn dealloc_slow(&self, ptr: *mut u8, layout: Layout) {
+        match NonNull::new(ptr) {
+            Some(p) => self.deallocate_inner(p, layout),
+            None => self.report(MisuseKind::NotAllocated, 0, Some(layout)),
         }
     }
 
@@ -221,10 +290,7 @@ unsafe impl<P: Platform, const PAGE_SIZE: usize> GlobalAlloc for GlobalAllocator
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        match NonNull::new(ptr) {
-            Some(p) => self.deallocate_inner(p, layout),
-            None => self.report(MisuseKind::NotAllocated, 0, Some(layout)),
-        }
+        self.dealloc_raw(ptr, layout)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {

@@ -82,7 +82,7 @@ mod slots;
 
 pub use cpu::{CpuContext, CriticalSection};
 pub use error::{CpuIndexError, StorageError};
-pub use slots::{PerCpu, PerCpuArray};
+pub use slots::{PerCpu, PerCpuArray, SlotGuard};
 
 #[cfg(test)]
 mod tests;

@@ -6,14 +6,14 @@ use core::mem::{align_of, size_of, MaybeUninit};
 use core::ptr::NonNull;
 
 use crossbeam_utils::CachePadded;
-use spin::Mutex;
+use spin::{Mutex, MutexGuard};
 
 use crate::{CpuContext, CpuIndexError, CriticalSection, StorageError};
 
 /// One CPU's slot: its own cache line(s), its own lock.
 type Slot<T> = CachePadded<Mutex<T>>;
 
-#[inline]
+#[inline(always)]
 fn with_slot<T, R>(
     slots: &[Slot<T>],
     cpu: usize,
@@ -25,6 +25,43 @@ fn with_slot<T, R>(
     })?;
     let mut guard = slot.lock();
     Ok(f(&mut guard))
+}
+
+#[inline(always)]
+fn lock_slot<T>(slots: &[Slot<T>], cpu: usize) -> Result<SlotGuard<'_, T>, CpuIndexError> {
+    match slots.get(cpu) {
+        Some(slot) => Ok(SlotGuard(slot.lock())),
+        None => Err(CpuIndexError {
+            cpu,
+            cpu_count: slots.len(),
+        }),
+    }
+}
+
+/// A locked slot: derefs to its `T`; the lock is released when the guard is
+/// dropped. Returned by [`PerCpu::lock_current`] and [`PerCpu::lock_cpu`]
+/// for callers that want straight-line code instead of a closure.
+pub struct SlotGuard<'a, T>(MutexGuard<'a, T>);
+
+impl<T> core::ops::Deref for SlotGuard<'_, T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> core::ops::DerefMut for SlotGuard<'_, T> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
+impl<T> core::fmt::Debug for SlotGuard<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SlotGuard").finish_non_exhaustive()
+    }
 }
 
 #[inline]
@@ -147,13 +184,39 @@ impl<'a, T> PerCpu<'a, T> {
     /// # Errors
     /// [`CpuIndexError`] if the platform reported a CPU index outside
     /// `0..cpu_count()`; `f` is not called.
-    #[inline]
+    #[inline(always)]
     pub fn with_current<C: CpuContext + ?Sized, R>(
         &self,
         cs: &CriticalSection<'_, C>,
         f: impl FnOnce(&mut T) -> R,
     ) -> Result<R, CpuIndexError> {
         with_slot(self.slots, cs.cpu(), f)
+    }
+
+    /// Lock the slot of the CPU the critical section `cs` runs on and
+    /// return the guard (the closure-free form of
+    /// [`with_current`](Self::with_current)). The guard borrows `cs`, so it
+    /// cannot outlive the critical section.
+    ///
+    /// # Errors
+    /// [`CpuIndexError`] if the platform reported a CPU index outside
+    /// `0..cpu_count()`; nothing is locked.
+    #[inline(always)]
+    pub fn lock_current<'s, C: CpuContext + ?Sized>(
+        &'s self,
+        cs: &'s CriticalSection<'_, C>,
+    ) -> Result<SlotGuard<'s, T>, CpuIndexError> {
+        lock_slot(self.slots, cs.cpu())
+    }
+
+    /// Lock slot `cpu` from any CPU and return the guard (the closure-free
+    /// form of [`with_cpu`](Self::with_cpu); the same re-entrancy rule).
+    ///
+    /// # Errors
+    /// [`CpuIndexError`] if `cpu >= cpu_count()`; nothing is locked.
+    #[inline]
+    pub fn lock_cpu(&self, cpu: usize) -> Result<SlotGuard<'_, T>, CpuIndexError> {
+        lock_slot(self.slots, cpu)
     }
 
     /// Exclusive access to slot `cpu` without locking (`&mut self` proves

@@ -219,3 +219,43 @@ fn slots_do_not_share_cache_lines() {
         assert!(w[1] - w[0] >= 32);
     }
 }
+
+#[test]
+fn guards_lock_the_slot_like_the_closures() {
+    let mut mem = vec![MaybeUninit::<u8>::uninit(); 4096];
+    let (slots, _) = PerCpu::new_in(&mut mem, 2, |i| i as u64).unwrap();
+    let ctx = TestCpu::default();
+    CPU.with(|c| c.set(1));
+    {
+        let cs = CriticalSection::enter(&ctx);
+        let mut g = slots.lock_current(&cs).unwrap();
+        *g += 10;
+        // While the guard lives the slot is locked: others cannot get it.
+        assert_eq!(slots.try_with_cpu(1, |v| *v), Ok(None));
+        assert_eq!(slots.try_with_cpu(0, |v| *v), Ok(Some(0)));
+        drop(g);
+        assert_eq!(slots.try_with_cpu(1, |v| *v), Ok(Some(11)));
+    }
+    {
+        let mut g = slots.lock_cpu(0).unwrap();
+        *g = 5;
+        assert_eq!(slots.try_with_cpu(0, |v| *v), Ok(None));
+    }
+    assert_eq!(slots.with_cpu(0, |v| *v), Ok(5));
+    assert_eq!(
+        slots.lock_cpu(2).err(),
+        Some(CpuIndexError {
+            cpu: 2,
+            cpu_count: 2
+        })
+    );
+    CPU.with(|c| c.set(9));
+    let cs = CriticalSection::enter(&ctx);
+    assert_eq!(
+        slots.lock_current(&cs).err(),
+        Some(CpuIndexError {
+            cpu: 9,
+            cpu_count: 2
+        })
+    );
+}

@@ -175,8 +175,28 @@ impl SlabAllocator {
         }
     }
 
+    /// The allocation fast path, for callers that keep their own slow path
+    /// out of line: an object of `class` from the class's current slab when
+    /// that needs no drain, no list change and no refill. `None` changes
+    /// nothing; then call [`alloc_class`](Self::alloc_class), which does the
+    /// rest.
+    #[inline(always)]
+    pub fn try_alloc_fast(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
+        let slab = self.classes[class.slot()].current?;
+        // The last free object takes the slab off `current` (`exhausted`),
+        // and pending remote frees are drained first (see
+        // `alloc_class_inner`): both are the slow path's.
+        if slab.free() <= 1 || slab.remote_pending() {
+            return None;
+        }
+        let obj = slab.take_free(class.geometry());
+        #[cfg(test)]
+        self.debug_check(Some(class));
+        obj
+    }
+
     /// Allocates an object of `class` (see [`alloc`](Self::alloc)).
-    #[inline]
+    #[inline(always)]
     pub fn alloc_class(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         let r = self.alloc_class_inner(class);
         #[cfg(test)]
@@ -184,7 +204,7 @@ impl SlabAllocator {
         r
     }
 
-    #[inline]
+    #[inline(always)]
     fn alloc_class_inner(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         if let Some(slab) = self.classes[class.slot()].current {
             // A remote double free of an object that is free here sits on
@@ -408,7 +428,7 @@ impl SlabAllocator {
     ///   this allocator: handed to [`add_slab`](Self::add_slab) of `self`
     ///   and not handed back since.
     /// - If `ptr` is valid, the caller no longer uses the object.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn free_owned(
         &mut self,
         ptr: NonNull<u8>,
@@ -434,6 +454,51 @@ impl SlabAllocator {
         #[cfg(test)]
         self.debug_check(Some(class));
         r
+    }
+
+    /// The free fast path, for callers that keep their own slow path out of
+    /// line: frees `ptr` and returns `true` when that needs no drain, no
+    /// list change and no release (the slab is the current one, or a
+    /// partial one that stays partial) and the object is live. `false`
+    /// changes nothing; then call [`free_owned`](Self::free_owned), which
+    /// does the rest and reports any misuse (wrong class, not on a slot
+    /// boundary, double free).
+    ///
+    /// # Safety
+    /// As for [`free_owned`](Self::free_owned).
+    #[inline(always)]
+    pub unsafe fn try_free_fast(&mut self, ptr: NonNull<u8>, class: SizeClass) -> bool {
+        // SAFETY: the caller's obligation 1: a live slab owned by `self`.
+        let slab = unsafe { Slab::containing(ptr) };
+        debug_assert!(slab.magic_ok());
+        debug_assert_eq!(slab.identity(), (self.owner, self.instance));
+        if slab.class() != class || slab.remote_pending() {
+            return false;
+        }
+        let g = class.geometry();
+        let Some(index) = g.index_of(ptr.addr().get() & (SLAB_SIZE - 1)) else {
+            return false;
+        };
+        let emptied = slab.free() + 1 == g.count;
+        let stays = match slab.list() {
+            // As in `freed_off_the_fast_path`: an emptied current slab stays
+            // current when no partial slab could serve instead and it is
+            // within `empty_keep`.
+            CURRENT => {
+                !emptied || {
+                    let cache = &self.classes[class.slot()];
+                    cache.lists[PARTIAL as usize].head.is_none()
+                        && cache.lists[EMPTY as usize].len < self.empty_keep
+                }
+            }
+            PARTIAL => !emptied,
+            _ => false,
+        };
+        // `mark_free` changes nothing when the object is already free.
+        let done = stays && slab.mark_free(index);
+        #[cfg(test)]
+        self.debug_check(Some(class));
+        done
     }
 
     /// Checks, without freeing it, that `ptr` is a live (allocated) object
@@ -488,20 +553,51 @@ impl SlabAllocator {
     }
 
     /// Returns object `index` (validated: a slot of `slab`) to `slab`.
-    #[inline]
+    ///
+    /// The common case (no remote frees pending, the slab is its class's
+    /// current slab and keeps that role) is straight-line code; the rest is
+    /// out of line.
+    #[inline(always)]
     fn free_in(&mut self, slab: Slab, index: usize) -> Result<Option<NonNull<u8>>, SlabError> {
         if slab.remote_pending() {
-            self.drain_slab(slab);
+            return self.free_in_draining(slab, index);
         }
         if !slab.mark_free(index) {
+            return Err(SlabError::DoubleFree);
+        }
+        if slab.list() == CURRENT && slab.free() != slab.count() {
+            return Ok(None);
+        }
+        self.freed_off_the_fast_path(slab)
+    }
+
+    /// [`free_in`](Self::free_in) when remote frees are pending: drain them
+    /// first, so that a local free of an object already freed remotely is
+    /// judged a double free.
+    #[cold]
+    fn free_in_draining(
+        &mut self,
+        slab: Slab,
+        index: usize,
+    ) -> Result<Option<NonNull<u8>>, SlabError> {
+        self.drain_slab(slab);
+        if !slab.mark_free(index) {
+            // The drain may have changed the free count: file the slab.
             self.settle(slab, false);
             return Err(SlabError::DoubleFree);
         }
+        if slab.list() == CURRENT && slab.free() != slab.count() {
+            return Ok(None);
+        }
+        self.freed_off_the_fast_path(slab)
+    }
+
+    /// After a free: the current slab became empty, or the slab is not the
+    /// current one (it may change lists, or be released).
+    #[inline(never)]
+    fn freed_off_the_fast_path(&mut self, slab: Slab) -> Result<Option<NonNull<u8>>, SlabError> {
         if slab.list() == CURRENT {
-            if slab.free() != slab.count() {
-                return Ok(None);
-            }
-            // Emptied: it stays current, without even a call, when no
+            // Emptied: it stays current, without a list move, when no
             // partial slab could serve instead and it is within
             // `empty_keep` (the single-object alloc/free loop).
             let cache = &self.classes[slab.class().slot()];

@@ -389,7 +389,7 @@ impl Slab {
     /// Takes the lowest free object, if any: two `trailing_zeros`, no search.
     /// `g` is this slab's geometry (passed in so the caller's class, known
     /// at compile time or in a register, saves the header lookup).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take_free(self, g: &Geometry) -> Option<NonNull<u8>> {
         debug_assert!(core::ptr::eq(g, self.geometry()));
         let summary = self.summary();
@@ -423,7 +423,7 @@ impl Slab {
 
     /// Marks allocated object `i` free. Returns `false` (and changes
     /// nothing) if it already was free: a double free.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn mark_free(self, i: usize) -> bool {
         let (w, bit) = (i / 64, 1u64 << (i % 64));
         let word = self.word(w);

@@ -500,6 +500,76 @@ fn free_owned_checks_class_slot_and_double_free() {
 }
 
 #[test]
+fn fast_paths_serve_the_common_case_and_decline_the_rest_unchanged() {
+    let mut pool = Pool::new();
+    let mut a = SlabAllocator::new(0);
+    let class = class_of_size(256);
+    let n = class.objects_per_slab();
+    // No current slab yet: declined.
+    assert_eq!(a.try_alloc_fast(class), None);
+    let first = alloc(&mut a, &mut pool, class);
+    // Served from the current slab, in the order the full path would use.
+    let p = a.try_alloc_fast(class).unwrap();
+    // SAFETY: (this block) objects of live slabs of `a`.
+    unsafe {
+        assert_eq!(a.free(p, class), Ok(None));
+        let q = a.alloc_class(class).unwrap();
+        assert_eq!(q, p, "the fast and full paths agree on the next object");
+        // Local frees that change no list.
+        assert!(a.try_free_fast(q, class));
+        assert!(bitmap_says_free(q));
+        // Declined, nothing changed: double free, wrong class, not on a
+        // slot boundary (the full path then reports each).
+        assert!(!a.try_free_fast(q, class));
+        assert!(!a.try_free_fast(first, class_of_size(64)));
+        assert!(!a.try_free_fast(first.add(8), class));
+        assert!(!bitmap_says_free(first));
+        check(&a);
+        assert_eq!(a.free_owned(q, class), Err(SlabError::DoubleFree));
+        // Pending remote frees: both fast paths decline (the drain is the
+        // full path's), and the full path drains them.
+        let r = a.try_alloc_fast(class).unwrap();
+        SlabAllocator::remote_free(r, class).unwrap();
+        assert_eq!(a.try_alloc_fast(class), None);
+        assert!(!a.try_free_fast(first, class));
+        assert!(!bitmap_says_free(first));
+        assert_eq!(a.alloc_class(class), Ok(r), "drained, then handed out");
+        assert!(a.try_free_fast(r, class));
+        // The only live object: freeing it empties the current slab, which
+        // stays current (`empty_keep` 1, no partial slab) on the fast path.
+        assert!(a.try_free_fast(first, class));
+        let st = a.stats().classes[class.index()];
+        assert_eq!((st.live_objects, st.empty_slabs), (0, 1));
+    }
+    check(&a);
+    // Fill the slab: the fast path never takes the last object (the slab
+    // must then be filed as full), and a free into a full slab (a list
+    // change) is declined.
+    let objs: Vec<_> = (0..n - 1)
+        .map(|_| a.try_alloc_fast(class).unwrap())
+        .collect();
+    assert_eq!(a.try_alloc_fast(class), None);
+    let last = alloc(&mut a, &mut pool, class);
+    assert_eq!(a.stats().classes[class.index()].full_slabs, 1);
+    // SAFETY: objects of a live slab of `a`.
+    unsafe {
+        assert!(!a.try_free_fast(last, class));
+        assert_eq!(a.free(last, class), Ok(None));
+        // Now partial: frees that keep it partial are fast; the one that
+        // would empty it (a list change) is not.
+        for &o in &objs[1..] {
+            assert!(a.try_free_fast(o, class));
+        }
+        check(&a);
+        assert!(!a.try_free_fast(objs[0], class));
+        assert_eq!(a.free(objs[0], class), Ok(None));
+    }
+    assert_eq!(a.stats().classes[class.index()].live_objects, 0);
+    still_works(&mut a, &mut pool, class);
+    teardown(&mut a, &mut pool);
+}
+
+#[test]
 fn check_owned_tells_live_objects_from_free_ones() {
     let mut pool = Pool::new();
     let mut a = SlabAllocator::new(1);
