@@ -244,6 +244,10 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         old: Layout,
         new: Layout,
     ) -> Result<(NonNull<u8>, usize), AllocError> {
+        // SAFETY: forwarded caller contract.
+        if let Some(r) = unsafe { self.resize_small_local(ptr, old, new) } {
+            return r;
+        }
         match self.resize_in_place(ptr, old, new) {
             Ok(Some(cap)) => Ok((ptr, cap)),
             Ok(None) => {

@@ -287,6 +287,74 @@ fn realloc_in_place_across_classes_into_pages_and_shrinking() {
 }
 
 #[test]
+fn small_realloc_on_the_owner_and_on_another_cpu() {
+    let (_r, h) = heap(16 * MIB, 2);
+    let l = |size| Layout::from_size_align(size, 8).unwrap();
+    let live = |h: &Heap| h.stats().small.live_objects;
+    // SAFETY: every pointer passed back was returned for the layout given.
+    unsafe {
+        for (owner, caller) in [(0, 0), (0, 1), (1, 0)] {
+            set_cpu(owner);
+            let keep = h.alloc(l(40)); // keeps the 40 B slab from emptying
+            let p = h.alloc(l(33));
+            fill(p, 33, 7);
+            let before = live(&h);
+            set_cpu(caller);
+            // Same class: in place, content kept.
+            let q = h.realloc(p, l(33), 40);
+            assert_eq!(q, p, "owner {owner}, caller {caller}");
+            assert!(check(q, 33, 7));
+            // Another class: moves, content kept, the old slot freed (the
+            // count of live objects does not change).
+            let r = h.realloc(q, l(40), 200);
+            assert_ne!(r, q);
+            assert!(check(r, 33, 7));
+            fill(r, 200, 8);
+            // A remote free of the old slot is only counted after the
+            // owner's drain.
+            h.drain_remote_frees();
+            assert_eq!(live(&h), before, "owner {owner}, caller {caller}");
+            // And down again.
+            let t = h.realloc(r, l(200), 16);
+            assert!(check(t, 16, 8));
+            h.dealloc(t, l(16));
+            set_cpu(owner);
+            h.dealloc(keep, l(40));
+            h.check_consistency().unwrap();
+        }
+        // A realloc whose new class has no slab yet on this CPU: the slab
+        // comes from the buddy, as for an allocation.
+        set_cpu(1);
+        let p = h.alloc(l(64));
+        fill(p, 64, 9);
+        let q = h.realloc(p, l(64), 1500);
+        assert!(check(q, 64, 9));
+        // Freeing the old object empties its slab; with another empty slab
+        // of that class cached, one of them goes back to the buddy.
+        let pre = h.alloc(l(100)); // the new class has a slab already
+        let a = h.alloc(l(64));
+        let spare: Vec<_> = (0..SizeClass::for_layout(l(64)).unwrap().objects_per_slab())
+            .map(|_| h.alloc(l(64)))
+            .collect();
+        for &x in &spare {
+            h.dealloc(x, l(64));
+        }
+        let free_before = h.stats().free_pages;
+        let b = h.realloc(a, l(64), 100);
+        assert!(!b.is_null());
+        assert_eq!(h.stats().free_pages, free_before + SLAB_SIZE / 4096);
+        h.dealloc(b, l(100));
+        h.dealloc(pre, l(100));
+        h.dealloc(q, l(1500));
+    }
+    assert!(h.platform().report_kinds().is_empty());
+    set_cpu(0);
+    h.trim();
+    assert_eq!(h.stats().small.live_objects, 0);
+    h.check_consistency().unwrap();
+}
+
+#[test]
 fn allocator_api_zero_sized_grow_shrink() {
     let (_r, h) = heap(16 * MIB, 1);
     let a = &h;
