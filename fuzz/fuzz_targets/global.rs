@@ -13,7 +13,13 @@
 //! `drain_remote_frees`, and misuse: frees with a wrong layout, of interior,
 //! stale (double free, local and remote) and foreign pointers, page-API
 //! pointers through `dealloc` and the reverse, a remote double free of an
-//! object still on its stack, and allocation on an out-of-range CPU.
+//! object still on its stack, `realloc` of a freed address (refused with
+//! null and one report before anything moves — or, if the address was
+//! handed out again, a `realloc` of the new object), and allocation on an
+//! out-of-range CPU.
+//!
+//! Appending a variant to [`Action`] remaps every encoded action (see
+//! `fuzz/tools/reencode_global.py`, which rewrites the committed seeds).
 //!
 //! Checked after every action:
 //! - every valid call succeeds (except that allocations may fail for lack of
@@ -168,6 +174,12 @@ enum Action {
     /// Invalid page requests.
     BadPages {
         kind: u8,
+    },
+    /// `realloc` of an address freed before, with its old layout, to a
+    /// size in the same class or another.
+    ReallocStale {
+        which: u8,
+        size: Size,
     },
 }
 
@@ -599,7 +611,7 @@ impl Model {
             Action::Realloc { which, size } => {
                 if let Some((addr, o)) = self.pick(which, |o| !matches!(o.kind, Kind::Pages { .. }))
                 {
-                    self.realloc(addr, o, size.bytes());
+                    self.realloc(addr, o, o.layout, size.bytes());
                 }
             }
             Action::AllocPages {
@@ -635,6 +647,12 @@ impl Model {
                 self.after_drain(false);
             }
             Action::DeallocStale { which } => self.dealloc_stale(which),
+            Action::ReallocStale { which, size } => {
+                if !self.freed.is_empty() {
+                    let (addr, layout) = self.freed[which as usize % self.freed.len()];
+                    self.realloc_stale(addr, layout, size.bytes());
+                }
+            }
             Action::DeallocWrongLayout {
                 which,
                 size,
@@ -1059,10 +1077,13 @@ impl Model {
         }
     }
 
-    fn realloc(&mut self, addr: usize, o: Obj, new_size: usize) {
+    /// `realloc(addr, layout, new_size)` of live allocation `o`, where
+    /// `layout` routes like `o.layout` (the same class or page count): a
+    /// valid call, which copies `min(layout.size(), new_size)` bytes.
+    fn realloc(&mut self, addr: usize, o: Obj, layout: Layout, new_size: usize) {
         self.check_pattern(addr, o, o.layout.size());
         let cur = self.cur();
-        let new = Layout::from_size_align(new_size, o.layout.align()).unwrap();
+        let new = Layout::from_size_align(new_size, layout.align()).unwrap();
         // A new small block is allocated unless it stays in its class.
         let small = match (o.kind, self.kind_for(new)) {
             (Kind::Small { class, .. }, Kind::Small { class: c, .. }) if c == class => None,
@@ -1075,10 +1096,11 @@ impl Model {
         };
         // SAFETY: a live allocation with its layout; on success the model
         // forgets the old block (or keeps it, if it moved nowhere).
-        let q = unsafe {
-            self.heap
-                .realloc(self.ptr(addr).as_ptr(), o.layout, new_size)
-        };
+        let q = unsafe { self.heap.realloc(self.ptr(addr).as_ptr(), layout, new_size) };
+        if matches!(o.kind, Kind::Small { .. }) {
+            // Validating the old object drained its slab's remote frees.
+            self.drained_slab(addr);
+        }
         self.settle(false);
         if let Some((class, want, slabs)) = small {
             self.after_small_alloc(class, want, slabs, q.is_null());
@@ -1116,19 +1138,179 @@ impl Model {
             } else {
                 self.objects.remove(&addr);
             }
-            self.remember(addr, o.layout);
+            self.remember(addr, layout);
             self.kind_for(new)
         };
         if q == addr {
             self.objects.remove(&addr);
         }
-        let keep = o.layout.size().min(new_size);
+        let keep = o.layout.size().min(layout.size()).min(new_size);
         let n = self.insert(q, new, kind);
         let n = Obj { seed: o.seed, ..n };
         self.objects.insert(q, n);
         self.check_pattern(q, n, keep);
         // SAFETY: the new block has `new_size` bytes.
         unsafe { bsa_fuzz::fill_from(self.ptr(q), keep, new_size, n.seed) };
+    }
+
+    /// Every remote free pending on the slab holding `addr` was drained
+    /// (by a local free or a validation there): those objects are free now.
+    fn drained_slab(&mut self, addr: usize) {
+        let chunk = addr & !(SLAB_SIZE - 1);
+        let drained: Vec<usize> = self
+            .objects
+            .range(chunk..chunk + SLAB_SIZE)
+            .filter(|(_, o)| o.state == State::Pending && matches!(o.kind, Kind::Small { .. }))
+            .map(|(&a, _)| a)
+            .collect();
+        for a in drained {
+            self.objects.remove(&a);
+        }
+    }
+
+    /// The size class of the live slab holding `addr`, if the model knows
+    /// it is one: it holds a live small object, or our bogus free (which
+    /// keeps it from going back before a drain counts it).
+    fn slab_class_at(&self, addr: usize) -> Option<SizeClass> {
+        let chunk = addr & !(SLAB_SIZE - 1);
+        self.objects
+            .range(chunk..chunk + SLAB_SIZE)
+            .find_map(|(_, o)| match (o.state, o.kind) {
+                (State::Live | State::Bogus, Kind::Small { class, .. }) => Some(class),
+                _ => None,
+            })
+    }
+
+    /// `realloc(addr, layout, new_size)` of an address freed before, with
+    /// the layout it had, where the model can tell what must happen:
+    /// - handed out again (live): a `realloc` of the new object, valid if
+    ///   `layout` routes like the new object's layout, else refused;
+    /// - a small object (freed, on a remote-free stack or not) in a slab the
+    ///   model knows is live: refused with `DoubleFree` after the owner's
+    ///   lock is taken and the slab's remote frees are drained (so a bogus
+    ///   free there is counted), or with `LayoutMismatch` if the slab is of
+    ///   another class now;
+    /// - a large block's address inside nothing the model tracks: refused
+    ///   (`NotAllocated`, or `LayoutMismatch` at a slab chunk's or cached
+    ///   page block's head).
+    ///
+    /// A refused `realloc` returns null, reports once, at `addr` with
+    /// `layout`, and allocates, frees and moves nothing.
+    fn realloc_stale(&mut self, addr: usize, layout: Layout, new_size: usize) {
+        let o = self.objects.get(&addr).copied();
+        if let Some(
+            o @ Obj {
+                state: State::Live, ..
+            },
+        ) = o
+        {
+            let want = match (o.kind, self.kind_for(layout)) {
+                (Kind::Small { class, .. }, Kind::Small { class: c, .. }) if c == class => {
+                    return self.realloc(addr, o, layout, new_size);
+                }
+                (Kind::Large { pages }, Kind::Large { pages: p }) if p == pages => {
+                    return self.realloc(addr, o, layout, new_size);
+                }
+                (Kind::Small { .. }, Kind::Small { .. }) => MisuseKind::LayoutMismatch,
+                // No buddy allocation starts inside a slab chunk.
+                (Kind::Small { .. }, Kind::Large { .. }) => MisuseKind::NotAllocated,
+                (Kind::Large { pages }, Kind::Large { pages: p }) => MisuseKind::WrongPageCount {
+                    expected: pages,
+                    given: p,
+                },
+                // Not a slab; a buddy allocation of another kind starts here.
+                (Kind::Large { .. } | Kind::Pages { .. }, _) => MisuseKind::LayoutMismatch,
+                (_, Kind::Pages { .. }) => unreachable!("`kind_for` never answers Pages"),
+            };
+            return self.realloc_refused(addr, layout, new_size, &[want], false);
+        }
+        match self.kind_for(layout) {
+            Kind::Small { class, .. } => {
+                let Some(slab) = self.slab_class_at(addr) else {
+                    return; // the chunk may be anything now
+                };
+                if slab != class {
+                    return self.realloc_refused(
+                        addr,
+                        layout,
+                        new_size,
+                        &[MisuseKind::LayoutMismatch],
+                        false,
+                    );
+                }
+                // Free in its slab, pending on its stack (drained first),
+                // or our bogus free (counted by that drain).
+                self.realloc_refused(addr, layout, new_size, &[MisuseKind::DoubleFree], true);
+            }
+            _ => {
+                if o.is_some()
+                    || self
+                        .objects
+                        .range(..=addr)
+                        .next_back()
+                        .is_some_and(|(&a, o)| a + o.span() > addr)
+                {
+                    return; // inside some allocation the model tracks
+                }
+                let want = &[MisuseKind::NotAllocated, MisuseKind::LayoutMismatch];
+                self.realloc_refused(addr, layout, new_size, want, false);
+            }
+        }
+    }
+
+    /// A `realloc` that must be refused with one report in `want` (at
+    /// `addr`, with `layout`) and change nothing, except that with
+    /// `drains` it drained the remote frees of the slab holding `addr`.
+    fn realloc_refused(
+        &mut self,
+        addr: usize,
+        layout: Layout,
+        new_size: usize,
+        want: &[MisuseKind],
+        drains: bool,
+    ) {
+        let before = self.heap.stats();
+        // SAFETY: the model says this is no live allocation for `layout`:
+        // the call must refuse it before reading or writing anything.
+        let q = unsafe { self.heap.realloc(self.ptr(addr).as_ptr(), layout, new_size) };
+        assert!(
+            q.is_null(),
+            "realloc({addr:#x}, {layout:?}, {new_size}) of a freed block returned {q:?}"
+        );
+        for r in self.heap.platform().reports.lock().unwrap().iter() {
+            if r.addr != 0 {
+                assert_eq!(
+                    (r.addr, r.size, r.align),
+                    (addr, layout.size(), layout.align()),
+                    "realloc misuse report {r}"
+                );
+            }
+        }
+        if drains {
+            self.drained_slab(addr);
+        }
+        self.settle(false);
+        self.expect_reports(&[want]);
+        let after = self.heap.stats();
+        if drains {
+            // The drain may have returned objects to their slab (and moved
+            // it between lists); nothing was allocated or released.
+            assert_eq!(
+                (before.free_pages, before.large_bytes, before.slab_chunks),
+                (after.free_pages, after.large_bytes, after.slab_chunks),
+                "refused realloc({addr:#x}, {layout:?}) changed the figures"
+            );
+            assert_eq!(
+                before.small.slabs(),
+                after.small.slabs(),
+                "refused realloc({addr:#x}, {layout:?}) added or released a slab"
+            );
+        } else {
+            assert_eq!(
+                before, after,
+                "refused realloc({addr:#x}, {layout:?}) changed the figures"
+            );
+        }
     }
 
     fn alloc_pages(&mut self, count: usize, align: usize, low: bool) {

@@ -691,10 +691,11 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         if entry.load(Ordering::Relaxed) & OWNER_MASK != cpu as u32 + 1 {
             return None;
         }
-        // SAFETY (both calls on `ptr`): the map entry, read under the slot's
-        // lock, says the chunk is a live slab owned by this slot, and it
-        // stays one while we hold the lock (as in `free_small`).
-        if let Err(e) = unsafe { slot.check_owned(ptr, from) } {
+        // SAFETY: the map entry, read under the slot's lock, says the chunk
+        // is a live slab owned by this slot, and it stays one while we hold
+        // the lock (as in `free_small`).
+        let live = unsafe { slot.check_owned(ptr, from) };
+        if let Err(e) = live {
             drop(slot);
             drop(cs);
             self.report_misuse(slab_misuse(e), ptr, old);
@@ -712,7 +713,8 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         unsafe {
             ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.as_ptr(), old.size().min(new.size()))
         };
-        // SAFETY: as above; the caller gives up `ptr`.
+        // SAFETY: the chunk is still a live slab of this slot (lock held
+        // since the check above); the caller gives up `ptr`.
         match unsafe { slot.free_owned(ptr, from) } {
             Ok(None) => {}
             Ok(Some(surplus)) => {
