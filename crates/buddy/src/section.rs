@@ -243,6 +243,7 @@ impl SectionRef {
     }
 
     /// Reads the metadata of page `idx`.
+    #[inline]
     pub(crate) fn meta(self, idx: usize) -> PageMeta {
         assert!(idx < self.page_count());
         // SAFETY: as in `field!`.
@@ -253,6 +254,7 @@ impl SectionRef {
     }
 
     /// Writes the metadata of page `idx`.
+    #[inline]
     pub(crate) fn set_meta(self, idx: usize, value: PageMeta) {
         assert!(idx < self.page_count());
         // SAFETY: as in `field!`.
