@@ -915,6 +915,10 @@ impl Model {
         }
         // SAFETY: a live allocation with its layout; forgotten by the model.
         unsafe { self.heap.dealloc(self.ptr(addr).as_ptr(), layout) };
+        if !remote && matches!(o.kind, Kind::Small { .. }) {
+            // A local free drains its slab's remote frees first.
+            self.drained_slab(addr);
+        }
         self.settle(false);
         self.expect_reports(&[]);
         self.remember(addr, layout);
@@ -1012,7 +1016,7 @@ impl Model {
                 {
                     // SAFETY: a double free the allocator must refuse.
                     unsafe { self.heap.dealloc(self.ptr(addr).as_ptr(), layout) };
-                    self.objects.remove(&addr);
+                    self.drained_slab(addr);
                     self.settle(false);
                     self.expect_reports(&[&[MisuseKind::DoubleFree]]);
                     return;
@@ -1039,6 +1043,7 @@ impl Model {
                 if owner == self.cur() {
                     // SAFETY: a double free the allocator must refuse.
                     unsafe { self.heap.dealloc(self.ptr(addr).as_ptr(), layout) };
+                    self.drained_slab(addr);
                     self.settle(false);
                     self.expect_reports(&[&[MisuseKind::DoubleFree]]);
                 } else if self.bogus.is_none() {
