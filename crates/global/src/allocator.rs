@@ -8,7 +8,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use bsa_buddy::BuddyAllocator;
-use bsa_percpu::{CpuIndexError, CriticalSection, PerCpu};
+use bsa_percpu::{CpuIndexError, CriticalSection, PerCpu, SlotGuard};
 use bsa_slab::{AllocFailure, SizeClass, SlabAllocator, SlabError, SLAB_SIZE};
 use spin::{Mutex, Once};
 
@@ -625,38 +625,24 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let Some(entry) = self.regions.entry(ptr.addr().get()) else {
             return Err(MisuseKind::ForeignPointer);
         };
-        let cpu = cs.cpu();
-        // A hint read without the lock: the owner bits name this CPU's slot
-        // only if they were set under its lock, so the free is local if they
-        // still do once we hold it. (`wrapping_add`: an out-of-range index
-        // from `Platform::current_cpu` can be `usize::MAX`; owner bits are
-        // never 0 here, so it simply takes the other path.)
-        if entry.load(Ordering::Relaxed) & OWNER_MASK == cpu.wrapping_add(1) as u32 {
-            if let Ok(mut slot) = cpus.lock_current(cs) {
-                // Owner bits of a chunk owned by `cpu` only change under this
-                // lock, which we hold.
-                if entry.load(Ordering::Relaxed) & OWNER_MASK == cpu as u32 + 1 {
-                    // SAFETY: (1) the map entry says the chunk is a live slab
-                    // owned by this CPU slot, whose slab cache is `slot`:
-                    // owner bits are set after `add_slab` and cleared before
-                    // the cache hands the chunk back, both under this lock,
-                    // which we hold; (2) the caller of `dealloc` gives up the
-                    // object. The slab layer still checks the class, the slot
-                    // boundary and double frees.
-                    return match unsafe { slot.free_owned(ptr, class) } {
-                        Ok(None) => Ok(()),
-                        Ok(Some(surplus)) => {
-                            // Cleared under the lock, like they were set.
-                            release_chunk(&self.regions, surplus, cpu);
-                            drop(slot);
-                            self.return_surplus(surplus);
-                            Ok(())
-                        }
-                        Err(e) => Err(slab_misuse(e)),
-                    };
+        if let Some(mut slot) = owned_slot(cpus, cs, entry) {
+            // SAFETY: (1) `owned_slot` returned the slot's guard, so the
+            // chunk is a live slab of this slot's cache and stays one while
+            // we hold it; (2) the caller of `dealloc` gives up the object.
+            // The slab layer still checks the class, the slot boundary and
+            // double frees.
+            return match unsafe { slot.free_owned(ptr, class) } {
+                Ok(None) => Ok(()),
+                Ok(Some(surplus)) => {
+                    // Cleared under the lock, like they were set.
+                    release_chunk(&self.regions, surplus, cs.cpu());
+                    drop(slot);
+                    self.return_surplus(surplus);
+                    Ok(())
                 }
-            }
-        }
+                Err(e) => Err(slab_misuse(e)),
+            };
+        };
         self.free_not_local(cpus, cs, entry, ptr, class)
     }
 
@@ -683,17 +669,9 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let ctx = PlatformCpu(&self.platform);
         let cs = CriticalSection::enter(&ctx);
         let cpu = cs.cpu();
-        if entry.load(Ordering::Relaxed) & OWNER_MASK != cpu.wrapping_add(1) as u32 {
-            return None;
-        }
-        let mut slot = cpus.lock_current(&cs).ok()?;
-        // Owner bits naming this slot only change under its lock (held).
-        if entry.load(Ordering::Relaxed) & OWNER_MASK != cpu as u32 + 1 {
-            return None;
-        }
-        // SAFETY: the map entry, read under the slot's lock, says the chunk
-        // is a live slab owned by this slot, and it stays one while we hold
-        // the lock (as in `free_small`).
+        let mut slot = owned_slot(cpus, &cs, entry)?;
+        // SAFETY: `owned_slot` returned the slot's guard: the chunk is a
+        // live slab of this slot's cache and stays one while we hold it.
         let live = unsafe { slot.check_owned(ptr, from) };
         if let Err(e) = live {
             drop(slot);
@@ -1009,6 +987,35 @@ fn check_page_request<const PAGE_SIZE: usize>(
         return Err(AllocError::BadRequest);
     }
     Ok(())
+}
+
+/// The current CPU's slot, locked, if the chunk whose map entry is `entry`
+/// is a live slab of that slot's cache; `None` otherwise (another CPU's
+/// slab, no slab, or a CPU index out of range).
+///
+/// While the guard lives the chunk stays a live slab of that cache: owner
+/// bits naming a slot are set after `add_slab` and cleared before the cache
+/// hands the chunk back, both under the slot's lock. The first read is a
+/// hint taken without the lock (so that a remote free does not take this
+/// CPU's lock for nothing); the second, under the lock, is the one that
+/// counts. (`wrapping_add`: `Platform::current_cpu` may return any index,
+/// even `usize::MAX`; owner bits are never 0 here, so such an index simply
+/// finds no slot.)
+#[inline(always)]
+pub(crate) fn owned_slot<'s, P: Platform>(
+    cpus: &'s PerCpu<'static, SlabAllocator>,
+    cs: &'s Cs<'_, '_, P>,
+    entry: &AtomicU32,
+) -> Option<SlotGuard<'s, SlabAllocator>> {
+    let owner_bits = cs.cpu().wrapping_add(1) as u32;
+    if entry.load(Ordering::Relaxed) & OWNER_MASK != owner_bits {
+        return None;
+    }
+    let slot = cpus.lock_current(cs).ok()?;
+    if entry.load(Ordering::Relaxed) & OWNER_MASK != owner_bits {
+        return None;
+    }
+    Some(slot)
 }
 
 /// Clear the map entry of a chunk the slab cache of `cpu` just handed back.

@@ -3,17 +3,13 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::Ordering;
-
-use bsa_slab::SizeClass;
 
 use allocator_api2::alloc::{AllocError as ApiAllocError, Allocator};
-
 use bsa_percpu::CriticalSection;
+use bsa_slab::SizeClass;
 
-use crate::allocator::{Route, TAG_LARGE};
+use crate::allocator::{owned_slot, Route, TAG_LARGE};
 use crate::platform::PlatformCpu;
-use crate::regions::OWNER_MASK;
 use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
 
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
@@ -84,23 +80,14 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             if let Some(entry) = self.regions.entry(p.addr().get()) {
                 let ctx = PlatformCpu(&self.platform);
                 let cs = CriticalSection::enter(&ctx);
-                let cpu = cs.cpu();
-                // As in `free_small`: a hint without the lock, confirmed
-                // under it (owner bits naming this slot change only under
-                // its lock). `wrapping_add`: `cpu` may be out of range.
-                if entry.load(Ordering::Relaxed) & OWNER_MASK == cpu.wrapping_add(1) as u32 {
-                    if let Ok(mut slot) = cpus.lock_current(&cs) {
-                        if entry.load(Ordering::Relaxed) & OWNER_MASK == cpu as u32 + 1
-                            // SAFETY: the map entry, read under the slot's
-                            // lock, says the chunk is a live slab owned by
-                            // this slot (see `free_small`); the caller of
-                            // `dealloc` gives up the object.
-                            && unsafe { slot.try_free_fast(p, class) }
-                        {
-                            return;
-                        }
-                    };
-                }
+                if let Some(mut slot) = owned_slot(cpus, &cs, entry) {
+                    // SAFETY: `owned_slot` returned the slot's guard: the
+                    // chunk is a live slab of this slot's cache while we
+                    // hold it; the caller of `dealloc` gives up the object.
+                    if unsafe { slot.try_free_fast(p, class) } {
+                        return;
+                    }
+                };
             }
         }
         self.dealloc_slow(ptr, layout)
