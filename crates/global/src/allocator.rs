@@ -719,7 +719,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// The free is not for the current CPU's slab cache: a remote free, or
     /// not a live slab at all (or the chunk changed hands since the hint).
     #[inline(never)]
-    fn free_not_local(
+    pub(crate) fn free_not_local(
         &self,
         cpus: &PerCpu<'static, SlabAllocator>,
         cs: &Cs<'_, '_, P>,

@@ -3,6 +3,7 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
+use core::sync::atomic::AtomicU32;
 
 use allocator_api2::alloc::{AllocError as ApiAllocError, Allocator};
 use bsa_percpu::CriticalSection;
@@ -80,17 +81,37 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             if let Some(entry) = self.regions.entry(p.addr().get()) {
                 let ctx = PlatformCpu(&self.platform);
                 let cs = CriticalSection::enter(&ctx);
-                if let Some(mut slot) = owned_slot(cpus, &cs, entry) {
-                    // SAFETY: `owned_slot` returned the slot's guard: the
-                    // chunk is a live slab of this slot's cache while we
-                    // hold it; the caller of `dealloc` gives up the object.
-                    if unsafe { slot.try_free_fast(p, class) } {
-                        return;
-                    }
+                let Some(mut slot) = owned_slot(cpus, &cs, entry) else {
+                    drop(cs);
+                    return self.dealloc_not_local(p, layout, entry);
                 };
+                // SAFETY: `owned_slot` returned the slot's guard: the chunk
+                // is a live slab of this slot's cache while we hold it; the
+                // caller of `dealloc` gives up the object.
+                if unsafe { slot.try_free_fast(p, class) } {
+                    return;
+                }
             }
         }
         self.dealloc_slow(ptr, layout)
+    }
+
+    /// [`dealloc_raw`](Self::dealloc_raw) of a small object whose chunk
+    /// (map entry `entry`) is not a live slab of the current CPU: a remote
+    /// free, or misuse. Skips the region lookup already done.
+    #[inline(never)]
+    fn dealloc_not_local(&self, ptr: NonNull<u8>, layout: Layout, entry: &AtomicU32) {
+        let (Some(cpus), Some(class)) = (self.cpus.get(), SizeClass::for_layout(layout)) else {
+            // Not reachable: the fast path found both.
+            return self.deallocate_inner(ptr, layout);
+        };
+        let ctx = PlatformCpu(&self.platform);
+        let cs = CriticalSection::enter(&ctx);
+        let r = self.free_not_local(cpus, &cs, entry, ptr, class);
+        drop(cs);
+        if let Err(kind) = r {
+            self.report_misuse(kind, ptr, layout);
+        }
     }
 
     /// Everything [`dealloc_raw`](Self::dealloc_raw)'s fast path leaves,
