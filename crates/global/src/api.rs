@@ -7,7 +7,7 @@ use core::sync::atomic::AtomicU32;
 
 use allocator_api2::alloc::{AllocError as ApiAllocError, Allocator};
 use bsa_percpu::CriticalSection;
-use bsa_slab::SizeClass;
+use bsa_slab::{SizeClass, SlabAllocator};
 
 use crate::allocator::{owned_slot, Route, TAG_LARGE};
 use crate::platform::PlatformCpu;
@@ -49,6 +49,11 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             let cs = CriticalSection::enter(&ctx);
             if let Ok(mut slot) = cpus.lock_current(&cs) {
                 if let Some(p) = slot.try_alloc_fast(class) {
+                    return p.as_ptr();
+                }
+                // Drains, list changes: still under this lock. Only a
+                // refill (or an error) needs the slow path.
+                if let Some(p) = alloc_in_slot(&mut slot, class) {
                     return p.as_ptr();
                 }
             };
@@ -422,4 +427,12 @@ unsafe impl<P: Platform, const PAGE_SIZE: usize> Allocator for &GlobalAllocator<
         let (p, cap) = unsafe { self.resize(ptr, old, new) }.map_err(|_| ApiAllocError)?;
         Ok(NonNull::slice_from_raw_parts(p, cap))
     }
+}
+
+/// The slab cache's full allocation path, out of line (the caller holds
+/// the slot's lock); `None` when it needs a slab (a refill is the caller's
+/// slow path) or fails.
+#[inline(never)]
+fn alloc_in_slot(slot: &mut SlabAllocator, class: SizeClass) -> Option<NonNull<u8>> {
+    slot.alloc_class(class).ok()
 }
