@@ -47,55 +47,152 @@ pub(crate) struct DrainOutcome {
     pub(crate) corrupt: bool,
 }
 
+/// One step along a remote-free chain.
+enum Step {
+    /// The chain ends here (null link).
+    End,
+    /// The link is not a slot of this slab: the chain is corrupt.
+    Bad,
+    /// Slot `index`, whose own link is `next`.
+    Entry { index: usize, next: *mut u8 },
+}
+
 impl Slab {
+    /// Where the chain entry `cur` leads, validating it first: only a slot
+    /// of this slab is ever read.
+    fn step(self, cur: *mut u8) -> Step {
+        if cur.is_null() {
+            return Step::End;
+        }
+        let addr = cur.addr();
+        let index = if addr & !(SLAB_SIZE - 1) == self.base().addr().get() {
+            self.geometry().index_of(addr & (SLAB_SIZE - 1))
+        } else {
+            None
+        };
+        let Some(index) = index else {
+            return Step::Bad;
+        };
+        // Use our own pointer (the slab's provenance), not the link's.
+        let obj = self.object(index);
+        // SAFETY: `obj` is slot `index` of this live slab (type invariant),
+        // 8-aligned, prepared by `link_init`; it was pushed, and the Acquire
+        // swap that took the chain (or the Acquire of the push that put it
+        // on a chain read earlier) makes its link visible.
+        let next = unsafe { sync::link_read(obj) };
+        Step::Entry { index, next }
+    }
+
+    /// The entry `n` links after `cur`, or `None` if the chain ends (or
+    /// turns bad) before.
+    fn advance(self, mut cur: *mut u8, n: usize) -> Option<*mut u8> {
+        for _ in 0..n {
+            match self.step(cur) {
+                Step::Entry { next, .. } => cur = next,
+                Step::End | Step::Bad => return None,
+            }
+        }
+        Some(cur)
+    }
+
+    /// If the chain from `head` loops (an object pushed again while still
+    /// on the stack overwrote its link), the number of distinct entries
+    /// before it repeats; `None` if it ends instead. Brent's algorithm:
+    /// links are only read (each validated), at most about `3 * count` of
+    /// them, and nothing is written.
+    fn distinct_before_loop(self, head: *mut u8) -> Option<usize> {
+        let count = self.geometry().count as usize;
+        // Cycle length `lam`: the hare runs ahead in doubling rounds.
+        let (mut power, mut lam) = (1usize, 1usize);
+        let mut tortoise = head;
+        let mut hare = match self.step(head) {
+            Step::Entry { next, .. } => next,
+            Step::End | Step::Bad => return None,
+        };
+        while tortoise != hare {
+            if lam > count {
+                // Not reachable (a loop over distinct slots is at most
+                // `count` long); a bound all the same.
+                return Some(count);
+            }
+            if power == lam {
+                tortoise = hare;
+                power *= 2;
+                lam = 0;
+            }
+            hare = match self.step(hare) {
+                Step::Entry { next, .. } => next,
+                Step::End | Step::Bad => return None,
+            };
+            lam += 1;
+        }
+        // Start of the loop `mu`: two walkers `lam` apart meet there.
+        let (mut a, mut b) = (head, self.advance(head, lam)?);
+        let mut mu = 0;
+        while a != b && mu <= count {
+            a = self.advance(a, 1)?;
+            b = self.advance(b, 1)?;
+            mu += 1;
+        }
+        Some((mu + lam).min(count))
+    }
+
     /// Takes the whole remote stack with one swap and returns its objects to
     /// the bitmap.
     ///
-    /// Never hangs and never writes outside the slab: at most `count` links
-    /// are followed (a valid chain has at most `count` entries, one per
-    /// allocated object), each link is checked to be a slot of this slab
-    /// before it is read, and objects are only *read* (their link word),
-    /// never written. An entry that is already free is a double free: it is
-    /// counted and skipped (its link is still a valid continuation, so a
-    /// local-then-remote double free loses nothing). A link that is not a
-    /// slot of this slab, or a chain longer than `count` (a remote double
-    /// free of an object still on the stack makes a cycle), ends the drain:
-    /// the entries not yet visited stay marked allocated forever (leaked),
-    /// which can only ever waste memory, never hand an object out twice.
+    /// Never hangs and never writes outside the slab: every link is checked
+    /// to be a slot of this slab before it is read, and objects are only
+    /// *read* (their link word), never written. An entry that is already
+    /// free is a double free: it is counted and skipped (its link is still a
+    /// valid continuation, so a local-then-remote double free loses
+    /// nothing). A link that is not a slot of this slab ends the drain as
+    /// corrupt. A remote double free of an object still on the stack makes
+    /// the chain loop back to it: the distinct entries before the loop are
+    /// drained, the loop counts as one double free, and the chain is
+    /// reported corrupt — the entries its overwritten link used to lead to
+    /// stay marked allocated forever (leaked), which can only ever waste
+    /// memory, never hand an object out twice.
     pub(crate) fn drain_remote(self) -> DrainOutcome {
         let mut out = DrainOutcome::default();
-        let mut cur = self.remote_head().swap(core::ptr::null_mut(), TAKE);
-        let geometry = self.geometry();
-        let base = self.base().addr().get();
-        let mut steps = 0;
-        while !cur.is_null() {
-            if steps == geometry.count {
-                out.corrupt = true;
+        let head = self.remote_head().swap(core::ptr::null_mut(), TAKE);
+        if head.is_null() {
+            return out;
+        }
+        let looped = self.distinct_before_loop(head);
+        // A chain without a loop has at most `count` (distinct) entries;
+        // the bound still holds should a concurrent double push rewrite a
+        // link of the chain between the two walks.
+        let limit = looped.unwrap_or(self.geometry().count as usize);
+        let mut cur = head;
+        let mut visited = 0;
+        loop {
+            if visited == limit {
+                if looped.is_none() && !cur.is_null() {
+                    // Longer than any valid chain.
+                    out.corrupt = true;
+                }
                 break;
             }
-            steps += 1;
-            let addr = cur.addr();
-            let index = if addr & !(SLAB_SIZE - 1) == base {
-                geometry.index_of(addr & (SLAB_SIZE - 1))
-            } else {
-                None
-            };
-            let Some(index) = index else {
-                out.corrupt = true;
-                break;
-            };
-            // Use our own pointer (the slab's provenance), not the link's.
-            let obj = self.object(index);
-            // SAFETY: `obj` is slot `index` of this live slab (type
-            // invariant), 8-aligned, prepared by `link_init`; it was pushed,
-            // and the Acquire swap (or the Acquire of the push that put it on
-            // a chain read earlier) makes its link visible.
-            cur = unsafe { sync::link_read(obj) };
-            if self.mark_free(index) {
-                out.freed += 1;
-            } else {
-                out.double_frees += 1;
+            match self.step(cur) {
+                Step::End => break,
+                Step::Bad => {
+                    out.corrupt = true;
+                    break;
+                }
+                Step::Entry { index, next } => {
+                    if self.mark_free(index) {
+                        out.freed += 1;
+                    } else {
+                        out.double_frees += 1;
+                    }
+                    cur = next;
+                    visited += 1;
+                }
             }
+        }
+        if looped.is_some() {
+            out.double_frees += 1;
+            out.corrupt = true;
         }
         out
     }

@@ -793,7 +793,8 @@ fn remote_double_free_on_the_stack_is_a_cycle_and_is_cut() {
     a.drain_remote(|_| panic!("slab still has live objects"));
     let st = a.stats();
     assert_eq!(st.corrupt_remote_chains, 1);
-    assert!(st.remote_double_frees >= 1);
+    // Exactly one: the second push of objs[2] (the loop is walked once).
+    assert_eq!(st.remote_double_frees, 1);
     assert_eq!(a.take_remote_error(), Some(SlabError::CorruptRemoteChain));
     // objs[4] is live, 0 and 1 leaked, 2 and 3 free.
     assert_eq!(st.classes[class.index()].live_objects, 3);
@@ -803,6 +804,56 @@ fn remote_double_free_on_the_stack_is_a_cycle_and_is_cut() {
     got.dedup();
     assert_eq!(got.len(), 4);
     assert!(!got.contains(&objs[4]) && !got.contains(&objs[0]) && !got.contains(&objs[1]));
+    still_works(&mut a, &mut pool, class);
+    teardown(&mut a, &mut pool);
+}
+
+#[test]
+fn a_looping_chain_counts_each_double_free_once() {
+    let mut pool = Pool::new();
+    let mut a = SlabAllocator::new(0);
+    let class = class_of_size(32);
+    let objs: Vec<_> = (0..8).map(|_| alloc(&mut a, &mut pool, class)).collect();
+    // SAFETY: objects of `a`'s slab; the double frees are deliberate.
+    unsafe {
+        // objs[0] is already free here, then freed again remotely: a double
+        // free in the chain that is not a loop.
+        assert_eq!(a.free(objs[0], class), Ok(None));
+        SlabAllocator::remote_free(objs[0], class).unwrap();
+        for p in &objs[1..6] {
+            SlabAllocator::remote_free(*p, class).unwrap();
+        }
+        // objs[3] again while still on the stack: the chain becomes
+        // 3 -> 5 -> 4 -> 3 -> ... (3's link overwritten); 2, 1 and 0 are
+        // cut off.
+        SlabAllocator::remote_free(objs[3], class).unwrap();
+    }
+    a.drain_remote(|_| panic!("slab still has live objects"));
+    let st = a.stats();
+    assert_eq!(st.remote_double_frees, 1, "the loop, once");
+    assert_eq!(st.corrupt_remote_chains, 1);
+    // 3, 4, 5 and the already free 0 are free; 1 and 2 leaked; 6, 7 live.
+    assert_eq!(st.classes[class.index()].live_objects, objs.len() - 4);
+    for (i, &p) in objs.iter().enumerate() {
+        assert_eq!(
+            bitmap_says_free(p),
+            matches!(i, 0 | 3 | 4 | 5),
+            "object {i}"
+        );
+    }
+    // A chain that does not loop counts an already free entry once, and
+    // loses nothing after it.
+    // SAFETY: as above.
+    unsafe {
+        SlabAllocator::remote_free(objs[6], class).unwrap();
+        SlabAllocator::remote_free(objs[4], class).unwrap(); // already free
+        SlabAllocator::remote_free(objs[7], class).unwrap();
+    }
+    a.drain_remote(|_| panic!("slab still has live objects"));
+    let st = a.stats();
+    assert_eq!((st.remote_double_frees, st.corrupt_remote_chains), (2, 1));
+    assert!(bitmap_says_free(objs[6]) && bitmap_says_free(objs[7]));
+    check(&a);
     still_works(&mut a, &mut pool, class);
     teardown(&mut a, &mut pool);
 }
