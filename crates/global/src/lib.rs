@@ -72,13 +72,27 @@
 //!     clears its owner with a compare-exchange that only succeeds with no
 //!     free in flight, so a chunk never returns to the buddy while a remote
 //!     free is reading its header — even when that free is a racing double
-//!     free. Remote double frees are caught when the owner drains.
+//!     free. Remote double frees are caught when the owner drains (before
+//!     it hands out an object of that slab, frees one locally there, or
+//!     resizes one of it). A drain cannot tell who freed twice, so what it
+//!     finds is kept per CPU and reported at that CPU's next refill, or at
+//!     the next [`GlobalAllocator::trim`] /
+//!     [`GlobalAllocator::drain_remote_frees`]: one
+//!     [`MisuseKind::DoubleFree`] (or [`MisuseKind::Corruption`] for a
+//!     chain cut short) report with address 0, covering every double free
+//!     found on that CPU since its previous report; the counts are in
+//!     [`Stats`].
 //!
 //!   Cost on the small-free fast path: one `Acquire` load of the region
 //!   count, a scan of (usually one) region bounds, one load of the map
 //!   entry; the local path adds only the slot lock it needs anyway, the
 //!   remote path two uncontended atomic RMWs on the map entry next to the
 //!   CAS on the slab's stack. No buddy lock, no global contention.
+//!
+//!   `alloc` and `dealloc` are inlined into their callers for the common
+//!   case (an object from, or back to, a slab of the current CPU that
+//!   changes no list); that code calls nothing, and every other case starts
+//!   over out of line with all the checks above.
 //!
 //! Every refused operation is reported once through [`Platform::report`]
 //! (default: `log::error!`), after all locks are dropped, and changes
