@@ -45,6 +45,13 @@ pub(crate) const CURRENT: ListTag = 4;
 /// because a racing stray free on another CPU may read it while the owner
 /// releases the slab. `remote_head` is shared. Everything else belongs to
 /// the owner (under its lock).
+///
+/// The fields other CPUs touch (the remote stack head they push to, the
+/// identity they validate) fill the first cache line; the owner's fields,
+/// written on every allocation and free, start on the second (see
+/// `OWNER_FIELDS_OFFSET`), and the bitmap follows them. Sharing one line
+/// made every remote free and every allocation on the owner miss in cache
+/// on each other's writes.
 #[repr(C)]
 pub(crate) struct SlabHeader {
     /// Top of the remote-free stack (null: nothing pending).
@@ -54,6 +61,8 @@ pub(crate) struct SlabHeader {
     instance: usize,
     owner: u32,
     class: u8,
+    /// Pads the shared fields to a cache line of their own.
+    _shared_line: [u8; SHARED_PAD],
     list: ListTag,
     /// Objects whose bitmap bit is set (free for the owner).
     free: u32,
@@ -62,6 +71,17 @@ pub(crate) struct SlabHeader {
     prev: *mut SlabHeader,
     next: *mut SlabHeader,
 }
+
+/// Where the owner's fields start: one 64-byte cache line after the
+/// shared ones.
+const OWNER_FIELDS_OFFSET: usize = 64;
+
+/// Bytes of padding after `class` (offset 29) so that `list`, the first
+/// owner field, starts at `OWNER_FIELDS_OFFSET`.
+const SHARED_PAD: usize = OWNER_FIELDS_OFFSET - 29;
+
+const _: () = assert!(core::mem::offset_of!(SlabHeader, class) == 28);
+const _: () = assert!(core::mem::offset_of!(SlabHeader, list) == OWNER_FIELDS_OFFSET);
 
 /// Offset of the free bitmap (one bit per object, 1 = free) in a slab.
 pub(crate) const BITMAP_OFFSET: usize = size_of::<SlabHeader>().next_multiple_of(8);
@@ -176,6 +196,7 @@ pub(crate) unsafe fn init(mem: NonNull<u8>, class: SizeClass, owner: u32, instan
             instance,
             owner,
             class: class.index() as u8,
+            _shared_line: [0; SHARED_PAD],
             list: DETACHED,
             free: count as u32,
             summary,
