@@ -40,8 +40,9 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
 
     /// `GlobalAlloc::alloc`. The fast path (a small object from the current
     /// CPU's current slab, see `SlabAllocator::try_alloc_fast`) is inlined
-    /// into the caller and calls nothing; everything else starts over in
-    /// [`alloc_slow`](Self::alloc_slow), which is out of line.
+    /// into the caller and calls nothing. When it declines, the slab cache's
+    /// full path runs out of line under the same lock; a refill, a large
+    /// block or an error starts over in [`alloc_slow`](Self::alloc_slow).
     #[inline(always)]
     fn alloc_raw(&self, layout: Layout) -> *mut u8 {
         if let (Some(cpus), Some(class)) = (self.cpus.get(), SizeClass::for_layout(layout)) {
@@ -74,7 +75,9 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// `GlobalAlloc::dealloc`. The fast path (a live object of the current
     /// CPU's slab cache whose slab changes no list, see
     /// `SlabAllocator::try_free_fast`) is inlined into the caller and calls
-    /// nothing; everything else, misuse included, starts over in
+    /// nothing. A chunk that is not a slab of this CPU (a remote free, or
+    /// misuse) goes to [`dealloc_not_local`](Self::dealloc_not_local);
+    /// everything else, misuse included, starts over in
     /// [`dealloc_slow`](Self::dealloc_slow).
     #[inline(always)]
     fn dealloc_raw(&self, ptr: *mut u8, layout: Layout) {
