@@ -634,10 +634,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             return match unsafe { slot.free_owned(ptr, class) } {
                 Ok(None) => Ok(()),
                 Ok(Some(surplus)) => {
-                    // Cleared under the lock, like they were set.
-                    release_chunk(&self.regions, surplus, cs.cpu());
-                    drop(slot);
-                    self.return_surplus(surplus);
+                    self.return_surplus(slot, surplus, cs.cpu());
                     Ok(())
                 }
                 Err(e) => Err(slab_misuse(e)),
@@ -695,11 +692,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         // since the check above); the caller gives up `ptr`.
         match unsafe { slot.free_owned(ptr, from) } {
             Ok(None) => {}
-            Ok(Some(surplus)) => {
-                release_chunk(&self.regions, surplus, cpu);
-                drop(slot);
-                self.return_surplus(surplus);
-            }
+            Ok(Some(surplus)) => self.return_surplus(slot, surplus, cpu),
             // Cannot happen: `check_owned` found the object live under the
             // same lock. Should it happen, the old object stays allocated
             // (a leak, never a corruption).
@@ -708,10 +701,14 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         Some(Ok((fresh, to.size())))
     }
 
-    /// A slab chunk the current CPU's cache handed back after a free (its
-    /// owner bits are already cleared): back to the buddy, no slot lock held.
+    /// A slab chunk the cache of `cpu` (whose locked slot is `slot`) handed
+    /// back after a free: clear its owner bits under the lock, like they
+    /// were set, then unlock and give it back to the buddy (no slot lock is
+    /// held while the buddy lock is taken).
     #[cold]
-    fn return_surplus(&self, surplus: NonNull<u8>) {
+    fn return_surplus(&self, slot: SlotGuard<'_, SlabAllocator>, surplus: NonNull<u8>, cpu: usize) {
+        release_chunk(&self.regions, surplus, cpu);
+        drop(slot);
         let freed = self.buddy_free(surplus, Self::SLAB_PAGES, TAG_SLAB);
         debug_assert!(freed.is_ok());
     }

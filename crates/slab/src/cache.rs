@@ -196,7 +196,7 @@ impl SlabAllocator {
     }
 
     /// Allocates an object of `class` (see [`alloc`](Self::alloc)).
-    #[inline(always)]
+    #[inline]
     pub fn alloc_class(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         let r = self.alloc_class_inner(class);
         #[cfg(test)]
@@ -204,7 +204,7 @@ impl SlabAllocator {
         r
     }
 
-    #[inline(always)]
+    #[inline]
     fn alloc_class_inner(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         if let Some(slab) = self.classes[class.slot()].current {
             // A remote double free of an object that is free here sits on
@@ -428,32 +428,64 @@ impl SlabAllocator {
     ///   this allocator: handed to [`add_slab`](Self::add_slab) of `self`
     ///   and not handed back since.
     /// - If `ptr` is valid, the caller no longer uses the object.
-    #[inline(always)]
+    #[inline]
     pub unsafe fn free_owned(
         &mut self,
         ptr: NonNull<u8>,
         class: SizeClass,
     ) -> Result<Option<NonNull<u8>>, SlabError> {
-        // SAFETY: obligation 1: the block is a live slab owned by `self`.
-        let slab = unsafe { Slab::containing(ptr) };
-        debug_assert!(slab.magic_ok());
-        debug_assert_eq!(slab.identity(), (self.owner, self.instance));
-        let r = match slab.class() {
-            c if c != class => Err(SlabError::WrongClass {
-                slab: c,
-                given: class,
-            }),
-            _ => match class
-                .geometry()
-                .index_of(ptr.addr().get() & (SLAB_SIZE - 1))
-            {
-                Some(index) => self.free_in(slab, index),
-                None => Err(SlabError::NotOnSlotBoundary),
-            },
+        // SAFETY: obligation 1 is `locate_owned`'s.
+        let r = match unsafe { self.locate_owned(ptr, class) } {
+            Ok((slab, index)) => self.free_in(slab, index),
+            Err(e) => Err(e),
         };
         #[cfg(test)]
         self.debug_check(Some(class));
         r
+    }
+
+    /// The slab and slot index of `ptr`, an object of `class` in one of this
+    /// allocator's live slabs: the class and slot-boundary checks shared by
+    /// [`free_owned`](Self::free_owned), [`try_free_fast`](Self::try_free_fast)
+    /// and [`check_owned`](Self::check_owned) (debug builds also assert the
+    /// magic and owner identity).
+    ///
+    /// # Safety
+    /// The `SLAB_SIZE`-aligned block containing `ptr` is a live slab of this
+    /// allocator.
+    #[inline(always)]
+    unsafe fn locate_owned(
+        &self,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(Slab, usize), SlabError> {
+        // SAFETY: the caller's obligation: a live slab owned by `self`.
+        let slab = unsafe { Slab::containing(ptr) };
+        debug_assert!(slab.magic_ok());
+        debug_assert_eq!(slab.identity(), (self.owner, self.instance));
+        if slab.class() != class {
+            return Err(SlabError::WrongClass {
+                slab: slab.class(),
+                given: class,
+            });
+        }
+        match class
+            .geometry()
+            .index_of(ptr.addr().get() & (SLAB_SIZE - 1))
+        {
+            Some(index) => Ok((slab, index)),
+            None => Err(SlabError::NotOnSlotBoundary),
+        }
+    }
+
+    /// Whether the current slab of `class`, just emptied by a free, stays
+    /// current without a list move: no partial slab could serve instead
+    /// and it is within `empty_keep` (the single-object alloc/free loop).
+    #[inline(always)]
+    fn keeps_emptied_current(&self, class: SizeClass) -> bool {
+        let cache = &self.classes[class.slot()];
+        cache.lists[PARTIAL as usize].head.is_none()
+            && cache.lists[EMPTY as usize].len < self.empty_keep
     }
 
     /// The free fast path, for callers that keep their own slow path out of
@@ -468,29 +500,16 @@ impl SlabAllocator {
     /// As for [`free_owned`](Self::free_owned).
     #[inline(always)]
     pub unsafe fn try_free_fast(&mut self, ptr: NonNull<u8>, class: SizeClass) -> bool {
-        // SAFETY: the caller's obligation 1: a live slab owned by `self`.
-        let slab = unsafe { Slab::containing(ptr) };
-        debug_assert!(slab.magic_ok());
-        debug_assert_eq!(slab.identity(), (self.owner, self.instance));
-        if slab.class() != class || slab.remote_pending() {
-            return false;
-        }
-        let g = class.geometry();
-        let Some(index) = g.index_of(ptr.addr().get() & (SLAB_SIZE - 1)) else {
+        // SAFETY: the caller's obligation 1 is `locate_owned`'s.
+        let Ok((slab, index)) = (unsafe { self.locate_owned(ptr, class) }) else {
             return false;
         };
-        let emptied = slab.free() + 1 == g.count;
+        if slab.remote_pending() {
+            return false;
+        }
+        let emptied = slab.free() + 1 == class.geometry().count;
         let stays = match slab.list() {
-            // As in `freed_off_the_fast_path`: an emptied current slab stays
-            // current when no partial slab could serve instead and it is
-            // within `empty_keep`.
-            CURRENT => {
-                !emptied || {
-                    let cache = &self.classes[class.slot()];
-                    cache.lists[PARTIAL as usize].head.is_none()
-                        && cache.lists[EMPTY as usize].len < self.empty_keep
-                }
-            }
+            CURRENT => !emptied || self.keeps_emptied_current(class),
             PARTIAL => !emptied,
             _ => false,
         };
@@ -522,20 +541,8 @@ impl SlabAllocator {
         ptr: NonNull<u8>,
         class: SizeClass,
     ) -> Result<(), SlabError> {
-        // SAFETY: the caller's obligation: a live slab owned by `self`.
-        let slab = unsafe { Slab::containing(ptr) };
-        debug_assert!(slab.magic_ok());
-        debug_assert_eq!(slab.identity(), (self.owner, self.instance));
-        if slab.class() != class {
-            return Err(SlabError::WrongClass {
-                slab: slab.class(),
-                given: class,
-            });
-        }
-        let index = class
-            .geometry()
-            .index_of(ptr.addr().get() & (SLAB_SIZE - 1))
-            .ok_or(SlabError::NotOnSlotBoundary)?;
+        // SAFETY: the caller's obligation is `locate_owned`'s.
+        let (slab, index) = unsafe { self.locate_owned(ptr, class) }?;
         if slab.remote_pending() {
             self.drain_slab(slab);
             // The drain may have turned a full slab partial (or a partial
@@ -553,57 +560,20 @@ impl SlabAllocator {
     }
 
     /// Returns object `index` (validated: a slot of `slab`) to `slab`.
-    ///
-    /// The common case (no remote frees pending, the slab is its class's
-    /// current slab and keeps that role) is straight-line code; the rest is
-    /// out of line.
-    #[inline(always)]
+    /// Pending remote frees are drained first, so that a local free of an
+    /// object already freed remotely is judged a double free.
+    #[inline]
     fn free_in(&mut self, slab: Slab, index: usize) -> Result<Option<NonNull<u8>>, SlabError> {
         if slab.remote_pending() {
-            return self.free_in_draining(slab, index);
+            self.drain_slab(slab);
         }
         if !slab.mark_free(index) {
-            return Err(SlabError::DoubleFree);
-        }
-        if slab.list() == CURRENT && slab.free() != slab.count() {
-            return Ok(None);
-        }
-        self.freed_off_the_fast_path(slab)
-    }
-
-    /// [`free_in`](Self::free_in) when remote frees are pending: drain them
-    /// first, so that a local free of an object already freed remotely is
-    /// judged a double free.
-    #[cold]
-    fn free_in_draining(
-        &mut self,
-        slab: Slab,
-        index: usize,
-    ) -> Result<Option<NonNull<u8>>, SlabError> {
-        self.drain_slab(slab);
-        if !slab.mark_free(index) {
-            // The drain may have changed the free count: file the slab.
+            // A drain may have changed the free count: file the slab.
             self.settle(slab, false);
             return Err(SlabError::DoubleFree);
         }
-        if slab.list() == CURRENT && slab.free() != slab.count() {
-            return Ok(None);
-        }
-        self.freed_off_the_fast_path(slab)
-    }
-
-    /// After a free: the current slab became empty, or the slab is not the
-    /// current one (it may change lists, or be released).
-    #[inline(never)]
-    fn freed_off_the_fast_path(&mut self, slab: Slab) -> Result<Option<NonNull<u8>>, SlabError> {
         if slab.list() == CURRENT {
-            // Emptied: it stays current, without a list move, when no
-            // partial slab could serve instead and it is within
-            // `empty_keep` (the single-object alloc/free loop).
-            let cache = &self.classes[slab.class().slot()];
-            if cache.lists[PARTIAL as usize].head.is_none()
-                && cache.lists[EMPTY as usize].len < self.empty_keep
-            {
+            if slab.free() != slab.count() || self.keeps_emptied_current(slab.class()) {
                 return Ok(None);
             }
             return Ok(self.current_emptied(slab));

@@ -4,7 +4,7 @@
 use core::ptr::NonNull;
 
 use crate::header::{Slab, SlabHeader};
-use crate::size_class::SLAB_SIZE;
+use crate::size_class::{Geometry, SLAB_SIZE};
 use crate::sync::{self, Ordering, PUBLISH, TAKE};
 
 /// Pushes `obj` on the remote-free stack of the slab whose header is `hdr`:
@@ -59,14 +59,16 @@ enum Step {
 
 impl Slab {
     /// Where the chain entry `cur` leads, validating it first: only a slot
-    /// of this slab is ever read.
-    fn step(self, cur: *mut u8) -> Step {
+    /// of this slab is ever read. `g` is this slab's geometry (looked up
+    /// once per walk).
+    #[inline]
+    fn step(self, g: &Geometry, cur: *mut u8) -> Step {
         if cur.is_null() {
             return Step::End;
         }
         let addr = cur.addr();
         let index = if addr & !(SLAB_SIZE - 1) == self.base().addr().get() {
-            self.geometry().index_of(addr & (SLAB_SIZE - 1))
+            g.index_of(addr & (SLAB_SIZE - 1))
         } else {
             None
         };
@@ -85,9 +87,9 @@ impl Slab {
 
     /// The entry `n` links after `cur`, or `None` if the chain ends (or
     /// turns bad) before.
-    fn advance(self, mut cur: *mut u8, n: usize) -> Option<*mut u8> {
+    fn advance(self, g: &Geometry, mut cur: *mut u8, n: usize) -> Option<*mut u8> {
         for _ in 0..n {
-            match self.step(cur) {
+            match self.step(g, cur) {
                 Step::Entry { next, .. } => cur = next,
                 Step::End | Step::Bad => return None,
             }
@@ -101,11 +103,12 @@ impl Slab {
     /// links are only read (each validated), at most about `3 * count` of
     /// them, and nothing is written.
     fn distinct_before_loop(self, head: *mut u8) -> Option<usize> {
-        let count = self.geometry().count as usize;
+        let g = self.geometry();
+        let count = g.count as usize;
         // Cycle length `lam`: the hare runs ahead in doubling rounds.
         let (mut power, mut lam) = (1usize, 1usize);
         let mut tortoise = head;
-        let mut hare = match self.step(head) {
+        let mut hare = match self.step(g, head) {
             Step::Entry { next, .. } => next,
             Step::End | Step::Bad => return None,
         };
@@ -120,18 +123,18 @@ impl Slab {
                 power *= 2;
                 lam = 0;
             }
-            hare = match self.step(hare) {
+            hare = match self.step(g, hare) {
                 Step::Entry { next, .. } => next,
                 Step::End | Step::Bad => return None,
             };
             lam += 1;
         }
         // Start of the loop `mu`: two walkers `lam` apart meet there.
-        let (mut a, mut b) = (head, self.advance(head, lam)?);
+        let (mut a, mut b) = (head, self.advance(g, head, lam)?);
         let mut mu = 0;
         while a != b && mu <= count {
-            a = self.advance(a, 1)?;
-            b = self.advance(b, 1)?;
+            a = self.advance(g, a, 1)?;
+            b = self.advance(g, b, 1)?;
             mu += 1;
         }
         Some((mu + lam).min(count))
@@ -140,40 +143,36 @@ impl Slab {
     /// Takes the whole remote stack with one swap and returns its objects to
     /// the bitmap.
     ///
-    /// Never hangs and never writes outside the slab: every link is checked
-    /// to be a slot of this slab before it is read, and objects are only
-    /// *read* (their link word), never written. An entry that is already
-    /// free is a double free: it is counted and skipped (its link is still a
-    /// valid continuation, so a local-then-remote double free loses
-    /// nothing). A link that is not a slot of this slab ends the drain as
+    /// Never hangs and never writes outside the slab: at most `count` links
+    /// are followed (a valid chain has at most `count` entries, one per
+    /// allocated object), each link is checked to be a slot of this slab
+    /// before it is read, and objects are only *read* (their link word),
+    /// never written. An entry that is already free is a double free: it is
+    /// counted and skipped (its link is still a valid continuation, so a
+    /// local-then-remote double free loses nothing). A link that is not a
+    /// slot of this slab, or a chain longer than `count`, ends the drain as
     /// corrupt. A remote double free of an object still on the stack makes
-    /// the chain loop back to it: the distinct entries before the loop are
-    /// drained, the loop counts as one double free, and the chain is
-    /// reported corrupt — the entries its overwritten link used to lead to
-    /// stay marked allocated forever (leaked), which can only ever waste
-    /// memory, never hand an object out twice.
+    /// the chain loop back to it: the walk then reaches its bound after
+    /// freeing every distinct entry, and the loop is counted as one double
+    /// free (the revisited entries are not). The entries the overwritten
+    /// link used to lead to stay marked allocated forever (leaked), which can
+    /// only ever waste memory, never hand an object out twice.
     pub(crate) fn drain_remote(self) -> DrainOutcome {
         let mut out = DrainOutcome::default();
         let head = self.remote_head().swap(core::ptr::null_mut(), TAKE);
-        if head.is_null() {
-            return out;
-        }
-        let looped = self.distinct_before_loop(head);
-        // A chain without a loop has at most `count` (distinct) entries;
-        // the bound still holds should a concurrent double push rewrite a
-        // link of the chain between the two walks.
-        let limit = looped.unwrap_or(self.geometry().count as usize);
+        let g = self.geometry();
+        let count = g.count as usize;
         let mut cur = head;
-        let mut visited = 0;
+        let mut steps = 0;
         loop {
-            if visited == limit {
-                if looped.is_none() && !cur.is_null() {
-                    // Longer than any valid chain.
+            if steps == count {
+                if !cur.is_null() {
                     out.corrupt = true;
+                    self.count_loop_once(head, &mut out);
                 }
                 break;
             }
-            match self.step(cur) {
+            match self.step(g, cur) {
                 Step::End => break,
                 Step::Bad => {
                     out.corrupt = true;
@@ -186,14 +185,24 @@ impl Slab {
                         out.double_frees += 1;
                     }
                     cur = next;
-                    visited += 1;
+                    steps += 1;
                 }
             }
         }
-        if looped.is_some() {
-            out.double_frees += 1;
-            out.corrupt = true;
-        }
         out
+    }
+
+    /// A drain that reached its bound walked a loop: every distinct entry
+    /// was visited first (there are at most `count`), then revisits were
+    /// counted as double frees. Recount: the double frees among the
+    /// distinct entries (those the walk did not free), plus one for the
+    /// loop. Only reads links again; if the chain no longer shows a loop
+    /// (a concurrent double push rewrote a link), the counts stay as walked.
+    #[cold]
+    fn count_loop_once(self, head: *mut u8, out: &mut DrainOutcome) {
+        if let Some(distinct) = self.distinct_before_loop(head) {
+            let distinct = u32::try_from(distinct).unwrap_or(u32::MAX);
+            out.double_frees = distinct.saturating_sub(out.freed) + 1;
+        }
     }
 }
