@@ -704,6 +704,25 @@ impl std::fmt::Display for Limit {
     }
 }
 
+/// Ratio targets checked on both the times and the instruction counts, as
+/// (workload, subject, reference, limit): the batches, random actions and
+/// pages against their peers.
+const PEER_TARGETS: &[(&str, &str, &str, Limit)] = &[
+    ("batch-lifo", "bsa", "mimalloc", Limit::AtMost(1.5)),
+    ("batch-lifo", "bsa", "talc", Limit::AtMost(0.6)),
+    ("batch-random", "bsa", "mimalloc", Limit::AtMost(1.5)),
+    ("batch-random", "bsa", "talc", Limit::AtMost(0.6)),
+    ("random-actions", "bsa", "mimalloc", Limit::AtMost(1.5)),
+    ("random-actions", "bsa", "talc", Limit::AtMost(0.6)),
+    ("pages-1", "bsa", "buddy-frame", Limit::AtMost(0.1)),
+    ("pages-8", "bsa", "buddy-frame", Limit::AtMost(0.1)),
+];
+
+/// The growth workloads (4 GiB heap against 64 MiB, at most 1.2), checked
+/// on both the times and the instruction counts; `growth-init` counts per
+/// page of the heap.
+const GROWTH: &[&str] = &["growth-page1", "growth-mixed", "growth-init"];
+
 /// The targets as (description, limit, measured ratio).
 fn targets(
     results: &Results,
@@ -725,24 +744,8 @@ fn targets(
             ratio("pair-64B", "bsa", peer),
         ));
     }
-    for g in ["batch-lifo", "batch-random", "random-actions"] {
-        t.push((
-            format!("{g}: bsa / mimalloc"),
-            Limit::AtMost(1.5),
-            ratio(g, "bsa", "mimalloc"),
-        ));
-        t.push((
-            format!("{g}: bsa / talc"),
-            Limit::AtMost(0.6),
-            ratio(g, "bsa", "talc"),
-        ));
-    }
-    for g in ["pages-1", "pages-8"] {
-        t.push((
-            format!("{g}: bsa / buddy-frame"),
-            Limit::AtMost(0.1),
-            ratio(g, "bsa", "buddy-frame"),
-        ));
+    for &(g, a, b, limit) in PEER_TARGETS {
+        t.push((format!("{g}: {a} / {b}"), limit, ratio(g, a, b)));
     }
     t.push((
         "cross-thread: bsa / mimalloc".to_string(),
@@ -757,13 +760,14 @@ fn targets(
             .find(|e| e.subject == "bsa")
             .map(|e| e.ratio),
     ));
-    for (g, what) in [
-        ("growth-page1", "growth-page1: 4GiB / 64MiB"),
-        ("growth-mixed", "growth-mixed: 4GiB / 64MiB"),
-        ("growth-init", "growth-init: time per page, 4GiB / 64MiB"),
-    ] {
+    for &g in GROWTH {
+        let what = if g == "growth-init" {
+            "time per page, "
+        } else {
+            ""
+        };
         t.push((
-            what.to_string(),
+            format!("{g}: {what}4GiB / 64MiB"),
             Limit::AtMost(1.2),
             ratio(g, "4GiB", "64MiB"),
         ));
@@ -780,31 +784,17 @@ fn targets(
             Limit::AtMost(1.2),
             iratio("pair-64B", "bsa", "mimalloc"),
         ));
-        for g in ["batch-lifo", "batch-random", "random-actions"] {
+        for &(g, a, b, limit) in PEER_TARGETS {
             t.push((
-                format!("{g} (instructions): bsa / mimalloc"),
-                Limit::AtMost(1.5),
-                iratio(g, "bsa", "mimalloc"),
-            ));
-            t.push((
-                format!("{g} (instructions): bsa / talc"),
-                Limit::AtMost(0.6),
-                iratio(g, "bsa", "talc"),
+                format!("{g} (instructions): {a} / {b}"),
+                limit,
+                iratio(g, a, b),
             ));
         }
-        for g in ["pages-1", "pages-8"] {
+        for &g in GROWTH {
+            let what = if g == "growth-init" { " per page" } else { "" };
             t.push((
-                format!("{g} (instructions): bsa / buddy-frame"),
-                Limit::AtMost(0.1),
-                iratio(g, "bsa", "buddy-frame"),
-            ));
-        }
-        for g in ["growth-page1", "growth-mixed", "growth-init"] {
-            t.push((
-                format!(
-                    "{g} (instructions{}): 4GiB / 64MiB",
-                    if g == "growth-init" { " per page" } else { "" }
-                ),
+                format!("{g} (instructions{what}): 4GiB / 64MiB"),
                 Limit::AtMost(1.2),
                 iratio(g, "4GiB", "64MiB"),
             ));
