@@ -822,14 +822,59 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         self.sweep(cpus, false)
     }
 
+    /// CPU hotplug: hand back everything CPU slot `cpu` caches (pending
+    /// remote frees drained, every empty slab returned to the buddy, drain
+    /// findings reported), from another CPU, without that CPU's help.
+    /// Slabs that still hold live objects stay with the slot: frees of
+    /// them keep working (as remote frees), and a later `flush_cpu` or the
+    /// slot's owner collects them. Returns the slab chunks returned.
+    ///
+    /// # Safety
+    /// - No context uses CPU index `cpu` in this allocator during the call
+    ///   (the CPU is offline or parked outside the allocator), and
+    ///   everything it did in the allocator happens before this call (e.g.
+    ///   it signalled "parked" with a `Release` store that the caller read
+    ///   with `Acquire`).
+    pub unsafe fn flush_cpu(&self, cpu: usize) -> usize {
+        let Some(cpus) = self.cpus.get() else {
+            return 0;
+        };
+        if cpu >= cpus.cpu_count() {
+            return 0;
+        }
+        self.sweep_cpu(cpus, cpu, true)
+    }
+
+    /// Serve the requests other CPUs posted to the calling CPU (trim,
+    /// drain; see [`trim`](Self::trim)) now, instead of at its next slow
+    /// path. A kernel calls it from the IPI handler it sends after `trim`.
+    /// Returns the slab chunks returned.
+    pub fn serve_requests(&self) -> usize {
+        let Some(cpus) = self.cpus.get() else {
+            return 0;
+        };
+        let cpu = self.with_cs(|cs| cs.cpu());
+        if cpu >= cpus.cpu_count() {
+            return 0;
+        }
+        self.sweep_cpu(cpus, cpu, true)
+    }
+
     /// Visits every CPU's slab cache in turn, each inside its own critical
     /// section: drains its pending remote frees and, with `trim`, takes
     /// every empty slab (else only those beyond the cache's policy). The
     /// chunks go back to the buddy after the slot lock is dropped, then
     /// what the drains found is reported. Returns the chunks returned.
     fn sweep(&self, cpus: &PerCpu<'static, SlabAllocator>, trim: bool) -> usize {
+        (0..cpus.cpu_count())
+            .map(|cpu| self.sweep_cpu(cpus, cpu, trim))
+            .sum()
+    }
+
+    /// [`sweep`](Self::sweep) of one CPU.
+    fn sweep_cpu(&self, cpus: &PerCpu<'static, SlabAllocator>, cpu: usize, trim: bool) -> usize {
         let mut returned = 0;
-        for cpu in 0..cpus.cpu_count() {
+        {
             let list = self.with_cs(|_cs| {
                 let mut list = ChunkList::new();
                 let mut release = |chunk| {

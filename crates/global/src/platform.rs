@@ -20,9 +20,24 @@ use core::fmt;
 /// - it is used by nothing else for as long as the allocator exists (it is
 ///   handed over for good, as with [`GlobalAllocator::add_region`](crate::GlobalAllocator::add_region)).
 ///
+/// and, for every CPU index `i` for which
+/// [`cpu_is_exclusive`](Platform::cpu_is_exclusive) returns `true`:
+/// - it returns `true` for `i` on every call, from any CPU, for as long as
+///   the allocator exists (an index is exclusive for good or never);
+/// - at most one execution context (CPU, thread, interrupt level) is inside
+///   a critical section whose [`current_cpu`](Platform::current_cpu) is `i`
+///   at any time: true in a kernel whose critical section masks interrupts
+///   and preemption and whose CPU index names the physical CPU;
+/// - when another context takes index `i` over (a thread that migrates, a
+///   CPU slot handed to a new thread), everything the previous one did
+///   inside its critical sections on `i` happens before the new one's
+///   critical section on `i` starts (a context switch or a lock handoff
+///   gives this).
+///
 /// The other hooks carry no safety obligation: a wrong CPU index or a
 /// missing critical section can cost contention or deadlock, never memory
-/// safety (every per-CPU slot is protected by its own lock).
+/// safety (every per-CPU slot that is not exclusive is protected by its own
+/// lock).
 pub unsafe trait Platform: Sync {
     /// Index of the CPU running the caller, in `0..cpu_count` (the count
     /// given to [`init`](crate::GlobalAllocator::init)). Only called inside
@@ -59,6 +74,22 @@ pub unsafe trait Platform: Sync {
     /// [`enter_critical`](Platform::enter_critical). Default: nothing.
     fn exit_critical(&self, saved: usize) {
         let _ = saved;
+    }
+
+    /// Whether CPU index `cpu` is *exclusive*: used by at most one context
+    /// at a time inside the critical section (see the trait's `# Safety`
+    /// section for the whole promise). The owner's small-object paths on an
+    /// exclusive index take no lock and execute no atomic read-modify-write;
+    /// other CPUs never touch its slot, and cross-CPU work on it (trim,
+    /// drain, stats) becomes a request its owner serves (see
+    /// [`GlobalAllocator::trim`](crate::GlobalAllocator::trim)). Default:
+    /// `false` (every slot is guarded by its spin lock, so threads may
+    /// share an index). A kernel with interrupts masked in its critical
+    /// section returns `true`.
+    #[inline(always)]
+    fn cpu_is_exclusive(&self, cpu: usize) -> bool {
+        let _ = cpu;
+        false
     }
 
     /// Physical address of the virtual address `virt` (used by
