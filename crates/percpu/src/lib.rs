@@ -79,6 +79,7 @@ extern crate std;
 mod cpu;
 mod error;
 mod slots;
+mod sync;
 
 pub use cpu::{CpuContext, CriticalSection};
 pub use error::{CpuIndexError, StorageError};

@@ -628,6 +628,46 @@ impl SlabAllocator {
         Ok(())
     }
 
+    /// Checks, from any CPU and without the owner's help, that `ptr` is an
+    /// object of `class` that its owner's bitmap holds as allocated: the
+    /// header checks of [`remote_free`](Self::remote_free) (magic, class,
+    /// slot boundary) and one `Relaxed` load of the object's bitmap word.
+    /// Nothing is written.
+    ///
+    /// Exact for an object the caller owns (it is allocated, and nobody
+    /// else may free it) and for one its owner has taken back (a local
+    /// free, or a remote free the owner collected): that one is
+    /// [`SlabError::DoubleFree`]. An object freed from another CPU and not
+    /// yet collected still reads as allocated; a second free of it is then
+    /// caught by the owner's drain, as every remote double free is.
+    ///
+    /// # Errors
+    /// [`SlabError::NotInSlab`], [`SlabError::WrongClass`],
+    /// [`SlabError::NotOnSlotBoundary`], [`SlabError::DoubleFree`].
+    ///
+    /// # Safety
+    /// - The `SLAB_SIZE`-aligned block containing `ptr` is a live slab
+    ///   (set up, not released or set up again) for the duration of the
+    ///   call, e.g. because the caller's ownership map pins it.
+    pub unsafe fn check_live_shared(ptr: NonNull<u8>, class: SizeClass) -> Result<(), SlabError> {
+        // SAFETY: a live slab is readable, initialized and not being set up
+        // or released (obligation 1), which is all `locate` needs.
+        let loc = unsafe { header::locate(ptr) }?;
+        if loc.class != class {
+            return Err(SlabError::WrongClass {
+                slab: loc.class,
+                given: class,
+            });
+        }
+        // SAFETY: `locate` validated the header and the index; obligation 1
+        // keeps the slab live during the call.
+        if unsafe { header::live_bit_shared(loc.hdr, loc.index) } {
+            Ok(())
+        } else {
+            Err(SlabError::DoubleFree)
+        }
+    }
+
     /// The owner CPU of the slab holding `ptr`, from the header's write-once
     /// fields. Fails if the magic, class or slot boundary do not check out.
     ///

@@ -17,7 +17,7 @@ use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
 use crate::size_class::{Geometry, SizeClass, SLAB_SIZE};
-use crate::sync::{self, AtomicPtr, MagicWord, Ordering};
+use crate::sync::{self, AtomicPtr, BitmapWord, MagicWord, Ordering};
 use crate::SlabError;
 
 /// Base value of the header magic; the stored magic is `MAGIC ^ slab_addr`,
@@ -164,6 +164,23 @@ pub(crate) unsafe fn has_live_header(mem: NonNull<u8>) -> bool {
     // initialized and not written concurrently.
     let magic = unsafe { &(*mem.cast::<SlabHeader>().as_ptr()).magic };
     magic.load(Ordering::Relaxed) == MAGIC ^ mem.addr().get()
+}
+
+/// Whether object `index` of the slab whose header is `hdr` is allocated
+/// (its bit clear) in its owner's bitmap, read from another CPU (one `Relaxed` load of the word;
+/// the owner may be writing it meanwhile).
+///
+/// # Safety
+/// - `hdr` is a slab header validated by [`locate`] that stays initialized
+///   (not released or set up again) for the duration of the call, and
+///   `index` is an object index of it.
+pub(crate) unsafe fn live_bit_shared(hdr: NonNull<SlabHeader>, index: usize) -> bool {
+    let base = hdr.cast::<u8>();
+    // SAFETY: the slab is live (caller), so its bitmap area holds
+    // initialized words that are only accessed atomically; `index < count`
+    // so word `index / 64` lies inside it.
+    let word = unsafe { BitmapWord::from_ptr(bitmap_ptr(base).add(index / 64).as_ptr()) };
+    word.load(Ordering::Relaxed) & (1u64 << (index % 64)) == 0
 }
 
 /// Sets up a slab in `mem`: header, all-free bitmap, link words.
@@ -376,20 +393,33 @@ impl Slab {
         unsafe { bitmap_ptr(self.base()) }
     }
 
-    /// Bitmap word `w` (`w < words`).
-    #[inline]
-    pub(crate) fn word(self, w: usize) -> u64 {
+    /// Bitmap word `w` (`w < words`), as the atomic it is accessed as.
+    ///
+    /// The bitmap is the owner's, but another CPU may *read* a word (see
+    /// [`live_bit_shared`]) while the owner writes it, so every access is
+    /// a `Relaxed` atomic one: the same plain load or store on every
+    /// target, without the data race.
+    #[inline(always)]
+    fn word_cell(self, w: usize) -> &'static BitmapWord {
         debug_assert!(w < self.geometry().words());
         // SAFETY: type invariant: word `w < words` is inside the slab's
-        // bitmap area, initialized by `init`, owner data.
-        unsafe { self.bitmap().add(w).read() }
+        // bitmap area, 8-aligned, initialized by `init`; it is only ever
+        // accessed atomically after that (the init writes happen before
+        // the slab is published). The reference does not outlive the slab
+        // in practice: handles are only used while the slab is live.
+        unsafe { BitmapWord::from_ptr(self.bitmap().add(w).as_ptr()) }
     }
 
-    #[inline]
+    /// Bitmap word `w` (`w < words`).
+    #[inline(always)]
+    pub(crate) fn word(self, w: usize) -> u64 {
+        self.word_cell(w).load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
     fn set_word(self, w: usize, v: u64) {
-        debug_assert!(w < self.geometry().words());
-        // SAFETY: as in `word`; the allocator has exclusive access.
-        unsafe { self.bitmap().add(w).write(v) }
+        // Only the owner writes: a load and a store, not an RMW.
+        self.word_cell(w).store(v, Ordering::Relaxed)
     }
 
     #[inline]

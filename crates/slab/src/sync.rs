@@ -23,6 +23,13 @@ pub(crate) use core::sync::atomic::Ordering;
 /// protocol's orderings are on the stack head), so loom loses nothing.
 pub(crate) type MagicWord = core::sync::atomic::AtomicUsize;
 
+/// A word of a slab's free bitmap: a core atomic in every build, accessed
+/// `Relaxed` (plain loads and stores; only the owner writes). Atomic so
+/// that another CPU may read an object's bit to validate a resize without
+/// the owner's help; a core atomic under loom because nothing is ordered
+/// through it and the models would only grow.
+pub(crate) type BitmapWord = core::sync::atomic::AtomicU64;
+
 #[cfg(not(bsa_loom))]
 mod imp {
     use core::ptr::NonNull;
