@@ -7,9 +7,9 @@ use core::sync::atomic::AtomicU32;
 
 use allocator_api2::alloc::{AllocError as ApiAllocError, Allocator};
 use bsa_percpu::CriticalSection;
-use bsa_slab::{SizeClass, SlabAllocator};
+use bsa_slab::SizeClass;
 
-use crate::allocator::{owned_slot, Route, TAG_LARGE};
+use crate::allocator::{Cs, Route, Slots, TAG_LARGE};
 use crate::platform::PlatformCpu;
 use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
 
@@ -40,23 +40,25 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
 
     /// `GlobalAlloc::alloc`. The fast path (a small object from the current
     /// CPU's current slab, see `SlabAllocator::try_alloc_fast`) is inlined
-    /// into the caller and calls nothing. When it declines, the slab cache's
-    /// full path runs out of line under the same lock; a refill, a large
-    /// block or an error starts over in [`alloc_slow`](Self::alloc_slow).
+    /// into the caller and calls nothing; on a platform whose CPU index is
+    /// exclusive it takes no lock and executes no atomic read-modify-write.
+    /// When it declines, [`alloc_small_slow`](Self::alloc_small_slow)
+    /// continues out of line with the slot already held (drains, list
+    /// changes, requests, refill); a large block, the bootstrap or a bad
+    /// CPU index start over in [`alloc_slow`](Self::alloc_slow).
     #[inline(always)]
     fn alloc_raw(&self, layout: Layout) -> *mut u8 {
         if let (Some(cpus), Some(class)) = (self.cpus.get(), SizeClass::for_layout(layout)) {
             let ctx = PlatformCpu(&self.platform);
             let cs = CriticalSection::enter(&ctx);
-            if let Ok(mut slot) = cpus.lock_current(&cs) {
+            if let Ok(mut slot) = self.current_slot(cpus, &cs) {
                 if let Some(p) = slot.try_alloc_fast(class) {
                     return p.as_ptr();
                 }
-                // Drains, list changes: still under this lock. Only a
-                // refill (or an error) needs the slow path.
-                if let Some(p) = alloc_in_slot(&mut slot, class) {
-                    return p.as_ptr();
-                }
+                return match self.alloc_small_slow(cpus, &cs, slot, class) {
+                    Ok(p) => p.as_ptr(),
+                    Err(_) => ptr::null_mut(),
+                };
             };
         }
         self.alloc_slow(layout)
@@ -75,10 +77,13 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// `GlobalAlloc::dealloc`. The fast path (a live object of the current
     /// CPU's slab cache whose slab changes no list, see
     /// `SlabAllocator::try_free_fast`) is inlined into the caller and calls
-    /// nothing. A chunk that is not a slab of this CPU (a remote free, or
-    /// misuse) goes to [`dealloc_not_local`](Self::dealloc_not_local);
-    /// everything else, misuse included, starts over in
-    /// [`dealloc_slow`](Self::dealloc_slow).
+    /// nothing; on an exclusive CPU index it takes no lock and executes no
+    /// atomic read-modify-write. A free into the current CPU's slab that
+    /// the fast path declines continues in
+    /// [`free_owned_slow`](Self::free_owned_slow) with the slot held; a
+    /// chunk that is not a slab of this CPU (a remote free, or misuse) in
+    /// [`dealloc_not_local`](Self::dealloc_not_local); anything else
+    /// starts over in [`dealloc_slow`](Self::dealloc_slow).
     #[inline(always)]
     fn dealloc_raw(&self, ptr: *mut u8, layout: Layout) {
         if let (Some(p), Some(cpus), Some(class)) = (
@@ -89,16 +94,23 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             if let Some(entry) = self.regions.entry(p.addr().get()) {
                 let ctx = PlatformCpu(&self.platform);
                 let cs = CriticalSection::enter(&ctx);
-                let Some(mut slot) = owned_slot(cpus, &cs, entry) else {
-                    drop(cs);
-                    return self.dealloc_not_local(p, layout, entry);
+                let r = match self.owned_slot(cpus, &cs, entry) {
+                    Some(mut slot) => {
+                        // SAFETY: `owned_slot` returned the slot: the chunk
+                        // is a live slab of this slot's cache while we hold
+                        // it; the caller of `dealloc` gives up the object.
+                        if unsafe { slot.try_free_fast(p, class) } {
+                            return;
+                        }
+                        self.free_owned_slow(slot, cs.cpu(), p, class)
+                    }
+                    None => self.dealloc_not_local(cpus, &cs, entry, p, class),
                 };
-                // SAFETY: `owned_slot` returned the slot's guard: the chunk
-                // is a live slab of this slot's cache while we hold it; the
-                // caller of `dealloc` gives up the object.
-                if unsafe { slot.try_free_fast(p, class) } {
-                    return;
+                drop(cs);
+                if let Err(kind) = r {
+                    self.report_misuse(kind, p, layout);
                 }
+                return;
             }
         }
         self.dealloc_slow(ptr, layout)
@@ -106,20 +118,18 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
 
     /// [`dealloc_raw`](Self::dealloc_raw) of a small object whose chunk
     /// (map entry `entry`) is not a live slab of the current CPU: a remote
-    /// free, or misuse. Skips the region lookup already done.
+    /// free, or misuse. Continues with the critical section, the class and
+    /// the map entry the fast path found.
     #[inline(never)]
-    fn dealloc_not_local(&self, ptr: NonNull<u8>, layout: Layout, entry: &AtomicU32) {
-        let (Some(cpus), Some(class)) = (self.cpus.get(), SizeClass::for_layout(layout)) else {
-            // Not reachable: the fast path found both.
-            return self.deallocate_inner(ptr, layout);
-        };
-        let ctx = PlatformCpu(&self.platform);
-        let cs = CriticalSection::enter(&ctx);
-        let r = self.free_not_local(cpus, &cs, entry, ptr, class);
-        drop(cs);
-        if let Err(kind) = r {
-            self.report_misuse(kind, ptr, layout);
-        }
+    fn dealloc_not_local(
+        &self,
+        cpus: &Slots,
+        cs: &Cs<'_, '_, P>,
+        entry: &AtomicU32,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(), MisuseKind> {
+        self.free_not_local(cpus, cs, entry, ptr, class)
     }
 
     /// Everything [`dealloc_raw`](Self::dealloc_raw)'s fast path leaves,
@@ -430,12 +440,4 @@ unsafe impl<P: Platform, const PAGE_SIZE: usize> Allocator for &GlobalAllocator<
         let (p, cap) = unsafe { self.resize(ptr, old, new) }.map_err(|_| ApiAllocError)?;
         Ok(NonNull::slice_from_raw_parts(p, cap))
     }
-}
-
-/// The slab cache's full allocation path, out of line (the caller holds
-/// the slot's lock); `None` when it needs a slab (a refill is the caller's
-/// slow path) or fails.
-#[inline(never)]
-fn alloc_in_slot(slot: &mut SlabAllocator, class: SizeClass) -> Option<NonNull<u8>> {
-    slot.alloc_class(class).ok()
 }

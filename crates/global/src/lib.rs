@@ -216,12 +216,17 @@ extern crate std;
 
 mod allocator;
 mod api;
+mod cpus;
 mod error;
+mod grow;
 #[cfg(feature = "hosted")]
 mod hosted;
+mod misuse;
 mod page_cache;
+mod pages;
 mod platform;
 mod regions;
+mod small;
 mod stats;
 
 pub use allocator::{GlobalAllocator, MAX_CPUS};

@@ -5,7 +5,8 @@ use core::sync::atomic::Ordering;
 
 use bsa_slab::{ClassStats, SlabStats, NUM_CLASSES, SLAB_SIZE};
 
-use crate::allocator::{TAG_CACHED, TAG_SLAB};
+use crate::allocator::{Slot, TAG_CACHED, TAG_SLAB};
+use crate::cpus::{Published, REQ_STATS};
 use crate::regions::OWNER_MASK;
 use crate::{ConsistencyError, GlobalAllocator, Platform};
 
@@ -58,9 +59,34 @@ pub struct Stats {
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// The full slab statistics of CPU slot `cpu` (`None` before `init` or
     /// if `cpu >= cpu_count`).
+    ///
+    /// Exact for the calling CPU and for every slot that is not exclusive
+    /// (it is read holding the slot). Another CPU whose index is exclusive
+    /// ([`Platform::cpu_is_exclusive`]) is never touched: the figures are
+    /// the snapshot it published when it last served a request (all zero
+    /// if it never did), and a request for a fresh one is posted. They are
+    /// exact once that CPU served a request after its last allocation or
+    /// free (e.g. after [`flush_cpu`](Self::flush_cpu) of a parked CPU, or
+    /// its `serve_requests` while idle).
     pub fn cpu_stats(&self, cpu: usize) -> Option<SlabStats> {
         let cpus = self.cpus.get()?;
-        self.with_cs(|_| cpus.with_cpu(cpu, |s| s.stats())).ok()
+        if cpu >= cpus.cpu_count() {
+            return None;
+        }
+        self.with_cs(|cs| {
+            let slot = if cpu == cs.cpu() {
+                self.current_slot(cpus, cs).ok()
+            } else {
+                self.lock_other(cpus, cpu)
+            };
+            match slot {
+                Some(s) => Some(s.stats()),
+                None => {
+                    let _ = cpus.post(cpu, REQ_STATS);
+                    cpus.shared(cpu).ok().map(Published::read)
+                }
+            }
+        })
     }
 
     /// A snapshot of the allocator's figures. Allocation-free.
@@ -115,10 +141,17 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         st
     }
 
-    /// Check every invariant this crate maintains, plus the buddy's and each
-    /// CPU's slab checker. Safe to call at any time (it takes the locks it
-    /// needs, never a slot lock while holding the buddy lock); exact
-    /// cross-layer accounting is checked per CPU under that CPU's lock.
+    /// Check every invariant this crate maintains, plus the buddy's and the
+    /// slab checker of every CPU slot it may hold. Safe to call at any time
+    /// (it takes the locks it needs, never a slot lock while holding the
+    /// buddy lock); exact cross-layer accounting is checked per CPU while
+    /// holding that CPU's slot.
+    ///
+    /// The slot of another CPU whose index is exclusive
+    /// ([`Platform::cpu_is_exclusive`]) is not checked (nobody but its
+    /// owner may read it); the cross-layer checks of its chunks (map →
+    /// buddy) still run. [`check_consistency_quiescent`](Self::check_consistency_quiescent)
+    /// checks every slot when nothing else runs.
     ///
     /// # Errors
     /// The first broken invariant found.
@@ -126,42 +159,87 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let Some(cpus) = self.cpus.get() else {
             return Ok(());
         };
-        // 1. Each CPU's slabs: the slab checker, and the chunks the map says
-        //    it owns are exactly its slabs (both change only under its lock).
+        // 1. The slots we may hold.
         for cpu in 0..cpus.cpu_count() {
-            let r = self.with_cs(|_| {
-                cpus.with_cpu(cpu, |s| {
-                    s.check_consistency()
-                        .map_err(|_| ConsistencyError::new("slab cache inconsistent"))?;
-                    let slabs = s.stats().total().slabs();
-                    let owned = self
-                        .regions
-                        .iter()
-                        .map(|r| {
-                            r.chunks()
-                                .filter(|(_, e)| {
-                                    e.load(Ordering::Relaxed) & OWNER_MASK == cpu as u32 + 1
-                                })
-                                .count()
-                        })
-                        .sum::<usize>();
-                    if owned != slabs {
-                        return Err(ConsistencyError::new(
-                            "slab map ownership differs from the CPU's slab count",
-                        ));
-                    }
-                    Ok(())
-                })
-            });
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(mut e)) => {
-                    e.cpu = Some(cpu);
-                    return Err(e);
+            self.with_cs(|cs| {
+                let slot = if cpu == cs.cpu() {
+                    self.current_slot(cpus, cs).ok()
+                } else {
+                    self.lock_other(cpus, cpu)
+                };
+                match slot {
+                    Some(s) => self.check_slot(&s, cpu),
+                    None => Ok(()),
                 }
-                Err(_) => return Err(ConsistencyError::new("CPU slot missing")),
-            }
+            })?;
         }
+        self.check_heap(cpus)
+    }
+
+    /// [`check_consistency`](Self::check_consistency) of every CPU slot,
+    /// exclusive ones included.
+    ///
+    /// # Errors
+    /// The first broken invariant found.
+    ///
+    /// # Safety
+    /// - No other context uses the allocator during the call, and
+    ///   everything they did in it happens before the call (e.g. every
+    ///   other CPU is parked and said so with a `Release` store the caller
+    ///   read with `Acquire`, or every other thread was joined).
+    pub unsafe fn check_consistency_quiescent(&self) -> Result<(), ConsistencyError> {
+        let Some(cpus) = self.cpus.get() else {
+            return Ok(());
+        };
+        for cpu in 0..cpus.cpu_count() {
+            self.with_cs(|_| {
+                let slot = if self.platform.cpu_is_exclusive(cpu) {
+                    // SAFETY: the caller guarantees nothing else uses the
+                    // allocator and orders their uses before this call; this
+                    // path holds no other slot guard.
+                    unsafe { cpus.exclusive_cpu(cpu) }.ok()
+                } else {
+                    cpus.lock_cpu(cpu).ok()
+                };
+                match slot {
+                    Some(s) => self.check_slot(&s, cpu),
+                    None => Err(ConsistencyError::new("CPU slot missing")),
+                }
+            })?;
+        }
+        self.check_heap(cpus)
+    }
+
+    /// The slab checker of the held slot of `cpu`, and the chunks the map
+    /// says it owns are exactly its slabs (both change only while the slot
+    /// is held).
+    fn check_slot(&self, s: &Slot<'_>, cpu: usize) -> Result<(), ConsistencyError> {
+        let bad = |what| ConsistencyError {
+            what,
+            cpu: Some(cpu),
+            addr: None,
+        };
+        s.check_consistency()
+            .map_err(|_| bad("slab cache inconsistent"))?;
+        let slabs = s.stats().total().slabs();
+        let owned = self
+            .regions
+            .iter()
+            .map(|r| {
+                r.chunks()
+                    .filter(|(_, e)| e.load(Ordering::Relaxed) & OWNER_MASK == cpu as u32 + 1)
+                    .count()
+            })
+            .sum::<usize>();
+        if owned != slabs {
+            return Err(bad("slab map ownership differs from the CPU's slab count"));
+        }
+        Ok(())
+    }
+
+    /// The checks that need no slot: the buddy, its accounting, the page
+    /// cache, and map → buddy.
+    fn check_heap(&self, cpus: &crate::allocator::Slots) -> Result<(), ConsistencyError> {
         // 2. The buddy, its accounting, and map => buddy (a chunk marked as
         //    a slab is a live SLAB-tagged buddy allocation of one chunk).
         self.with_cs(|_| {

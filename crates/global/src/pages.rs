@@ -1,0 +1,171 @@
+//! The page API (`alloc_pages`, `alloc_pages_lowmem`, `dealloc_pages`) and
+//! the page cache's place in the heap.
+
+use core::ptr::NonNull;
+
+use crate::allocator::{Heap, TAG_CACHED, TAG_PAGES};
+use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
+
+impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
+    /// Pages from the buddy, tagged `tag`, optionally filtered.
+    pub(crate) fn alloc_tagged(
+        &mut self,
+        pages: usize,
+        align: usize,
+        tag: u8,
+        accept: &mut Option<&mut dyn FnMut(NonNull<u8>, usize) -> bool>,
+    ) -> Result<NonNull<u8>, bsa_buddy::AllocError> {
+        match accept.as_mut() {
+            Some(f) => self.buddy.alloc_pages_where(pages, align, f).inspect(|&p| {
+                let tagged = self.buddy.set_tag(p, tag);
+                debug_assert!(tagged.is_ok());
+            }),
+            None => self.buddy.alloc_pages_tagged(pages, align, tag),
+        }
+    }
+
+    /// A cached page-API block of `count` pages aligned to `align`, retagged
+    /// as a live page-API allocation.
+    #[inline]
+    fn take_cached(&mut self, count: usize, align: usize) -> Option<NonNull<u8>> {
+        let block = self.page_cache.pop(count, align)?;
+        match self.buddy.retag(block, count, TAG_CACHED, TAG_PAGES) {
+            Ok(()) => {
+                self.api_pages += count;
+                Some(block)
+            }
+            Err(_) => {
+                // Not reachable: cached blocks are live TAG_CACHED blocks of
+                // their count. Leave it out of circulation rather than hand
+                // out something we cannot vouch for.
+                debug_assert!(false, "page cache entry is not a cached block");
+                None
+            }
+        }
+    }
+
+    /// Caches a freed page-API block if it is one and there is room.
+    /// Returns whether it was taken.
+    #[inline]
+    fn cache_freed(&mut self, block: NonNull<u8>, count: usize) -> bool {
+        if !self.page_cache.has_room(count)
+            || self
+                .buddy
+                .retag(block, count, TAG_PAGES, TAG_CACHED)
+                .is_err()
+        {
+            return false;
+        }
+        // SAFETY: `block` heads a live buddy allocation of `count` pages
+        // (`1..=MAX_COUNT` by `has_room`), just retagged CACHED; the caller of
+        // `dealloc_pages` gave it up, so it is ours and unused.
+        unsafe { self.page_cache.push(block, count) };
+        self.api_pages -= count;
+        true
+    }
+
+    /// Hands every cached block back to the buddy. Returns whether there
+    /// was any.
+    pub(crate) fn flush_page_cache(&mut self) -> bool {
+        let mut any = false;
+        while let Some((block, count)) = self.page_cache.pop_any() {
+            // SAFETY: cached blocks are live buddy allocations of their count
+            // that nobody uses.
+            let r = unsafe { self.buddy.dealloc_pages_tagged(block, count, TAG_CACHED) };
+            debug_assert!(r.is_ok());
+            any = true;
+        }
+        any
+    }
+}
+
+impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
+    /// `count` pages aligned to `max(align, PAGE_SIZE)`, straight from the
+    /// buddy (exactly `count` pages are used). Free them with
+    /// [`dealloc_pages`](Self::dealloc_pages).
+    ///
+    /// # Errors
+    /// [`AllocError::NotInitialized`], [`AllocError::BadRequest`] (count 0,
+    /// align not a power of two, too large), [`AllocError::NoMemory`] (after
+    /// trying [`Platform::grow`] once).
+    pub fn alloc_pages(&self, count: usize, align: usize) -> Result<NonNull<u8>, AllocError> {
+        self.cpus().ok_or(AllocError::NotInitialized)?;
+        check_page_request::<PAGE_SIZE>(count, align)?;
+        self.with_irqs_off(|| {
+            if let Some(p) = self.heap.lock().take_cached(count, align.max(PAGE_SIZE)) {
+                return Ok(p);
+            }
+            self.buddy_alloc(count, align, TAG_PAGES, None)
+        })
+    }
+
+    /// Like [`alloc_pages`](Self::alloc_pages), but the whole block (first
+    /// and last byte) lies below 4 GiB physical according to
+    /// [`Platform::virt_to_phys`] (for 32-bit DMA).
+    ///
+    /// # Errors
+    /// As for [`alloc_pages`](Self::alloc_pages).
+    pub fn alloc_pages_lowmem(
+        &self,
+        count: usize,
+        align: usize,
+    ) -> Result<NonNull<u8>, AllocError> {
+        const LIMIT: u64 = 1 << 32;
+        self.cpus().ok_or(AllocError::NotInitialized)?;
+        check_page_request::<PAGE_SIZE>(count, align)?;
+        let platform = &self.platform;
+        let mut low = |p: NonNull<u8>, bytes: usize| {
+            let first = p.addr().get();
+            let Some(last) = first.checked_add(bytes - 1) else {
+                return false;
+            };
+            platform.virt_to_phys(first) < LIMIT && platform.virt_to_phys(last) < LIMIT
+        };
+        self.with_irqs_off(|| self.buddy_alloc(count, align, TAG_PAGES, Some(&mut low)))
+    }
+
+    /// Return pages from [`alloc_pages`](Self::alloc_pages) /
+    /// [`alloc_pages_lowmem`](Self::alloc_pages_lowmem).
+    ///
+    /// # Errors
+    /// [`AllocError::NotInitialized`]; [`AllocError::Pages`] with the
+    /// buddy's reason (not a live page-API allocation, wrong count, double
+    /// free, foreign pointer); nothing changes then.
+    ///
+    /// # Safety
+    /// If the call succeeds, the pages are not used afterwards.
+    pub unsafe fn dealloc_pages(&self, ptr: NonNull<u8>, count: usize) -> Result<(), AllocError> {
+        use bsa_buddy::AllocError as B;
+        self.cpus().ok_or(AllocError::NotInitialized)?;
+        self.with_irqs_off(|| {
+            if self.heap.lock().cache_freed(ptr, count) {
+                return Ok(());
+            }
+            self.buddy_free(ptr, count, TAG_PAGES)
+        })
+        .map_err(|kind| {
+            AllocError::Pages(match kind {
+                MisuseKind::WrongPageCount { expected, given } => B::WrongCount { expected, given },
+                MisuseKind::DoubleFree => B::DoubleFree,
+                MisuseKind::ForeignPointer => B::NotInSection,
+                _ => B::NotAllocated,
+            })
+        })
+    }
+}
+
+/// Validate a page-API request before taking any lock.
+fn check_page_request<const PAGE_SIZE: usize>(
+    count: usize,
+    align: usize,
+) -> Result<(), AllocError> {
+    if count == 0
+        || !align.is_power_of_two()
+        || count > bsa_buddy::MAX_BLOCK_PAGES
+        || align / PAGE_SIZE > bsa_buddy::MAX_BLOCK_PAGES
+        || count.checked_mul(PAGE_SIZE).is_none()
+    {
+        return Err(AllocError::BadRequest);
+    }
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! Small objects: the owner's paths (alloc, free, in-place resize) on the
+//! current CPU's slab cache, refills from the buddy, and frees into
+//! another CPU's slabs.
+//!
+//! # Holding a slot
+//!
+//! Every path reaches the current CPU's slab cache through
+//! [`current_slot`](GlobalAllocator::current_slot), inside one critical
+//! section, and holds at most one slot at a time. When the platform
+//! promises that the CPU index is exclusive
+//! ([`Platform::cpu_is_exclusive`]), the slot is taken without a lock:
+//! the owner's alloc and free then execute no atomic read-modify-write
+//! (plain loads and stores; `Relaxed` loads of the words other CPUs write).
+//! Otherwise the slot's spin lock is taken, and threads may share a CPU
+//! index. Either way no slot is held while the buddy lock is taken or a
+//! platform hook (`grow`, `report`) runs.
+//!
+//! Invariants that make the exclusive path sound:
+//! - an exclusive slot is only ever held by its owner, through
+//!   `current_slot` (or by `flush_cpu` / `check_consistency_quiescent`,
+//!   whose callers promise the owner is parked), never locked: every path
+//!   that reaches another CPU's slot asks `cpu_is_exclusive` first, and an
+//!   exclusive one gets a request instead (`cpus.rs`);
+//! - a chunk's owner bits in the slab-ownership map are set and cleared
+//!   only by the CPU that owns it, while holding its slot (or by
+//!   `flush_cpu`), so the owner reads them without a re-check.
+//!
+//! # Slow paths continue
+//!
+//! The inlined fast paths (`api.rs`) hand what they learnt — the class,
+//! the held slot, the map entry — to the out-of-line paths here, which
+//! continue from there: a refill serves pending requests and takes the
+//! buddy chunk without routing the layout again or re-running the slab
+//! cache's search.
+
+use core::alloc::Layout;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use bsa_percpu::{CpuIndexError, CriticalSection};
+use bsa_slab::{AllocFailure, SizeClass, SlabAllocator, SlabError, SLAB_SIZE};
+
+use crate::allocator::{Cs, Slot, Slots, TAG_SLAB};
+use crate::cpus::Served;
+use crate::misuse::slab_misuse;
+use crate::platform::PlatformCpu;
+use crate::regions::{self, Regions, OWNER_MASK};
+use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
+
+impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
+    /// The slab cache of the CPU that `cs` runs on: exclusive (no lock)
+    /// when the platform promises the index is, else locked.
+    #[inline(always)]
+    pub(crate) fn current_slot<'s>(
+        &self,
+        cpus: &'s Slots,
+        cs: &'s Cs<'_, '_, P>,
+    ) -> Result<Slot<'s>, CpuIndexError> {
+        if self.platform.cpu_is_exclusive(cs.cpu()) {
+            // SAFETY: (1) `Platform`'s contract: inside this critical
+            // section no other context uses index `cs.cpu()`, and this
+            // context holds no other slot guard (each path holds at most
+            // one, see the module docs); the guard borrows `cs`, so it ends
+            // with the section. (2) The answer of `cpu_is_exclusive` is
+            // fixed per index, and every path that could lock a slot asks
+            // it first (`lock_other`), so this slot is never locked.
+            // (3) `Platform`'s contract: earlier users of the index happen
+            // before this section.
+            unsafe { cpus.exclusive_current(cs) }
+        } else {
+            cpus.lock_current(cs)
+        }
+    }
+
+    /// Another CPU's slab cache, locked, if its index is not exclusive
+    /// (an exclusive one is never locked: it gets requests instead).
+    #[inline]
+    pub(crate) fn lock_other<'s>(&self, cpus: &'s Slots, cpu: usize) -> Option<Slot<'s>> {
+        if self.platform.cpu_is_exclusive(cpu) {
+            return None;
+        }
+        cpus.lock_cpu(cpu).ok()
+    }
+
+    /// The current CPU's slot, held, if the chunk whose map entry is
+    /// `entry` is a live slab of that slot's cache; `None` otherwise
+    /// (another CPU's slab, no slab, or a CPU index out of range).
+    ///
+    /// While the guard lives the chunk stays a live slab of that cache:
+    /// owner bits naming a slot are set after `add_slab` and cleared before
+    /// the cache hands the chunk back, both while holding the slot. The
+    /// first read is a hint taken before holding it (so that a remote free
+    /// does not take this CPU's lock for nothing); with a lock, the second
+    /// read, under it, is the one that counts; on an exclusive slot nobody
+    /// else can change our owner bits, so the first read is exact.
+    /// (`wrapping_add`: `Platform::current_cpu` may return any index, even
+    /// `usize::MAX`; owner bits are never 0 here, so such an index simply
+    /// finds no slot.)
+    #[inline(always)]
+    pub(crate) fn owned_slot<'s>(
+        &self,
+        cpus: &'s Slots,
+        cs: &'s Cs<'_, '_, P>,
+        entry: &AtomicU32,
+    ) -> Option<Slot<'s>> {
+        let owner_bits = cs.cpu().wrapping_add(1) as u32;
+        if entry.load(Ordering::Relaxed) & OWNER_MASK != owner_bits {
+            return None;
+        }
+        let slot = self.current_slot(cpus, cs).ok()?;
+        if slot.is_locked() && entry.load(Ordering::Relaxed) & OWNER_MASK != owner_bits {
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// An allocation whose fast path (`SlabAllocator::try_alloc_fast`)
+    /// declined, continuing with the slot the fast path holds: serves the
+    /// requests other CPUs posted, runs the slab cache's full path (drains,
+    /// list changes) and, when the class has no object left, refills.
+    #[inline(never)]
+    pub(crate) fn alloc_small_slow(
+        &self,
+        cpus: &Slots,
+        cs: &Cs<'_, '_, P>,
+        mut slot: Slot<'_>,
+        class: SizeClass,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let served = self.serve_posted(&mut slot, cs.cpu());
+        match slot.alloc_class(class) {
+            Ok(p) => {
+                drop(slot);
+                served.finish(self);
+                Ok(p)
+            }
+            Err(AllocFailure::NeedsSlab(c)) => self.refill(cpus, cs, slot, served, c),
+            Err(_) => Err(AllocError::BadRequest),
+        }
+    }
+
+    /// Report a CPU index outside the slots.
+    #[cold]
+    pub(crate) fn cpu_out_of_range(&self, e: CpuIndexError) -> AllocError {
+        self.report_cpu(e);
+        AllocError::CpuOutOfRange
+    }
+
+    /// The current CPU's cache (held as `slot`) has no object of `class`:
+    /// take what its drains found, let go of the slot, get a slab chunk
+    /// from the buddy (no slot held), hand it to the cache and allocate
+    /// from it.
+    #[cold]
+    fn refill(
+        &self,
+        cpus: &Slots,
+        cs: &Cs<'_, '_, P>,
+        mut slot: Slot<'_>,
+        mut served: Served,
+        class: SizeClass,
+    ) -> Result<NonNull<u8>, AllocError> {
+        served.take_error(&mut slot);
+        drop(slot);
+        served.finish(self);
+        let chunk = self.buddy_alloc(Self::SLAB_PAGES, SLAB_SIZE, TAG_SLAB, None)?;
+        let Some(entry) = self.regions.entry(chunk.addr().get()) else {
+            debug_assert!(false, "buddy page outside every region");
+            let _ = self.buddy_free(chunk, Self::SLAB_PAGES, TAG_SLAB);
+            return Err(AllocError::NoMemory);
+        };
+        // A previous user of these pages (a large block) may have left
+        // uninitialised bytes (e.g. struct padding) where the slab layer
+        // reads before writing its header; the chunk is ours, so make its
+        // first cache line defined. Zero never matches a slab magic.
+        // SAFETY: the chunk is a live buddy allocation of `SLAB_SIZE` (>= 64)
+        // bytes that nobody else references yet.
+        unsafe { chunk.as_ptr().write_bytes(0, 64) };
+        let cpu = cs.cpu();
+        let r = self.current_slot(cpus, cs).map(|mut s| {
+            // SAFETY: the chunk is a fresh buddy allocation of `SLAB_SIZE`
+            // bytes aligned to `SLAB_SIZE`, inside a region that is valid and
+            // initialised memory (`init`'s contract; its first cache line was
+            // just written). It is tagged SLAB and only returned to the buddy
+            // after the slab cache hands it back.
+            unsafe { s.add_slab(class, chunk) }?;
+            regions::claim(entry, cpu);
+            Ok::<_, SlabError>(s.alloc_class(class))
+        });
+        match r {
+            Ok(Ok(Ok(p))) => Ok(p),
+            Ok(Ok(Err(_))) => Err(AllocError::NoMemory),
+            Ok(Err(e)) => {
+                debug_assert!(false, "add_slab refused a fresh chunk: {e:?}");
+                let _ = self.buddy_free(chunk, Self::SLAB_PAGES, TAG_SLAB);
+                Err(AllocError::NoMemory)
+            }
+            Err(e) => {
+                let _ = self.buddy_free(chunk, Self::SLAB_PAGES, TAG_SLAB);
+                self.report_cpu(e);
+                Err(AllocError::CpuOutOfRange)
+            }
+        }
+    }
+
+    /// Allocate a small object of `class` on the current CPU (the general
+    /// path; `GlobalAlloc::alloc` inlines the same steps).
+    #[inline]
+    pub(crate) fn alloc_small(
+        &self,
+        cpus: &Slots,
+        cs: &Cs<'_, '_, P>,
+        class: SizeClass,
+    ) -> Result<NonNull<u8>, AllocError> {
+        let mut slot = match self.current_slot(cpus, cs) {
+            Ok(slot) => slot,
+            Err(e) => return Err(self.cpu_out_of_range(e)),
+        };
+        if let Some(p) = slot.try_alloc_fast(class) {
+            return Ok(p);
+        }
+        self.alloc_small_slow(cpus, cs, slot, class)
+    }
+
+    /// Free a small object. `Err` is the misuse found (already refused,
+    /// not reported).
+    #[inline]
+    pub(crate) fn free_small(
+        &self,
+        cpus: &Slots,
+        cs: &Cs<'_, '_, P>,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(), MisuseKind> {
+        let Some(entry) = self.regions.entry(ptr.addr().get()) else {
+            return Err(MisuseKind::ForeignPointer);
+        };
+        match self.owned_slot(cpus, cs, entry) {
+            Some(slot) => self.free_owned_slow(slot, cs.cpu(), ptr, class),
+            None => self.free_not_local(cpus, cs, entry, ptr, class),
+        }
+    }
+
+    /// A free into a slab of the current CPU (held as `slot`) that the fast
+    /// path (`SlabAllocator::try_free_fast`) declined: serves posted
+    /// requests, then frees with every check (class, slot boundary, double
+    /// free after draining the slab's remote frees) and hands a surplus
+    /// empty slab back to the buddy.
+    #[inline(never)]
+    pub(crate) fn free_owned_slow(
+        &self,
+        mut slot: Slot<'_>,
+        cpu: usize,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(), MisuseKind> {
+        let served = self.serve_posted(&mut slot, cpu);
+        // SAFETY: (1) `owned_slot` returned the slot: the chunk is a live
+        // slab of this slot's cache and stays one while we hold it; (2) the
+        // caller of `dealloc` gives up the object. The slab layer still
+        // checks the class, the slot boundary and double frees.
+        let r = match unsafe { slot.free_owned(ptr, class) } {
+            Ok(None) => {
+                drop(slot);
+                Ok(())
+            }
+            Ok(Some(surplus)) => {
+                self.return_surplus(slot, surplus, cpu);
+                Ok(())
+            }
+            Err(e) => {
+                drop(slot);
+                Err(slab_misuse(e))
+            }
+        };
+        served.finish(self);
+        r
+    }
+
+    /// `realloc` of a small object to a small size when the object's slab
+    /// belongs to the current CPU: the liveness check, the new object, the
+    /// copy and the free of the old one under one hold of the slot (instead
+    /// of one for each). `None`: not that case (or the slab cache needs
+    /// a refill); nothing observable changed, take the general path.
+    /// `Some(Err)`: misuse, already reported; nothing changed.
+    ///
+    /// # Safety
+    /// As for `GlobalAlloc::realloc`: if `ptr` is a live object, it was
+    /// allocated for `old` and is not used after a successful call.
+    #[inline]
+    pub(crate) unsafe fn resize_small_local(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Option<Result<(NonNull<u8>, usize), AllocError>> {
+        let cpus = self.cpus.get()?;
+        let (from, to) = (SizeClass::for_layout(old)?, SizeClass::for_layout(new)?);
+        let entry = self.regions.entry(ptr.addr().get())?;
+        let ctx = PlatformCpu(&self.platform);
+        let cs = CriticalSection::enter(&ctx);
+        let cpu = cs.cpu();
+        let mut slot = self.owned_slot(cpus, &cs, entry)?;
+        // SAFETY: `owned_slot` returned the slot's guard: the chunk is a
+        // live slab of this slot's cache and stays one while we hold it
+        // (see `owned_slot`).
+        let live = unsafe { slot.check_owned(ptr, from) };
+        if let Err(e) = live {
+            drop(slot);
+            drop(cs);
+            self.report_misuse(slab_misuse(e), ptr, old);
+            return Some(Err(AllocError::BadRequest));
+        }
+        if from == to {
+            // Same class: the object already has the size and the alignment
+            // the class was chosen for.
+            return Some(Ok((ptr, to.size())));
+        }
+        let fresh = slot.alloc_class(to).ok()?;
+        // SAFETY: `ptr` is a live object of at least `old.size()` bytes
+        // (checked above; caller contract), `fresh` a new one of at least
+        // `new.size()`; distinct objects do not overlap.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr.as_ptr(), fresh.as_ptr(), old.size().min(new.size()))
+        };
+        // SAFETY: the chunk is still a live slab of this slot (lock held
+        // since the check above); the caller gives up `ptr`.
+        match unsafe { slot.free_owned(ptr, from) } {
+            Ok(None) => {}
+            Ok(Some(surplus)) => self.return_surplus(slot, surplus, cpu),
+            // Cannot happen: `check_owned` found the object live under the
+            // same lock. Should it happen, the old object stays allocated
+            // (a leak, never a corruption).
+            Err(e) => debug_assert!(false, "free after check_owned: {e:?}"),
+        }
+        Some(Ok((fresh, to.size())))
+    }
+
+    /// A slab chunk the cache of `cpu` (held as `slot`) handed back after
+    /// a free: clear its owner bits while holding the slot, like they were
+    /// set, then let go of it and give the chunk back to the buddy (no slot
+    /// is held while the buddy lock is taken).
+    #[cold]
+    pub(crate) fn return_surplus(&self, slot: Slot<'_>, surplus: NonNull<u8>, cpu: usize) {
+        release_chunk(&self.regions, surplus, cpu);
+        drop(slot);
+        let freed = self.buddy_free(surplus, Self::SLAB_PAGES, TAG_SLAB);
+        debug_assert!(freed.is_ok());
+    }
+
+    /// The free is not for the current CPU's slab cache: a remote free, or
+    /// not a live slab at all (or the chunk changed hands since the hint).
+    #[inline(never)]
+    pub(crate) fn free_not_local(
+        &self,
+        cpus: &Slots,
+        cs: &Cs<'_, '_, P>,
+        entry: &AtomicU32,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(), MisuseKind> {
+        let cpu = cs.cpu();
+        // Announce the free (and re-read the owner) with one RMW.
+        let owner = regions::begin_remote(entry);
+        if owner == 0 {
+            regions::end_remote(entry);
+            return Err(self.classify_not_slab(ptr));
+        }
+        if owner as usize - 1 == cpu {
+            // Ours after all (set up by this CPU after the hint was read):
+            // free it under our lock.
+            regions::end_remote(entry);
+            return self.free_small(cpus, cs, ptr, class);
+        }
+        // SAFETY: (1) the chunk containing `ptr` is a live slab of this
+        // allocator: its owner bits were non-zero in the same RMW that
+        // registered us as in flight, and a chunk's pages only go back to the
+        // buddy after `regions::release` saw no free in flight — so the
+        // header memory stays ours, initialised and not released until our
+        // `fetch_sub` below; (2) the header was fully written before the
+        // owner bits were set (`Release` in `claim`, `Acquire` above);
+        // (3) the caller of `dealloc` gives up the object.
+        let r = unsafe { SlabAllocator::remote_free(ptr, class) };
+        regions::end_remote(entry);
+        r.map_err(slab_misuse)
+    }
+
+    /// Check, without freeing it, that `ptr` is a live object of `class`,
+    /// with the misuse kinds a free would get:
+    /// - an object of the current CPU, or of a CPU whose slot is locked
+    ///   (not exclusive): the checks of a free (map entry, the slab
+    ///   header's class, the slot boundary, the slot's bit in the owner's
+    ///   bitmap after draining its pending remote frees), holding the
+    ///   owner's slot;
+    /// - an object of another CPU whose index is exclusive: registered as
+    ///   in flight on its map entry (so the slab cannot be released), the
+    ///   header checks and a read of the object's bitmap bit, without the
+    ///   owner ([`SlabAllocator::check_live_shared`]). Exact for an object
+    ///   the caller owns and for one its owner took back; one freed from
+    ///   another CPU and not yet collected still reads as live, and its
+    ///   second free is caught by the owner's drain.
+    pub(crate) fn check_small(
+        &self,
+        cpus: &Slots,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(), MisuseKind> {
+        let Some(entry) = self.regions.entry(ptr.addr().get()) else {
+            return Err(MisuseKind::ForeignPointer);
+        };
+        let owner = entry.load(Ordering::Acquire) & OWNER_MASK;
+        if owner == 0 {
+            return Err(self.classify_not_slab(ptr));
+        }
+        let owner_cpu = owner as usize - 1;
+        let r = self.with_cs(|cs| {
+            if owner_cpu == cs.cpu() {
+                let mut s = self.owned_slot(cpus, cs, entry)?;
+                // SAFETY: `owned_slot` returned the slot: the chunk is a
+                // live slab of this slot's cache while we hold it.
+                return Some(unsafe { s.check_owned(ptr, class) });
+            }
+            if self.platform.cpu_is_exclusive(owner_cpu) {
+                let now = regions::begin_remote(entry);
+                let r = (now == owner).then(|| {
+                    // SAFETY: the chunk is a live slab: its owner bits were
+                    // non-zero in the RMW that registered us as in flight,
+                    // and a chunk is only released once nothing is in
+                    // flight (`regions::release`), so it stays a live slab
+                    // until `end_remote` below.
+                    unsafe { SlabAllocator::check_live_shared(ptr, class) }
+                });
+                regions::end_remote(entry);
+                return r;
+            }
+            let mut s = self.lock_other(cpus, owner_cpu)?;
+            // Owner bits of a chunk only change while its owner's slot is
+            // held, as it is now: if they changed since the read above, the
+            // chunk was handed back (or set up again) meanwhile, so `ptr`
+            // was not a live object of it.
+            if entry.load(Ordering::Relaxed) & OWNER_MASK != owner {
+                return None;
+            }
+            // SAFETY: the map entry says the chunk is a live slab owned by
+            // this CPU slot, whose cache is `s`, and that stays so while we
+            // hold it (as in `free_owned_slow`).
+            Some(unsafe { s.check_owned(ptr, class) })
+        });
+        match r {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(slab_misuse(e)),
+            None => Err(self.classify_not_slab(ptr)),
+        }
+    }
+}
+
+/// Clear the map entry of a chunk the slab cache of `cpu` just handed back.
+pub(crate) fn release_chunk(regions: &Regions, chunk: NonNull<u8>, cpu: usize) {
+    match regions.entry(chunk.addr().get()) {
+        Some(entry) => regions::release(entry, cpu),
+        None => debug_assert!(false, "slab chunk outside every region"),
+    }
+}
