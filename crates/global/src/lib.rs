@@ -216,6 +216,7 @@ extern crate std;
 
 mod allocator;
 mod api;
+mod display;
 mod error;
 #[cfg(feature = "hosted")]
 mod hosted;
