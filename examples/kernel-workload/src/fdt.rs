@@ -75,6 +75,11 @@ impl Range {
     pub fn len(&self) -> u64 {
         self.end.saturating_sub(self.start)
     }
+
+    /// Whether the range holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
 }
 
 impl fmt::Display for Range {
@@ -88,6 +93,12 @@ impl fmt::Display for Range {
 pub struct List<T: Copy + Default, const N: usize> {
     items: [T; N],
     len: usize,
+}
+
+impl<T: Copy + Default, const N: usize> Default for List<T, N> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<T: Copy + Default, const N: usize> List<T, N> {

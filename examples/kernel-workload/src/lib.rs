@@ -27,7 +27,6 @@ macro_rules! mprintln {
     };
 }
 
-
 pub mod fdt;
 pub mod memory;
 pub mod workload;
