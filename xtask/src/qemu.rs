@@ -1,5 +1,7 @@
-//! `cargo xtask qemu`: builds the riscv64 demo kernel (`examples/riscv-kernel`)
-//! and boots it on QEMU's `virt` machine with 4 harts.
+//! `cargo xtask qemu`: builds a demo kernel and boots it on QEMU's `virt`
+//! machine with 4 CPUs: `examples/riscv-kernel` by default or with
+//! `--arch riscv64`, `examples/aarch64-kernel` with `--arch aarch64`.
+//! `cargo xtask verify`'s qemu stage runs both ([`run_all`]).
 //!
 //! The kernel prints its progress on the SBI console, ends with a line that
 //! reads exactly `PASS`, and powers the machine off with a success status;
@@ -15,16 +17,56 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The kernel's compilation target.
-const TARGET: &str = "riscv64gc-unknown-none-elf";
-/// The kernel package directory, relative to the workspace root.
-const KERNEL_DIR: &str = "examples/riscv-kernel";
-/// The kernel binary's name.
-const KERNEL_BIN: &str = "bsa-riscv-kernel";
-/// The emulator.
-const QEMU: &str = "qemu-system-riscv64";
-/// The Debian package that ships it (and, through qemu-system-data, OpenSBI).
-const QEMU_PACKAGE: &str = "qemu-system-misc";
+/// One demo kernel and how to boot it.
+struct Arch {
+    /// The `--arch` value.
+    name: &'static str,
+    /// The kernel's compilation target.
+    target: &'static str,
+    /// The kernel package directory, relative to the workspace root.
+    dir: &'static str,
+    /// The kernel binary's name.
+    bin: &'static str,
+    /// The emulator.
+    qemu: &'static str,
+    /// The Debian package that ships it.
+    package: &'static str,
+    /// The Fedora package, for the error message.
+    fedora: &'static str,
+    /// QEMU's arguments before `-smp`.
+    machine: &'static [&'static str],
+    /// QEMU's arguments between `-smp N` and `-kernel ELF`.
+    rest: &'static [&'static str],
+}
+
+/// The kernels, the default first.
+const ARCHES: [Arch; 2] = [
+    Arch {
+        name: "riscv64",
+        target: "riscv64gc-unknown-none-elf",
+        dir: "examples/riscv-kernel",
+        bin: "bsa-riscv-kernel",
+        qemu: "qemu-system-riscv64",
+        // It ships OpenSBI too, through qemu-system-data.
+        package: "qemu-system-misc",
+        fedora: "qemu-system-riscv",
+        machine: &["-machine", "virt"],
+        rest: &["-m", "128M", "-nographic", "-bios", "default"],
+    },
+    Arch {
+        name: "aarch64",
+        target: "aarch64-unknown-none",
+        dir: "examples/aarch64-kernel",
+        bin: "bsa-aarch64-kernel",
+        qemu: "qemu-system-aarch64",
+        package: "qemu-system-arm",
+        fedora: "qemu-system-aarch64",
+        // No firmware: QEMU starts the ELF in EL1 and answers PSCI by HVC.
+        machine: &["-machine", "virt,gic-version=2", "-cpu", "cortex-a57"],
+        // No NIC: the default one wants a ROM file Debian ships separately.
+        rest: &["-m", "128M", "-nographic", "-nic", "none"],
+    },
+];
 /// Seconds before QEMU is killed, unless `--timeout` says otherwise.
 const DEFAULT_TIMEOUT_SECS: u64 = 120;
 /// Harts to boot, unless `--smp` says otherwise (the kernel supports 2..=8).
@@ -32,11 +74,20 @@ const DEFAULT_HARTS: u32 = 4;
 
 /// Builds and boots the demo kernel.
 ///
-/// Options: `--timeout SECONDS` (default 120), `--smp HARTS` (default 4),
+/// Options: `--arch riscv64|aarch64|all` (default riscv64), `--timeout
+/// SECONDS` (default 120, per kernel), `--smp CPUS` (default 4),
 /// `--debug` (build the kernel in the dev profile: debug assertions and the
 /// allocator's debug checks on, much slower).
 pub fn run(mut args: Vec<String>) -> Result {
     let debug = take_flag(&mut args, "--debug");
+    let names: Vec<&str> = ARCHES.iter().map(|a| a.name).collect();
+    let arches: Vec<&Arch> = match take_opt(&mut args, "--arch")? {
+        None => vec![&ARCHES[0]],
+        Some(s) if s == "all" => ARCHES.iter().collect(),
+        Some(s) => vec![ARCHES.iter().find(|a| a.name == s).ok_or_else(|| {
+            format!("--arch wants one of {} or all, got `{s}`", names.join(", "))
+        })?],
+    };
     let timeout =
         match take_opt(&mut args, "--timeout")? {
             Some(s) => s.parse::<u64>().ok().filter(|&n| n > 0).ok_or_else(|| {
@@ -49,40 +100,52 @@ pub fn run(mut args: Vec<String>) -> Result {
             .parse::<u32>()
             .ok()
             .filter(|n| (2..=8).contains(n))
-            .ok_or_else(|| format!("--smp wants a hart count from 2 to 8, got `{s}`"))?,
+            .ok_or_else(|| format!("--smp wants a CPU count from 2 to 8, got `{s}`"))?,
         None => DEFAULT_HARTS,
     };
     if let Some(a) = args.first() {
         return Err(format!(
-            "unexpected argument `{a}` (usage: cargo xtask qemu [--timeout SECONDS] [--smp HARTS] [--debug])"
+            "unexpected argument `{a}` (usage: cargo xtask qemu [--arch riscv64|aarch64|all] \
+             [--timeout SECONDS] [--smp CPUS] [--debug])"
         ));
     }
 
     // The toolchain running xtask (rustup sets RUSTUP_TOOLCHAIN for it) is the
     // one that builds the kernel, so that is the one that needs the target.
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
-    util::ensure_target(toolchain.as_deref(), TARGET)?;
-    let qemu = find_qemu()?;
-    let kernel = build_kernel(debug)?;
-    boot(&qemu, &kernel, harts, Duration::from_secs(timeout))
+    for arch in arches {
+        util::ensure_target(toolchain.as_deref(), arch.target)?;
+        let qemu = find_qemu(arch)?;
+        let kernel = build_kernel(arch, debug)?;
+        boot(arch, &qemu, &kernel, harts, Duration::from_secs(timeout))
+            .map_err(|e| format!("{} kernel: {e}", arch.name))?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask verify`'s qemu stage: every kernel, with the defaults.
+pub fn run_all() -> Result {
+    run(vec!["--arch".into(), "all".into()])
 }
 
 /// Finds QEMU on `PATH`, installing Debian's package when running as root.
-fn find_qemu() -> Result<PathBuf> {
-    if let Some(path) = which(QEMU) {
+fn find_qemu(arch: &Arch) -> Result<PathBuf> {
+    let (qemu, package, fedora) = (arch.qemu, arch.package, arch.fedora);
+    if let Some(path) = which(qemu) {
         return Ok(path);
     }
     let manual = format!(
-        "{QEMU} not found on PATH. Install it, then rerun `cargo xtask qemu`:\n  \
-         Debian/Ubuntu: sudo apt-get install {QEMU_PACKAGE}\n  \
-         Fedora:        sudo dnf install qemu-system-riscv\n  \
-         macOS:         brew install qemu"
+        "{qemu} not found on PATH. Install it, then rerun `cargo xtask qemu --arch {}`:\n  \
+         Debian/Ubuntu: sudo apt-get install {package}\n  \
+         Fedora:        sudo dnf install {fedora}\n  \
+         macOS:         brew install qemu",
+        arch.name
     );
     if !util::is_root() || which("apt-get").is_none() {
         return Err(manual);
     }
     eprintln!(
-        "xtask qemu: {QEMU} is missing; installing Debian's {QEMU_PACKAGE} with apt-get \
+        "xtask qemu: {qemu} is missing; installing Debian's {package} with apt-get \
          (running as root)"
     );
     let apt = |args: &[&str]| {
@@ -95,11 +158,10 @@ fn find_qemu() -> Result<PathBuf> {
         "install",
         "-y",
         "--no-install-recommends",
-        QEMU_PACKAGE,
+        package,
     ]))
     .map_err(|e| format!("{e}\n{manual}"))?;
-    which(QEMU)
-        .ok_or_else(|| format!("{QEMU_PACKAGE} was installed but {QEMU} is still not on PATH"))
+    which(qemu).ok_or_else(|| format!("{package} was installed but {qemu} is still not on PATH"))
 }
 
 /// Builds the kernel (release, or dev with `debug`) and returns the path of
@@ -108,12 +170,12 @@ fn find_qemu() -> Result<PathBuf> {
 /// The kernel is its own workspace with its own target directory, which is
 /// passed explicitly so that a `CARGO_TARGET_DIR` in the environment does not
 /// move the ELF file elsewhere.
-fn build_kernel(debug: bool) -> Result<PathBuf> {
-    let dir = util::root().join(KERNEL_DIR);
+fn build_kernel(arch: &Arch, debug: bool) -> Result<PathBuf> {
+    let dir = util::root().join(arch.dir);
     let target_dir = dir.join("target");
     let profile = if debug { "debug" } else { "release" };
     let mut cmd = cargo();
-    cmd.args(["build", "--target", TARGET]);
+    cmd.args(["build", "--target", arch.target]);
     if !debug {
         cmd.arg("--release");
     }
@@ -124,7 +186,7 @@ fn build_kernel(debug: bool) -> Result<PathBuf> {
             .arg(&target_dir),
     )
     .map_err(|e| format!("building the demo kernel failed: {e}"))?;
-    let elf = target_dir.join(TARGET).join(profile).join(KERNEL_BIN);
+    let elf = target_dir.join(arch.target).join(profile).join(arch.bin);
     if elf.is_file() {
         Ok(elf)
     } else {
@@ -147,11 +209,13 @@ struct Verdict {
 }
 
 /// Boots the kernel and judges the run.
-fn boot(qemu: &Path, kernel: &Path, harts: u32, timeout: Duration) -> Result {
+fn boot(arch: &Arch, qemu: &Path, kernel: &Path, harts: u32, timeout: Duration) -> Result {
     let mut cmd = Command::new(qemu);
-    cmd.args(["-machine", "virt", "-smp"])
+    cmd.args(arch.machine)
+        .arg("-smp")
         .arg(harts.to_string())
-        .args(["-m", "128M", "-nographic", "-bios", "default", "-kernel"])
+        .args(arch.rest)
+        .arg("-kernel")
         .arg(kernel)
         // No keyboard input: QEMU then leaves the terminal's mode alone, and
         // nobody can type into the monitor by accident.
@@ -211,7 +275,10 @@ fn boot(qemu: &Path, kernel: &Path, harts: u32, timeout: Duration) -> Result {
             context()
         ));
     }
-    eprintln!("xtask qemu: PASS ({harts} harts, {secs:.1} s)");
+    eprintln!(
+        "xtask qemu: PASS ({}, {harts} CPUs, {secs:.1} s)",
+        arch.name
+    );
     Ok(())
 }
 

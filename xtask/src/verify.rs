@@ -22,7 +22,7 @@ const STAGES: &[Stage] = &[
     ("miri", || crate::miri::run(Vec::new())),
     ("fuzz", crate::fuzz::smoke),
     ("bench", || crate::bench::run(vec!["--quick".into()])),
-    ("qemu", || crate::qemu::run(Vec::new())),
+    ("qemu", crate::qemu::run_all),
 ];
 
 fn list(arg: Option<String>) -> Result<Vec<String>> {

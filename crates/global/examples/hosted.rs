@@ -91,38 +91,7 @@ fn main() {
 
     HEAP.trim();
     HEAP.check_consistency().expect("allocator consistent");
-    let st = HEAP.stats();
     println!("allocator stats after the workload and trim():");
-    println!(
-        "  cpus {}  regions {}  managed {} KiB",
-        st.cpu_count,
-        st.regions,
-        st.managed_bytes >> 10
-    );
-    println!(
-        "  pages: total {}  free {}  in use {} KiB (large {} KiB, page API {} KiB, {} slab chunks)",
-        st.total_pages,
-        st.free_pages,
-        st.pages_in_use_bytes >> 10,
-        st.large_bytes >> 10,
-        st.page_api_bytes >> 10,
-        st.slab_chunks
-    );
-    println!(
-        "  small objects: {} live ({} bytes), slabs partial {} full {} empty(cached) {}, remote-pending slabs {}",
-        st.small.live_objects,
-        st.small.live_bytes,
-        st.small.partial_slabs,
-        st.small.full_slabs,
-        st.small.empty_slabs,
-        st.small.remote_pending_slabs
-    );
-    for (cpu, c) in st.per_cpu.iter().enumerate().take(st.cpu_count) {
-        println!(
-            "  cpu {cpu}: {} live objects, {} slabs",
-            c.live_objects,
-            c.slabs()
-        );
-    }
+    print!("{}", HEAP.stats());
     println!("  misuse reports: {}", HEAP.platform().reports());
 }

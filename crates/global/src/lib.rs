@@ -217,6 +217,7 @@ extern crate std;
 mod allocator;
 mod api;
 mod cpus;
+mod display;
 mod error;
 mod grow;
 #[cfg(feature = "hosted")]

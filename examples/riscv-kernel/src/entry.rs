@@ -23,7 +23,7 @@
 use core::arch::global_asm;
 
 /// The highest number of harts this kernel supports; hart ids must be below it.
-pub const MAX_HARTS: usize = 8;
+pub const MAX_HARTS: usize = bsa_kernel_workload::MAX_CPUS;
 
 /// log2 of [`STACK_SIZE`].
 const STACK_SHIFT: usize = 16;
@@ -92,4 +92,20 @@ global_asm!(
 extern "C" {
     /// The entry point handed to SBI `hart_start` for the secondary harts.
     pub fn _secondary_start();
+    /// Start of the kernel image (linker script).
+    static __kernel_start: u8;
+    /// End of the kernel image, stacks included (linker script).
+    static __kernel_end: u8;
+}
+
+/// The first byte of the kernel image.
+pub fn kernel_start() -> u64 {
+    // Only the address of the linker symbol is taken; it is never read.
+    (&raw const __kernel_start).addr() as u64
+}
+
+/// The first byte after the kernel image: free RAM starts here.
+pub fn kernel_end() -> u64 {
+    // Only the address of the linker symbol is taken; it is never read.
+    (&raw const __kernel_end).addr() as u64
 }

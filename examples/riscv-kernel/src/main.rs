@@ -12,13 +12,17 @@
 //!    the firmware passed ([`fdt`]), computes the free RAM after the kernel
 //!    image ([`memory`]), and gives it to [`HEAP`]: the largest range
 //!    through `init` (with one CPU slot per hart), the others through
-//!    `add_region`.
+//!    `add_region`. (`fdt`, `memory` and the workload are shared with the
+//!    aarch64 kernel: they live in `examples/kernel-workload`.)
 //! 3. It starts the other harts through SBI HSM ([`sbi`]); they enter at
 //!    `_secondary_start` and run [`secondary_main`].
 //! 4. Every hart runs the workload ([`workload`]) with its timer interrupt
-//!    allocating too; the boot hart then checks the allocator's accounting,
-//!    prints `PASS` and powers off with a success status ([`power`]). Any
-//!    failure prints `FAIL: ...` and powers off with a failure status.
+//!    allocating too. The secondary harts then park (`workload::park`:
+//!    `serve_requests`, a `Release` flag) and stop through SBI HSM; the boot
+//!    hart waits for that, flushes their CPU slots (`flush_cpu`), trims its
+//!    own, checks the allocator's accounting, prints `PASS` and powers off
+//!    with a success status ([`power`]). Any failure prints `FAIL: ...` and
+//!    powers off with a failure status.
 #![no_std]
 #![no_main]
 
@@ -27,15 +31,13 @@ extern crate alloc;
 mod arch;
 mod console;
 mod entry;
-mod fdt;
-mod memory;
 mod platform;
 mod power;
 mod sbi;
 mod trap;
-mod workload;
 
 use bsa_global::GlobalAllocator;
+use bsa_kernel_workload::{fdt, memory, workload, Machine};
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use platform::KernelPlatform;
@@ -46,6 +48,37 @@ pub static HEAP: GlobalAllocator<KernelPlatform> = GlobalAllocator::new(KernelPl
 
 /// Secondary harts that reached [`secondary_main`].
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
+
+/// What the shared workload needs from this kernel.
+pub enum Riscv {}
+
+impl Machine for Riscv {
+    type Platform = KernelPlatform;
+
+    fn heap() -> &'static GlobalAllocator<KernelPlatform> {
+        &HEAP
+    }
+
+    fn cpu_index() -> usize {
+        arch::hart_id()
+    }
+
+    fn time() -> u64 {
+        arch::time()
+    }
+
+    fn start_timer(interval: u64) {
+        trap::start_timer(interval);
+    }
+
+    fn stop_timer() {
+        trap::stop_timer();
+    }
+
+    fn print(args: fmt::Arguments) {
+        console::print(args);
+    }
+}
 
 /// The boot hart's Rust entry point (called by `_start`).
 #[no_mangle]
@@ -85,11 +118,11 @@ fn boot(hartid: usize, dtb: usize) -> Result<(), alloc::string::String> {
             "the firmware lacks the SBI HSM or TIME extension"
         ));
     }
-    let harts = info.harts.as_slice().len();
+    let ids = info.cpus.as_slice();
+    let harts = ids.len();
     // Hart ids index the allocator's CPU slots and the kernel's stacks; the
     // workload needs a second hart to free what the first allocated.
-    let ids = info.harts.as_slice();
-    if !(2..=entry::MAX_HARTS).contains(&harts) || (0..harts).any(|h| !ids.contains(&h)) {
+    if !(2..=entry::MAX_HARTS).contains(&harts) || (0..harts as u64).any(|h| !ids.contains(&h)) {
         fail(format_args!(
             "hart ids {ids:?}: need 0..n with 2 <= n <= {}",
             entry::MAX_HARTS
@@ -103,14 +136,15 @@ fn boot(hartid: usize, dtb: usize) -> Result<(), alloc::string::String> {
     }
     println!(
         "kernel image [{:#x}, {:#x}), device tree {}, {harts} harts, timebase {timebase} Hz",
-        memory::kernel_start(),
-        memory::kernel_end(),
+        entry::kernel_start(),
+        entry::kernel_end(),
         info.blob
     );
 
     // The heap: the largest free range through `init`, the rest through
     // `add_region`.
-    let regions = memory::free_regions(&info).unwrap_or_else(|e| fail(format_args!("{e}")));
+    let regions = memory::free_regions(&info, entry::kernel_end())
+        .unwrap_or_else(|e| fail(format_args!("{e}")));
     let Some((first, rest)) = regions.as_slice().split_first() else {
         fail(format_args!("no free RAM after the kernel image"));
     };
@@ -134,8 +168,8 @@ fn boot(hartid: usize, dtb: usize) -> Result<(), alloc::string::String> {
     println!("heap: {baseline} free pages before the workload");
 
     // The other harts.
-    workload::prepare(harts, timebase);
-    for &h in info.harts.as_slice().iter().filter(|&&h| h != hartid) {
+    workload::prepare::<Riscv>(harts, timebase);
+    for h in (0..harts).filter(|&h| h != hartid) {
         sbi::hart_start(h, entry::_secondary_start as *const () as usize, 0)
             .map_err(|e| alloc::format!("SBI hart_start({h}) failed: {e:?}"))?;
     }
@@ -144,8 +178,8 @@ fn boot(hartid: usize, dtb: usize) -> Result<(), alloc::string::String> {
     }
     println!("{harts} harts online; running the workload");
 
-    workload::run_hart(hartid).map_err(|e| alloc::format!("hart {hartid}: {e}"))?;
-    workload::finish(baseline)
+    workload::run_cpu::<Riscv>(hartid).map_err(|e| alloc::format!("hart {hartid}: {e}"))?;
+    workload::finish::<Riscv>(hartid, baseline)
 }
 
 /// A secondary hart's Rust entry point (called by `_secondary_start`).
@@ -153,10 +187,13 @@ fn boot(hartid: usize, dtb: usize) -> Result<(), alloc::string::String> {
 extern "C" fn secondary_main(hartid: usize) -> ! {
     trap::init_hart();
     ONLINE.fetch_add(1, Ordering::Release);
-    if let Err(e) = workload::run_hart(hartid) {
+    if let Err(e) = workload::run_cpu::<Riscv>(hartid) {
         fail(format_args!("hart {hartid}: {e}"));
     }
-    // Done: hand the hart back to the firmware.
+    // Done: serve what other harts asked of this CPU slot, say "parked",
+    // and hand the hart back to the firmware without entering the
+    // allocator again (the boot hart flushes the slot: `flush_cpu`).
+    workload::park::<Riscv>(hartid);
     let e = sbi::hart_stop();
     fail(format_args!("hart {hartid}: SBI hart_stop failed: {e:?}"))
 }

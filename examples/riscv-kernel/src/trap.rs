@@ -8,7 +8,7 @@
 //! nest.
 //!
 //! The only expected trap is the supervisor timer interrupt; it runs
-//! [`crate::workload::on_timer`] (which allocates and frees) and re-arms
+//! the shared workload's `on_timer` (which allocates and frees) and re-arms
 //! the timer. Anything else is a kernel bug: it panics, which prints the
 //! cause and shuts the machine down with a failure code.
 
@@ -128,7 +128,7 @@ pub fn init_hart() {
 extern "C" fn trap_handler() {
     let (scause, sepc, stval) = arch::trap_info();
     if scause == SUPERVISOR_TIMER {
-        crate::workload::on_timer();
+        bsa_kernel_workload::workload::on_timer::<crate::Riscv>();
         rearm();
     } else {
         panic!(

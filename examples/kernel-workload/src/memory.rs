@@ -1,10 +1,10 @@
 //! Which RAM the allocator gets: everything after the kernel image, minus
 //! the device tree blob and whatever the device tree reserves.
 //!
-//! The firmware (OpenSBI) lives below the kernel at the start of RAM, so
-//! RAM below `__kernel_end` is never handed out, whether or not the device
-//! tree reserves it. Ranges are page-aligned inwards; tiny leftovers are
-//! dropped.
+//! What lies below the kernel at the start of RAM (OpenSBI on riscv64, the
+//! device tree QEMU places at the base of RAM on aarch64) is never handed
+//! out, whether or not the device tree reserves it. Ranges are page-aligned
+//! inwards; tiny leftovers are dropped.
 
 use crate::fdt::{BootInfo, List, Range};
 
@@ -16,41 +16,25 @@ const MIN_REGION: u64 = 16 * PAGE_SIZE;
 /// Up to this many free ranges are kept.
 pub type Regions = List<Range, 16>;
 
-extern "C" {
-    /// Start of the kernel image (linker script).
-    static __kernel_start: u8;
-    /// End of the kernel image, stacks included (linker script).
-    static __kernel_end: u8;
-}
-
-/// The first byte of the kernel image.
-pub fn kernel_start() -> u64 {
-    // Only the address of the linker symbol is taken; it is never read.
-    (&raw const __kernel_start).addr() as u64
-}
-
-/// The first byte after the kernel image.
-pub fn kernel_end() -> u64 {
-    // Only the address of the linker symbol is taken; it is never read.
-    (&raw const __kernel_end).addr() as u64
-}
-
 /// A pointer to the RAM of `range`, for the allocator.
 ///
-/// The kernel runs with paging off, so a physical address is a usable
-/// pointer; it gets the provenance the firmware's memory map "exposed".
+/// The demo kernels map RAM at its physical address (riscv64 runs with
+/// paging off, aarch64 with an identity map), so a physical address is a
+/// usable pointer; it gets the provenance the firmware's memory map
+/// "exposed".
 pub fn region_ptr(range: Range) -> *mut [u8] {
     let start = core::ptr::with_exposed_provenance_mut::<u8>(range.start as usize);
     core::ptr::slice_from_raw_parts_mut(start, range.len() as usize)
 }
 
-/// The free RAM ranges, largest first.
-pub fn free_regions(info: &BootInfo) -> Result<Regions, &'static str> {
+/// The free RAM ranges above `kernel_end` (the first byte after the kernel
+/// image), largest first.
+pub fn free_regions(info: &BootInfo, kernel_end: u64) -> Result<Regions, &'static str> {
     let mut free = Regions::new();
     for ram in info.memory.as_slice() {
         // Everything below the end of the kernel image is firmware or kernel.
         let r = Range {
-            start: ram.start.max(kernel_end()),
+            start: ram.start.max(kernel_end),
             end: ram.end,
         };
         if r.start < r.end {

@@ -14,20 +14,27 @@
 //! hart watches that the others keep making progress.
 //!
 //! When a hart is done it drains its mailbox until every hart is done,
-//! frees everything it still holds, stops its timer and reports in. The boot
-//! hart then runs [`finish`]: frees the mailboxes themselves, calls
-//! `trim()`, and checks that nothing is left allocated and that the
-//! allocator is back to exactly the free page count it had before the
-//! workload started.
+//! frees everything it still holds, stops its timer and reports in. A
+//! secondary hart then [`park`]s: it serves the requests other harts posted
+//! to its CPU slot (`serve_requests`), says so with a `Release` store and
+//! leaves the allocator for good. The boot hart runs [`finish`]: waits
+//! (`Acquire`) until every secondary parked, frees the mailboxes
+//! themselves, hands each parked hart's cached slabs back with
+//! `flush_cpu` (CPU hotplug: the boot hart never reaches into a live
+//! hart's slot), calls `trim()` for its own, and checks that nothing is
+//! left allocated and that the allocator is back to exactly the free page
+//! count it had before the workload started.
+//!
+//! "Hart" is RISC-V's word; on aarch64 read "CPU". Everything here is
+//! generic over [`Machine`], the part that differs between the kernels.
 
-use crate::entry::MAX_HARTS;
-use crate::{arch, println, trap, HEAP};
+use crate::{Machine, MAX_CPUS as MAX_HARTS};
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use bsa_global::Stats;
+use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
@@ -58,6 +65,8 @@ const MAX_LIVE: usize = 48;
 const MAX_PAGE_BLOCKS: usize = 4;
 /// Bytes per page (the allocator's page size).
 const PAGE: usize = crate::memory::PAGE_SIZE as usize;
+/// Counter ticks a parked-hart wait may take before the run fails.
+const PARK_TIMEOUT_SECS: u64 = 10;
 
 // ---- shared state ------------------------------------------------------------
 
@@ -99,18 +108,23 @@ static HARTS: AtomicUsize = AtomicUsize::new(0);
 static DONE_SENDING: AtomicUsize = AtomicUsize::new(0);
 /// Harts that freed everything they held and stopped their timer.
 static FINISHED: AtomicUsize = AtomicUsize::new(0);
-/// `time` CSR ticks per second.
+/// `PARKED[i]`: secondary hart `i` left the allocator for good (see
+/// [`park`]); everything it did in the allocator happens before a load
+/// that sees `true` with `Acquire`.
+static PARKED: [AtomicBool; MAX_HARTS] = [const { AtomicBool::new(false) }; MAX_HARTS];
+/// Counter ticks per second.
 static TIMEBASE_HZ: AtomicUsize = AtomicUsize::new(0);
 /// `time` when the workload was set up.
 static STARTED_AT: AtomicU64 = AtomicU64::new(0);
 
-/// Sets the workload up for `harts` harts (ids `0..harts`) and a `time`
-/// frequency of `timebase_hz`. Called by the boot hart before starting the
-/// others.
-pub fn prepare(harts: usize, timebase_hz: u64) {
+/// Sets the workload up for `harts` harts (ids `0..harts`, at most
+/// [`MAX_CPUS`](crate::MAX_CPUS)) and a [`Machine::time`] frequency of
+/// `timebase_hz`. Called by the boot hart before starting the others.
+pub fn prepare<M: Machine>(harts: usize, timebase_hz: u64) {
+    assert!(harts <= MAX_HARTS, "at most {MAX_HARTS} harts");
     HARTS.store(harts, Ordering::Relaxed);
     TIMEBASE_HZ.store(timebase_hz as usize, Ordering::Relaxed);
-    STARTED_AT.store(arch::time(), Ordering::Relaxed);
+    STARTED_AT.store(M::time(), Ordering::Relaxed);
 }
 
 // ---- parcels -------------------------------------------------------------------
@@ -248,16 +262,17 @@ impl Rng {
 
 /// Pages from the page API, filled with a pattern that is checked before
 /// they are given back.
-struct PageBlock {
+struct PageBlock<M> {
     ptr: NonNull<u8>,
     count: usize,
     pattern: u8,
+    heap: PhantomData<fn() -> M>,
 }
 
-impl PageBlock {
+impl<M: Machine> PageBlock<M> {
     /// Allocates `count` pages aligned to `align` bytes and fills them.
     fn new(count: usize, align: usize, pattern: u8) -> Result<Self, String> {
-        let ptr = HEAP
+        let ptr = M::heap()
             .alloc_pages(count, align)
             .map_err(|e| format!("alloc_pages({count}, {align:#x}): {e}"))?;
         if ptr.as_ptr().addr() % align != 0 {
@@ -270,6 +285,7 @@ impl PageBlock {
             ptr,
             count,
             pattern,
+            heap: PhantomData,
         })
     }
 
@@ -284,9 +300,9 @@ impl PageBlock {
                 self.ptr
             ));
         }
-        // SAFETY: `ptr` came from `alloc_pages(count, _)` on HEAP and is
-        // freed once, with the same count; nothing refers to it afterwards.
-        unsafe { HEAP.dealloc_pages(self.ptr, self.count) }
+        // SAFETY: `ptr` came from `alloc_pages(count, _)` on the heap and
+        // is freed once, with the same count; nothing refers to it afterwards.
+        unsafe { M::heap().dealloc_pages(self.ptr, self.count) }
             .map_err(|e| format!("dealloc_pages({:p}, {}): {e}", self.ptr, self.count))
     }
 }
@@ -299,8 +315,8 @@ impl PageBlock {
 /// very hart only if the allocator's critical section failed to mask
 /// interrupts; then this would deadlock on the hart's own slab lock and the
 /// run would time out.
-pub fn on_timer() {
-    let counters = &COUNTERS[arch::hart_id()];
+pub fn on_timer<M: Machine>() {
+    let counters = &COUNTERS[M::cpu_index()];
     let n = counters.ticks.fetch_add(1, Ordering::Relaxed);
     let boxed = Box::new(n);
     let squares: Vec<usize> = (0..1 + n % 64).map(|i| i * i).collect();
@@ -325,22 +341,23 @@ pub fn on_timer() {
 // ---- one hart's work ------------------------------------------------------------------
 
 /// Everything a hart holds while it works.
-struct Hart {
+struct Hart<M> {
     id: usize,
     next: usize,
     rng: Rng,
     live: Vec<Parcel>,
     map: BTreeMap<u64, String>,
-    pages: Vec<PageBlock>,
+    pages: Vec<PageBlock<M>>,
 }
 
-/// The workload of hart `id`; returns when the hart has freed everything.
-pub fn run_hart(id: usize) -> Result<(), String> {
+/// The workload of hart `id` (the calling hart); returns when the hart has
+/// freed everything it allocated and stopped its timer.
+pub fn run_cpu<M: Machine>(id: usize) -> Result<(), String> {
     let harts = HARTS.load(Ordering::Relaxed);
     let hz = TIMEBASE_HZ.load(Ordering::Relaxed) as u64;
     let counters = &COUNTERS[id];
-    let start = arch::time();
-    let mut hart = Hart {
+    let start = M::time();
+    let mut hart = Hart::<M> {
         id,
         next: (id + 1) % harts,
         rng: Rng::new(start ^ ((id as u64 + 1) << 32)),
@@ -349,21 +366,21 @@ pub fn run_hart(id: usize) -> Result<(), String> {
         pages: Vec::new(),
     };
 
-    lowmem_check(id)?;
-    trap::start_timer(hz * TICK_US / 1_000_000);
+    lowmem_check::<M>(id)?;
+    M::start_timer(hz * TICK_US / 1_000_000);
 
     let mut round = 0;
     while round < ROUNDS || counters.ticks.load(Ordering::Relaxed) < MIN_TICKS {
-        if arch::time() - start > WATCHDOG_SECS * hz {
+        if M::time() - start > WATCHDOG_SECS * hz {
             return Err(format!(
                 "still working after {WATCHDOG_SECS} s: round {round}, {} timer interrupts",
                 counters.ticks.load(Ordering::Relaxed)
             ));
         }
-        counters.heartbeat.store(arch::time(), Ordering::Relaxed);
+        counters.heartbeat.store(M::time(), Ordering::Relaxed);
         hart.round(round)?;
         if round % 256 == 0 {
-            check_progress(id, harts, hz)?;
+            check_progress::<M>(id, harts, hz)?;
         }
         round += 1;
     }
@@ -375,8 +392,8 @@ pub fn run_hart(id: usize) -> Result<(), String> {
     DONE_SENDING.fetch_add(1, Ordering::Release);
     loop {
         let all_done = DONE_SENDING.load(Ordering::Acquire) == harts;
-        counters.heartbeat.store(arch::time(), Ordering::Relaxed);
-        check_progress(id, harts, hz)?;
+        counters.heartbeat.store(M::time(), Ordering::Relaxed);
+        check_progress::<M>(id, harts, hz)?;
         hart.drain()?;
         if all_done {
             break;
@@ -392,7 +409,7 @@ pub fn run_hart(id: usize) -> Result<(), String> {
         block.free()?;
     }
     drop(hart);
-    trap::stop_timer();
+    M::stop_timer();
     counters.finished.store(true, Ordering::Relaxed);
     FINISHED.fetch_add(1, Ordering::Release);
     Ok(())
@@ -400,8 +417,8 @@ pub fn run_hart(id: usize) -> Result<(), String> {
 
 /// Fails if another hart that has not finished made no progress for
 /// [`STALL_SECS`]: it is stuck, and would otherwise hang the run silently.
-fn check_progress(id: usize, harts: usize, hz: u64) -> Result<(), String> {
-    let now = arch::time();
+fn check_progress<M: Machine>(id: usize, harts: usize, hz: u64) -> Result<(), String> {
+    let now = M::time();
     for (other, c) in COUNTERS.iter().enumerate().take(harts) {
         let last = c.heartbeat.load(Ordering::Relaxed);
         if other != id
@@ -417,7 +434,7 @@ fn check_progress(id: usize, harts: usize, hz: u64) -> Result<(), String> {
     Ok(())
 }
 
-impl Hart {
+impl<M: Machine> Hart<M> {
     /// One random step.
     fn round(&mut self, round: usize) -> Result<(), String> {
         match self.rng.below(10) {
@@ -482,7 +499,8 @@ impl Hart {
             self.drain()?;
         }
         if self.id == 0 && round % CHECK_EVERY == 0 {
-            HEAP.check_consistency()
+            M::heap()
+                .check_consistency()
                 .map_err(|e| format!("round {round}: {e}"))?;
         }
         Ok(())
@@ -505,19 +523,20 @@ impl Hart {
 }
 
 /// A low-memory (below 4 GiB physical, for 32-bit DMA) allocation.
-fn lowmem_check(id: usize) -> Result<(), String> {
+fn lowmem_check<M: Machine>(id: usize) -> Result<(), String> {
     let count = 2;
-    let ptr = HEAP
+    let ptr = M::heap()
         .alloc_pages_lowmem(count, PAGE)
         .map_err(|e| format!("alloc_pages_lowmem: {e}"))?;
     let last = ptr.as_ptr().addr() + count * PAGE - 1;
     if last as u64 >= 1 << 32 {
         return Err(format!("alloc_pages_lowmem returned {ptr:p}, above 4 GiB"));
     }
-    let block = PageBlock {
+    let block = PageBlock::<M> {
         ptr,
         count,
         pattern: 0xA0 | id as u8,
+        heap: PhantomData,
     };
     // SAFETY: the allocator handed us `count` pages at `ptr`, valid for
     // writes and ours until `free` below gives them back.
@@ -527,23 +546,58 @@ fn lowmem_check(id: usize) -> Result<(), String> {
 
 // ---- the end ------------------------------------------------------------------------
 
-/// Run by the boot hart after its own [`run_hart`]: waits for the others,
-/// frees what is left, trims, and checks the accounting against
+/// Run by every secondary hart after its [`run_cpu`], with its timer
+/// stopped: serves what other harts asked of its CPU slot
+/// (`serve_requests`: a `trim` posted while it worked), then tells the boot
+/// hart it is parked. After this returns the hart must never enter the
+/// allocator again (it stops or spins with interrupts masked): the boot
+/// hart then flushes its CPU slot from outside (`flush_cpu`), which is only
+/// sound because nobody uses that index any more.
+pub fn park<M: Machine>(id: usize) {
+    M::heap().serve_requests();
+    // Release: everything this hart did in the allocator happens before the
+    // boot hart's `Acquire` load that sees the flag, as `flush_cpu` requires.
+    PARKED[id].store(true, Ordering::Release);
+}
+
+/// Run by the boot hart (`boot`) after its own [`run_cpu`]: waits for the
+/// others to finish and park, frees what is left, flushes the parked harts'
+/// CPU slots, trims its own, and checks the accounting against
 /// `baseline_free_pages` (the free page count before any allocation).
-pub fn finish(baseline_free_pages: usize) -> Result<(), String> {
+pub fn finish<M: Machine>(boot: usize, baseline_free_pages: usize) -> Result<(), String> {
+    let heap = M::heap();
     let harts = HARTS.load(Ordering::Relaxed);
+    let hz = TIMEBASE_HZ.load(Ordering::Relaxed) as u64;
     while FINISHED.load(Ordering::Acquire) < harts {
         core::hint::spin_loop();
     }
-    let hz = TIMEBASE_HZ.load(Ordering::Relaxed) as u64;
-    let ticks = arch::time() - STARTED_AT.load(Ordering::Relaxed);
-    println!("workload done on {harts} harts in {} ms", ticks * 1000 / hz);
+    // Every other hart parks right after finishing; one that does not is
+    // stuck in `serve_requests`.
+    let since = M::time();
+    for (id, parked) in PARKED.iter().enumerate().take(harts) {
+        while id != boot && !parked.load(Ordering::Acquire) {
+            if M::time() - since > PARK_TIMEOUT_SECS * hz {
+                return Err(format!("hart {id} finished but never parked"));
+            }
+            core::hint::spin_loop();
+        }
+    }
+    let ticks = M::time() - STARTED_AT.load(Ordering::Relaxed);
+    mprintln!(
+        M,
+        "workload done on {harts} harts in {} ms; every secondary hart parked",
+        ticks * 1000 / hz
+    );
 
-    println!("hart  rounds  sent  recv  page-blocks  timer-irqs  irq-allocs");
+    mprintln!(
+        M,
+        "hart  rounds  sent  recv  page-blocks  timer-irqs  irq-allocs"
+    );
     let (mut sent, mut received) = (0, 0);
     for (id, c) in COUNTERS.iter().enumerate().take(harts) {
         let ld = |a: &AtomicUsize| a.load(Ordering::Relaxed);
-        println!(
+        mprintln!(
+            M,
             "{id:>4}  {:>6}  {:>4}  {:>4}  {:>11}  {:>10}  {:>10}",
             ld(&c.rounds),
             ld(&c.sent),
@@ -564,9 +618,14 @@ pub fn finish(baseline_free_pages: usize) -> Result<(), String> {
     if sent != received || sent == 0 {
         return Err(format!("{sent} parcels sent but {received} received"));
     }
-    println!("{sent} parcels crossed harts (each freed by a hart that did not allocate it)");
+    mprintln!(
+        M,
+        "{sent} parcels crossed harts (each freed by a hart that did not allocate it)"
+    );
 
-    // The inboxes are empty, but their buffers are still allocated.
+    // The inboxes are empty, but their buffers are still allocated (by
+    // whichever hart grew them: these are remote frees into parked harts'
+    // slabs, which `flush_cpu` collects below).
     for mailbox in &MAILBOXES {
         let inbox = core::mem::take(&mut *mailbox.lock());
         if !inbox.is_empty() {
@@ -574,16 +633,34 @@ pub fn finish(baseline_free_pages: usize) -> Result<(), String> {
         }
     }
 
-    HEAP.check_consistency()
-        .map_err(|e| format!("before trim: {e}"))?;
-    let before = HEAP.stats();
-    print_stats("before trim()", &before);
-    let returned = HEAP.trim();
-    HEAP.check_consistency()
-        .map_err(|e| format!("after trim: {e}"))?;
-    let after = HEAP.stats();
-    print_stats("after trim()", &after);
-    println!("trim() returned {returned} slab chunks to the buddy");
+    // Only the boot hart is left in the allocator: the checker sees every
+    // slot at rest.
+    heap.check_consistency()
+        .map_err(|e| format!("after every secondary parked: {e}"))?;
+    let before = heap.stats();
+    mprintln!(M, "heap before flush_cpu() and trim():\n{before}");
+
+    // CPU hotplug, as when a CPU dies: hand each parked hart's cached slabs
+    // back from here, instead of reaching into live slots.
+    let mut flushed = 0;
+    for id in (0..harts).filter(|&id| id != boot) {
+        // SAFETY: hart `id` parked (`PARKED[id]` was seen `true` with
+        // `Acquire` above, after its `Release` store): it never enters the
+        // allocator again, and everything it did there happens before this
+        // call.
+        flushed += unsafe { heap.flush_cpu(id) };
+    }
+    let trimmed = heap.trim();
+    heap.check_consistency()
+        .map_err(|e| format!("after flush_cpu() and trim(): {e}"))?;
+    let after = heap.stats();
+    mprintln!(M, "heap after flush_cpu() and trim():\n{after}");
+    mprintln!(
+        M,
+        "flush_cpu() of {} parked harts returned {flushed} slab chunks, trim() on hart \
+         {boot} returned {trimmed}",
+        harts - 1
+    );
 
     let leaks = [
         ("live small objects", after.small.live_objects),
@@ -599,56 +676,22 @@ pub fn finish(baseline_free_pages: usize) -> Result<(), String> {
     for (what, n) in leaks {
         if n != 0 {
             return Err(format!(
-                "{n} {what} left after freeing everything and trim()"
+                "{n} {what} left after freeing everything, flush_cpu() and trim()"
             ));
         }
     }
     if after.free_pages != baseline_free_pages {
         return Err(format!(
-            "{} pages free after freeing everything and trim(), but {baseline_free_pages} \
-             before the workload",
+            "{} pages free after freeing everything, flush_cpu() and trim(), but \
+             {baseline_free_pages} before the workload",
             after.free_pages
         ));
     }
-    println!(
-        "free pages after trim() == before the workload: {} (of {})",
-        after.free_pages, after.total_pages
+    mprintln!(
+        M,
+        "free pages after flush_cpu() and trim() == before the workload: {} (of {})",
+        after.free_pages,
+        after.total_pages
     );
     Ok(())
-}
-
-/// Prints the allocator's figures.
-fn print_stats(when: &str, st: &Stats) {
-    println!(
-        "heap {when}: {} CPUs, {} regions, {} KiB managed; pages: {} total, {} free; \
-         large {} B, page API {} B, slab chunks {}",
-        st.cpu_count,
-        st.regions,
-        st.managed_bytes / 1024,
-        st.total_pages,
-        st.free_pages,
-        st.large_bytes,
-        st.page_api_bytes,
-        st.slab_chunks
-    );
-    println!(
-        "  small objects: {} live ({} B), {} free; slabs: {} partial, {} full, {} empty; \
-         {} with pending remote frees",
-        st.small.live_objects,
-        st.small.live_bytes,
-        st.small.free_objects,
-        st.small.partial_slabs,
-        st.small.full_slabs,
-        st.small.empty_slabs,
-        st.small.remote_pending_slabs
-    );
-    for (cpu, c) in st.per_cpu.iter().enumerate().take(st.cpu_count) {
-        println!(
-            "  cpu {cpu}: {} live objects, {} slabs ({} empty), {} with pending remote frees",
-            c.live_objects,
-            c.slabs(),
-            c.empty_slabs,
-            c.remote_pending_slabs
-        );
-    }
 }

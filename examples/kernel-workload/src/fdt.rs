@@ -1,6 +1,8 @@
 //! A minimal reader for the flattened device tree (FDT/DTB) that the
-//! firmware passes to the boot hart, extracting what this kernel needs:
-//! the RAM ranges, the reserved ranges, the hart ids and the timer frequency.
+//! firmware passes to the boot CPU, extracting what the demo kernels need:
+//! the RAM ranges, the reserved ranges, the CPU ids, and a few devices
+//! (riscv64: timer frequency, test finisher; aarch64: PSCI conduit, GICv2,
+//! PL011 UART).
 //!
 //! Format: a 40-byte big-endian header, a memory reservation block (pairs of
 //! u64 address/size ending with 0/0), a structure block of 32-bit tokens
@@ -73,6 +75,11 @@ impl Range {
     pub fn len(&self) -> u64 {
         self.end.saturating_sub(self.start)
     }
+
+    /// Whether the range holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
 }
 
 impl fmt::Display for Range {
@@ -86,6 +93,12 @@ impl fmt::Display for Range {
 pub struct List<T: Copy + Default, const N: usize> {
     items: [T; N],
     len: usize,
+}
+
+impl<T: Copy + Default, const N: usize> Default for List<T, N> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<T: Copy + Default, const N: usize> List<T, N> {
@@ -128,8 +141,9 @@ pub struct BootInfo {
     pub memory: List<Range, 8>,
     /// The memory reservation block and the `/reserved-memory` children.
     pub reserved: List<Range, 16>,
-    /// Hart ids of the enabled `/cpus/cpu@N` nodes.
-    pub harts: List<usize, 16>,
+    /// The `reg` of the enabled `/cpus/cpu@N` nodes: hart ids on RISC-V,
+    /// MPIDR affinity values on Arm.
+    pub cpus: List<u64, 16>,
     /// `timebase-frequency` of `/cpus` (or of a cpu node): `time` CSR ticks
     /// per second.
     pub timebase_hz: Option<u64>,
@@ -137,6 +151,22 @@ pub struct BootInfo {
     /// `sifive,test0`), which QEMU's `virt` machine has: writing it powers
     /// off with an exit code of our choosing.
     pub test_finisher: Option<u64>,
+    /// How to call PSCI (the `method` of the `arm,psci*` node).
+    pub psci: Option<PsciConduit>,
+    /// A GICv2 (`arm,cortex-a15-gic` or `arm,gic-400`): its distributor and
+    /// CPU interface.
+    pub gic_v2: Option<(Range, Range)>,
+    /// An Arm PL011 UART (`arm,pl011`): its registers' base address.
+    pub pl011: Option<u64>,
+}
+
+/// The instruction that calls PSCI firmware.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PsciConduit {
+    /// `hvc #0` (QEMU `virt` without EL2 emulated: QEMU itself answers).
+    Hvc,
+    /// `smc #0` (firmware at EL3, or QEMU `virt,virtualization=on`).
+    Smc,
 }
 
 /// Reads the device tree at `dtb`.
@@ -175,6 +205,7 @@ struct Node<'a> {
     device_type: Option<&'a [u8]>,
     compatible: Option<&'a [u8]>,
     status: Option<&'a [u8]>,
+    method: Option<&'a [u8]>,
     /// `#address-cells` / `#size-cells` this node sets for its children
     /// (defaults from the spec: 2 and 1).
     address_cells: u32,
@@ -193,9 +224,12 @@ fn parse_blob(blob: &[u8]) -> Result<BootInfo, FdtError> {
         blob: Range::default(),
         memory: List::new(),
         reserved: List::new(),
-        harts: List::new(),
+        cpus: List::new(),
         timebase_hz: None,
         test_finisher: None,
+        psci: None,
+        gic_v2: None,
+        pl011: None,
     };
 
     // Memory reservation block: (address, size) pairs up to a 0/0 entry.
@@ -249,6 +283,7 @@ fn parse_blob(blob: &[u8]) -> Result<BootInfo, FdtError> {
                     b"device_type" => node.device_type = Some(value),
                     b"status" => node.status = Some(value),
                     b"compatible" => node.compatible = Some(value),
+                    b"method" => node.method = Some(value),
                     b"#address-cells" => node.address_cells = be32(value, 0)?,
                     b"#size-cells" => node.size_cells = be32(value, 0)?,
                     b"timebase-frequency" if in_cpus => {
@@ -286,19 +321,38 @@ fn finish_node(path: &[Node], info: &mut BootInfo) -> Result<(), FdtError> {
     let [.., parent, node] = path else {
         return Ok(());
     };
-    let Some(reg) = node.reg else { return Ok(()) };
-    let unit = node.name.split(|&b| b == b'@').next().unwrap_or(&[]);
-    let enabled = node
-        .status
-        .is_none_or(|s| s.starts_with(b"okay") || s.starts_with(b"ok\0"));
     // `compatible` is a list of NUL-terminated strings.
     let compatible = |what: &[u8]| {
         node.compatible
             .is_some_and(|c| c.split(|&b| b == 0).any(|s| s == what))
     };
+    let is_psci = node.compatible.is_some_and(|c| c.starts_with(b"arm,psci"));
+    if is_psci && info.psci.is_none() {
+        info.psci = match node.method {
+            Some(b"hvc\0") => Some(PsciConduit::Hvc),
+            Some(b"smc\0") => Some(PsciConduit::Smc),
+            _ => return Err(FdtError::Malformed("psci method")),
+        };
+    }
+    let Some(reg) = node.reg else { return Ok(()) };
+    let unit = node.name.split(|&b| b == b'@').next().unwrap_or(&[]);
+    let enabled = node
+        .status
+        .is_none_or(|s| s.starts_with(b"okay") || s.starts_with(b"ok\0"));
     if compatible(b"sifive,test0") && enabled {
         if let Some(r) = reg_ranges(reg, parent)?.next() {
             info.test_finisher.get_or_insert(r?.start);
+        }
+    }
+    if compatible(b"arm,pl011") && enabled {
+        if let Some(r) = reg_ranges(reg, parent)?.next() {
+            info.pl011.get_or_insert(r?.start);
+        }
+    }
+    if (compatible(b"arm,cortex-a15-gic") || compatible(b"arm,gic-400")) && enabled {
+        let mut regs = reg_ranges(reg, parent)?;
+        if let (Some(dist), Some(cpu)) = (regs.next(), regs.next()) {
+            info.gic_v2.get_or_insert((dist?, cpu?));
         }
     }
     match path.len() {
@@ -311,8 +365,7 @@ fn finish_node(path: &[Node], info: &mut BootInfo) -> Result<(), FdtError> {
         // /cpus/cpu@N
         3 if path[1].name == b"cpus" && node.device_type == Some(b"cpu\0") && enabled => {
             let id = cells(reg, parent.address_cells as usize)?;
-            let id = usize::try_from(id).map_err(|_| FdtError::Malformed("hart id"))?;
-            info.harts.push(id, "harts")?;
+            info.cpus.push(id, "cpus")?;
         }
         // /reserved-memory/<anything>
         3 if path[1].name == b"reserved-memory" => {
