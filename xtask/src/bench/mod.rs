@@ -11,18 +11,23 @@
 //!    alloc + free pair for bsa, bsa-kernel, mimalloc, glibc and talc, and
 //!    per operation of the batch, random-action, page and growth workloads.
 //!    Counts are repeatable on a loaded machine, where the times are not.
-//! 4. Writes the report ([`report`]): one table per workload (the median
+//! 4. Disassembles the kernel-style subject's alloc and dealloc entry points
+//!    in the criterion binary and checks that they hold no locked
+//!    instruction ([`fastpath`]; also in `--quick`).
+//! 5. Writes the report ([`report`]): one table per workload (the median
 //!    time per operation of each subject, from criterion's
 //!    `new/estimates.json` divided by the operations per iteration declared
 //!    in `new/benchmark.json`, and its ratio to bsa), the efficiency, growth
-//!    and instruction figures, the issues' targets
+//!    and instruction figures, the fast-path check, the issues' targets
 //!    ([`targets::TARGETS`], one table for times and counts) with a verdict
 //!    each, the date and the machine. Criterion's HTML plots stay in
 //!    `target/criterion` (open `target/criterion/report/index.html`).
 //!
 //! Only results written by this run are used, so a skipped benchmark never
-//! shows a stale number. The command fails if a program fails.
+//! shows a stale number. The command fails if a program fails or if the
+//! fast-path check finds a locked instruction (after writing the report).
 
+mod fastpath;
 mod json;
 mod parse;
 mod report;
@@ -47,6 +52,8 @@ pub fn run(mut args: Vec<String>) -> Result {
     let started = SystemTime::now();
 
     run::criterion(&criterion_home, quick)?;
+    let binary = run::criterion_binary()?;
+    let fastpath = fastpath::check(&binary)?;
     let (efficiency, breakdown) = run::efficiency()?;
     let instructions = if instructions {
         Some(run::instructions(&target, quick)?)
@@ -66,6 +73,7 @@ pub fn run(mut args: Vec<String>) -> Result {
         efficiency: &efficiency,
         breakdown: breakdown.as_ref(),
         instructions: instructions.as_deref(),
+        fastpath: Some((&fastpath, &binary)),
         quick,
     });
     let path = target.join("bench-report.md");
@@ -78,5 +86,8 @@ pub fn run(mut args: Vec<String>) -> Result {
         "criterion plots: open {}",
         criterion_home.join("report/index.html").display()
     );
-    Ok(())
+    if let fastpath::Outcome::Skipped(note) = &fastpath {
+        eprintln!("xtask bench: fast-path check {note}");
+    }
+    fastpath.verdict(&binary)
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
 
+use super::fastpath::{self, Outcome};
 use super::parse::{Breakdown, Efficiency, Estimate, Instructions, Results};
 use super::targets;
 use crate::util;
@@ -59,6 +60,8 @@ pub struct Inputs<'a> {
     pub efficiency: &'a [Efficiency],
     pub breakdown: Option<&'a Breakdown>,
     pub instructions: Option<&'a [Instructions]>,
+    /// The fast-path check and the binary it read.
+    pub fastpath: Option<(&'a Outcome, &'a std::path::Path)>,
     pub quick: bool,
 }
 
@@ -123,6 +126,9 @@ pub fn render(i: &Inputs<'_>) -> String {
     efficiency(&mut s, i.efficiency, i.breakdown);
     if let Some(ins) = i.instructions {
         instructions(&mut s, ins);
+    }
+    if let Some((outcome, binary)) = i.fastpath {
+        fast_path(&mut s, outcome, binary);
     }
     let _ = writeln!(s, "## targets (benchmark issues)\n");
     let _ = writeln!(s, "| target | limit | measured | verdict |");
@@ -313,4 +319,47 @@ fn instructions(s: &mut String, ins: &[Instructions]) {
         );
     }
     let _ = writeln!(s);
+}
+
+fn fast_path(s: &mut String, outcome: &Outcome, binary: &std::path::Path) {
+    let _ = writeln!(s, "## fast-path check (bsa-kernel)\n");
+    let _ = writeln!(
+        s,
+        "`objdump -d --no-show-raw-insn` of `{}` and `{}` in `{}`: the allocator's fast path \
+         is inlined into these entry points and every slow path is an out-of-line call, so \
+         neither body may hold a `lock`-prefixed instruction or an `xchg` with memory.\n",
+        fastpath::ENTRY_POINTS[0],
+        fastpath::ENTRY_POINTS[1],
+        binary.display()
+    );
+    match outcome {
+        Outcome::Skipped(why) => {
+            let _ = writeln!(s, "{why}\n");
+        }
+        Outcome::Checked(found) => {
+            let _ = writeln!(
+                s,
+                "| entry point | instructions | locked instructions | verdict |"
+            );
+            let _ = writeln!(s, "|---|---:|---|---|");
+            for f in found {
+                let lines = if f.locked.is_empty() {
+                    "none".to_string()
+                } else {
+                    f.locked
+                        .iter()
+                        .map(|l| format!("`{}`", l.replace('\t', " ")))
+                        .collect::<Vec<_>>()
+                        .join("<br>")
+                };
+                let verdict = if f.locked.is_empty() { "met" } else { "FAILED" };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {lines} | {verdict} |",
+                    f.symbol, f.instructions
+                );
+            }
+            let _ = writeln!(s);
+        }
+    }
 }

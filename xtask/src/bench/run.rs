@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::json::Json;
 use super::parse::{self, Breakdown, Efficiency, Instructions};
 use crate::util::{self, cargo, exec, Result};
 
@@ -79,6 +80,39 @@ pub fn criterion(criterion_home: &Path, quick: bool) -> Result {
         ]);
     }
     exec(&mut bench)
+}
+
+/// The path of the criterion suite's executable, as cargo reports it (built
+/// already by [`criterion`], so this only asks).
+pub fn criterion_binary() -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args([
+        "bench",
+        "-p",
+        "bsa-bench",
+        "--bench",
+        "peers",
+        "--no-run",
+        "--message-format=json",
+    ]);
+    eprintln!("$ {}", util::describe(&cmd));
+    let out = util::output(&mut cmd).ok_or_else(|| {
+        "building the criterion suite failed\n  rerun: cargo bench -p bsa-bench --no-run"
+            .to_string()
+    })?;
+    executable(&out, "peers")
+        .ok_or_else(|| "cargo reported no executable for bsa-bench's `peers` bench".to_string())
+}
+
+/// The `executable` of the `compiler-artifact` message for target `name`
+/// in cargo's `--message-format=json` output.
+fn executable(messages: &str, name: &str) -> Option<PathBuf> {
+    messages.lines().find_map(|line| {
+        let m = Json::parse(line).ok()?;
+        let artifact = m.get("reason")?.as_str()? == "compiler-artifact"
+            && m.at(&["target", "name"])?.as_str()? == name;
+        artifact.then(|| m.get("executable")?.as_str().map(PathBuf::from))?
+    })
 }
 
 /// Runs the heap-efficiency probe.
@@ -177,4 +211,22 @@ fn callgrind(
         ir,
         parse::ops_per_iteration(&String::from_utf8_lossy(&out.stdout)),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_bench_executable_in_cargo_messages() {
+        let msgs = r#"{"reason":"compiler-artifact","target":{"name":"bsa_bench","kind":["lib"]},"executable":null}
+{"reason":"compiler-artifact","target":{"name":"peers","kind":["bench"]},"executable":"/t/release/deps/peers-abc"}
+{"reason":"build-finished","success":true}"#;
+        assert_eq!(
+            executable(msgs, "peers"),
+            Some(PathBuf::from("/t/release/deps/peers-abc"))
+        );
+        assert_eq!(executable(msgs, "bsa_bench"), None);
+        assert_eq!(executable("not json\n", "peers"), None);
+    }
 }
