@@ -38,6 +38,22 @@ use std::time::SystemTime;
 
 use crate::util::{take_flag, Result};
 
+/// `cargo xtask bench --help` after the synopsis.
+pub const DETAILS: &str = "\
+Runs the criterion suite of crates/bench (every subject: bsa on
+HostedPlatform, bsa-kernel on a kernel-style platform, mimalloc, glibc, talc,
+linked_list_allocator, buddy_system_allocator), the heap-efficiency probe and
+the fast-path check (objdump of bsa_kernel_alloc / bsa_kernel_dealloc: no
+locked instruction allowed, x86_64 only), then writes target/bench-report.md
+with the issues' targets and a verdict each. Fails if the fast-path check
+finds a locked instruction.
+
+options:
+  --quick          short measurements, no plots (a smoke run; verify uses it)
+  --instructions   also count instructions per operation with callgrind
+                   (needs valgrind)
+";
+
 /// Runs the suites and writes the report.
 pub fn run(mut args: Vec<String>) -> Result {
     let quick = take_flag(&mut args, "--quick");
