@@ -29,6 +29,9 @@ pub struct Finding {
     pub instructions: usize,
     /// The offending disassembly lines, as objdump printed them.
     pub locked: Vec<String>,
+    /// Calls or jumps to the `GlobalAlloc` method itself: the fast path was
+    /// not inlined, so the body proves nothing.
+    pub not_inlined: Vec<String>,
 }
 
 /// The outcome of the check, for the report.
@@ -47,6 +50,20 @@ impl Outcome {
         let Outcome::Checked(found) = self else {
             return Ok(());
         };
+        let outlined: Vec<&Finding> = found.iter().filter(|f| !f.not_inlined.is_empty()).collect();
+        if !outlined.is_empty() {
+            let mut msg = String::from(
+                "the allocator's fast path is not inlined into the kernel-style entry points, \
+                 so their bodies prove nothing (make GlobalAlloc::alloc/dealloc #[inline]):",
+            );
+            for f in outlined {
+                msg.push_str(&format!("\n  {}:", f.symbol));
+                for l in &f.not_inlined {
+                    msg.push_str(&format!("\n    {l}"));
+                }
+            }
+            return Err(msg);
+        }
         let bad: Vec<&Finding> = found.iter().filter(|f| !f.locked.is_empty()).collect();
         if bad.is_empty() {
             return Ok(());
@@ -89,7 +106,7 @@ pub fn check(binary: &Path) -> Result<Outcome> {
     let mut found = Vec::new();
     for symbol in ENTRY_POINTS {
         let mut cmd = Command::new("objdump");
-        cmd.args(["-d", "--no-show-raw-insn"])
+        cmd.args(["-d", "--no-show-raw-insn", "--demangle"])
             .arg(format!("--disassemble={symbol}"))
             .arg(binary);
         eprintln!("$ {}", util::describe(&cmd));
@@ -114,7 +131,8 @@ pub fn check(binary: &Path) -> Result<Outcome> {
         found.push(Finding {
             symbol,
             instructions: body.len(),
-            locked: body.into_iter().filter(|l| is_locked(l)).collect(),
+            locked: body.iter().filter(|l| is_locked(l)).cloned().collect(),
+            not_inlined: body.into_iter().filter(|l| calls_global_alloc(l)).collect(),
         });
     }
     Ok(Outcome::Checked(found))
@@ -151,6 +169,14 @@ fn is_locked(line: &str) -> bool {
     }
     let operands: String = words.collect();
     mnemonic.starts_with("xchg") && (operands.contains('(') || operands.contains('['))
+}
+
+/// Whether one (demangled) objdump line calls or jumps to a
+/// `GlobalAlloc::alloc` / `dealloc` implementation.
+fn calls_global_alloc(line: &str) -> bool {
+    let insn = line.split_once(":\t").map_or(line, |(_, i)| i);
+    let is_branch = insn.starts_with("call") || insn.starts_with("jmp");
+    is_branch && (insn.contains("GlobalAlloc>::alloc") || insn.contains("GlobalAlloc>::dealloc"))
 }
 
 #[cfg(test)]
@@ -208,17 +234,36 @@ Disassembly of section .text:
     }
 
     #[test]
+    fn a_tail_call_to_the_allocator_is_not_a_fast_path() {
+        let thunk = "1:\tjmp    20 <<bsa_global::GlobalAllocator<P> as core::alloc::global::GlobalAlloc>::alloc>";
+        assert!(calls_global_alloc(thunk));
+        assert!(!calls_global_alloc(
+            "2:\tcall   30 <bsa_global::allocator::slow_alloc>"
+        ));
+        let f = Outcome::Checked(vec![Finding {
+            symbol: "bsa_kernel_alloc",
+            instructions: 1,
+            locked: vec![],
+            not_inlined: vec![thunk.into()],
+        }]);
+        let e = f.verdict(Path::new("b")).unwrap_err();
+        assert!(e.contains("not inlined"), "{e}");
+    }
+
+    #[test]
     fn a_clean_body_passes_and_a_locked_one_fails() {
         let clean = Outcome::Checked(vec![Finding {
             symbol: "bsa_kernel_alloc",
             instructions: 20,
             locked: vec![],
+            not_inlined: vec![],
         }]);
         assert!(clean.verdict(Path::new("b")).is_ok());
         let locked = Outcome::Checked(vec![Finding {
             symbol: "bsa_kernel_dealloc",
             instructions: 20,
             locked: vec!["1:\tlock cmpxchg %rcx,(%rdx)".into()],
+            not_inlined: vec![],
         }]);
         let e = locked.verdict(Path::new("b")).unwrap_err();
         assert!(
