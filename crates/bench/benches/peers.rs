@@ -59,6 +59,7 @@ fn random_actions(c: &mut Criterion, subjects: &[Subject]) {
 fn pages(c: &mut Criterion) {
     let subjects = [
         PageSubject::bsa(ARENA_BYTES, true).expect("bsa page arena"),
+        PageSubject::bsa_kernel(ARENA_BYTES).expect("bsa-kernel page arena"),
         PageSubject::buddy_frames(ARENA_BYTES).expect("frame arena"),
     ];
     for count in [1, 8] {

@@ -13,16 +13,17 @@
 //! | name       | allocator                                                  |
 //! |------------|------------------------------------------------------------|
 //! | `bsa`      | `bsa_global::GlobalAllocator` (hosted thread → CPU mapping) |
+//! | `bsa-kernel` | the same on a kernel-style platform ([`kernel`]): exclusive CPU indices |
 //! | `mimalloc` | `mimalloc::MiMalloc` (hosted reference)                     |
 //! | `system`   | `std::alloc::System` (glibc malloc)                         |
 //! | `talc`     | `talc::TalcLock<spinning_top::RawSpinlock, Manual>`         |
 //! | `lla`      | `linked_list_allocator::LockedHeap`                         |
 //! | `buddy`    | `buddy_system_allocator::LockedHeap<32>`                    |
 //!
-//! The arena allocators (`bsa`, `talc`, `lla`, `buddy`) each get their own
+//! The arena allocators (`bsa`, `bsa-kernel`, `talc`, `lla`, `buddy`) each get their own
 //! [`Arena`] of the same size, mapped and pre-touched before any timing, so
 //! page faults are not measured. The page workloads compare bsa's page API
-//! with `buddy_system_allocator::LockedFrameAllocator` ([`PageSubject`]).
+//! (on both platforms) with `buddy_system_allocator::LockedFrameAllocator` ([`PageSubject`]).
 //!
 //! # Workloads
 //!
@@ -31,12 +32,14 @@
 //! sequence and the generator's cost is not timed. See [`workloads`].
 
 pub mod arena;
+pub mod kernel;
 pub mod pages;
 pub mod rng;
 pub mod subject;
 pub mod workloads;
 
 pub use arena::Arena;
+pub use kernel::{BsaKernel, KernelBsa, KernelPlatform};
 pub use pages::PageSubject;
 pub use rng::Rng;
 pub use subject::{ArenaPlatform, Bsa, Subject};

@@ -5,6 +5,7 @@
 use buddy_system_allocator::LockedFrameAllocator;
 
 use crate::arena::Arena;
+use crate::kernel::KernelBsa;
 use crate::subject::{new_bsa, Bsa};
 
 /// Page size of both subjects.
@@ -12,12 +13,13 @@ pub const PAGE: usize = 4096;
 
 enum Kind {
     Bsa(Box<Bsa>),
+    Kernel(KernelBsa),
     Frames(Box<LockedFrameAllocator<33>>),
 }
 
 /// A page allocator under test, with its arena.
 pub struct PageSubject {
-    /// Short name used in benchmark ids (`bsa`, `buddy-frame`).
+    /// Short name used in benchmark ids (`bsa`, `bsa-kernel`, `buddy-frame`).
     pub name: &'static str,
     // Dropped before the arena.
     kind: Kind,
@@ -49,6 +51,17 @@ impl PageSubject {
         })
     }
 
+    /// bsa on the kernel-style platform over a fresh pre-touched arena of
+    /// `bytes`. `None` if the mapping fails.
+    pub fn bsa_kernel(bytes: usize) -> Option<Self> {
+        let arena = Arena::touched(bytes)?;
+        Some(Self {
+            name: "bsa-kernel",
+            kind: Kind::Kernel(KernelBsa::new(&arena)),
+            arena,
+        })
+    }
+
     /// buddy_system_allocator's frame allocator over the frames of a fresh
     /// pre-touched arena of `bytes` (it never touches them itself).
     pub fn buddy_frames(bytes: usize) -> Option<Self> {
@@ -68,7 +81,7 @@ impl PageSubject {
     pub fn as_bsa(&self) -> Option<&Bsa> {
         match &self.kind {
             Kind::Bsa(b) => Some(b),
-            Kind::Frames(_) => None,
+            Kind::Kernel(_) | Kind::Frames(_) => None,
         }
     }
 
@@ -84,6 +97,13 @@ impl PageSubject {
                 let p = core::hint::black_box(p);
                 // SAFETY: allocated just above with the same count, unused.
                 unsafe { b.dealloc_pages(p, count) }.expect("bsa page free");
+            }
+            Kind::Kernel(k) => {
+                let b = k.heap();
+                let p = b.alloc_pages(count, PAGE).expect("bsa-kernel pages");
+                let p = core::hint::black_box(p);
+                // SAFETY: allocated just above with the same count, unused.
+                unsafe { b.dealloc_pages(p, count) }.expect("bsa-kernel page free");
             }
             Kind::Frames(f) => {
                 let frame = f.lock().alloc(count).expect("buddy frames");

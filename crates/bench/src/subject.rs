@@ -7,6 +7,7 @@ use std::alloc::System;
 use bsa_global::{GlobalAllocator, HostedPlatform, Misuse, Platform};
 
 use crate::arena::Arena;
+use crate::kernel::KernelBsa;
 
 /// bsa's hosted platform with growth disabled: every subject works inside
 /// the arena it is given (the efficiency workload measures the first
@@ -116,6 +117,10 @@ pub fn with_subject(name: &str, arena_bytes: usize, v: impl Visit) -> bool {
             let a = arena();
             v.visit(&*new_bsa(&a, crate::BSA_CPUS));
         }
+        "bsa-kernel" => {
+            let a = arena();
+            v.visit(&KernelBsa::new(&a));
+        }
         "mimalloc" => v.visit(&mimalloc::MiMalloc),
         "system" => v.visit(&System),
         "talc" => {
@@ -154,11 +159,19 @@ impl core::fmt::Debug for Subject {
 }
 
 /// Every subject's name, in report order.
-pub const NAMES: [&str; 6] = ["bsa", "mimalloc", "system", "talc", "lla", "buddy"];
+pub const NAMES: [&str; 7] = [
+    "bsa",
+    "bsa-kernel",
+    "mimalloc",
+    "system",
+    "talc",
+    "lla",
+    "buddy",
+];
 
 /// Names of the subjects that work inside an arena (compared for heap
 /// efficiency).
-pub const ARENA_NAMES: [&str; 4] = ["bsa", "talc", "lla", "buddy"];
+pub const ARENA_NAMES: [&str; 5] = ["bsa", "bsa-kernel", "talc", "lla", "buddy"];
 
 impl Subject {
     /// The subject called `name` (one of [`NAMES`]); arena allocators get a
@@ -172,6 +185,10 @@ impl Subject {
             "bsa" => {
                 let a = arena();
                 ("bsa", new_bsa(&a, crate::BSA_CPUS), Some(a))
+            }
+            "bsa-kernel" => {
+                let a = arena();
+                ("bsa-kernel", Box::new(KernelBsa::new(&a)), Some(a))
             }
             "mimalloc" => ("mimalloc", Box::new(mimalloc::MiMalloc), None),
             "system" => ("system", Box::new(System), None),

@@ -552,6 +552,30 @@ mod tests {
     }
 
     #[test]
+    fn bsa_kernel_reports_no_misuse_and_frees_everything() {
+        use crate::kernel::{KernelBsa, KernelPlatform, KERNEL_CPUS};
+        let arena = Arena::touched(SMALL_ARENA).unwrap();
+        let k = KernelBsa::new(&arena);
+        let free_at_start = k.heap().stats().free_pages;
+        Batch::new(300, true, 2).run(&k);
+        Actions::new(4).run(&k);
+        cross_thread(&k, 3000);
+        // The cross-thread pair has exited; trim serves this thread's slot
+        // and flush_cpu hands back the others (an exclusive platform may
+        // leave other CPUs' trims as requests they serve later).
+        k.heap().trim();
+        let own = KernelPlatform::held_index().expect("this thread used the heap");
+        for cpu in (0..KERNEL_CPUS).filter(|&c| c != own) {
+            // SAFETY: only this thread uses `k` now: the threads that
+            // used other indices on it were joined by `cross_thread`.
+            unsafe { k.heap().flush_cpu(cpu) };
+        }
+        assert_eq!(k.heap().stats().free_pages, free_at_start);
+        assert_eq!(k.heap().platform().reports(), 0);
+        k.heap().check_consistency().unwrap();
+    }
+
+    #[test]
     fn efficiency_stops_at_the_first_failure() {
         for name in crate::subject::ARENA_NAMES {
             let s = Subject::new(name, SMALL_ARENA).unwrap();

@@ -38,7 +38,7 @@ impl Visit for Pairs {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: pair <bsa|mimalloc|system|talc|lla|buddy> <iterations> [size]";
+    let usage = "usage: pair <bsa|bsa-kernel|mimalloc|system|talc|lla|buddy> <iterations> [size]";
     let (Some(name), Some(n)) = (args.first(), args.get(1).and_then(|s| s.parse().ok())) else {
         eprintln!("{usage}");
         return ExitCode::FAILURE;

@@ -8,10 +8,10 @@
 //!
 //! | workload         | subjects                          |
 //! |------------------|-----------------------------------|
-//! | `batch-lifo`     | bsa mimalloc system talc lla buddy |
+//! | `batch-lifo`     | bsa bsa-kernel mimalloc system talc lla buddy |
 //! | `batch-random`   | (same)                            |
 //! | `random-actions` | (same)                            |
-//! | `pages-1`, `pages-8` | bsa buddy-frame               |
+//! | `pages-1`, `pages-8` | bsa bsa-kernel buddy-frame    |
 //! | `growth-page1`, `growth-mixed`, `growth-init` | 64MiB 4GiB (bsa heaps, reserved untouched; `growth-init` counts per page of the heap) |
 
 use core::alloc::GlobalAlloc;
@@ -85,6 +85,7 @@ fn main() -> ExitCode {
             let count = if workload == "pages-1" { 1 } else { 8 };
             let s = match subject.as_str() {
                 "bsa" => PageSubject::bsa(ARENA_BYTES, true),
+                "bsa-kernel" => PageSubject::bsa_kernel(ARENA_BYTES),
                 "buddy-frame" => PageSubject::buddy_frames(ARENA_BYTES),
                 _ => None,
             };
