@@ -18,7 +18,7 @@
 
 use bsa_global::__loom::{begin_remote, claim, end_remote, release, OWNER_MASK};
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::AtomicU32;
+use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -116,4 +116,107 @@ fn two_remote_frees_and_a_release() {
         }
         assert_eq!(c.entry.load(loom::sync::atomic::Ordering::Relaxed), 0);
     });
+}
+
+/// The owner of the slab (its CPU slot, exclusive) serves a trim request
+/// that another CPU posts while a third CPU frees into the slab remotely:
+/// the trim releases the chunk (its pages are then reused) only once the
+/// remote free is done with it, or the remote free refuses. This is the
+/// request protocol of `cpus.rs` on the real `bsa-percpu` slots.
+#[test]
+fn a_trim_request_races_a_remote_free() {
+    /// `REQ_TRIM` of `cpus.rs` (the bit's value does not matter here).
+    const TRIM: u32 = 2;
+    loom::model(|| {
+        let c = Arc::new(Chunk {
+            entry: AtomicU32::new(0),
+            memory: UnsafeCell::new(0),
+        });
+        // SAFETY (model): the owner writes the header before claiming.
+        c.memory.with_mut(|m| unsafe { *m = 1 });
+        claim(&c.entry, 0);
+        let slots = slots(1);
+        let poster = {
+            let slots = Arc::clone(&slots);
+            thread::spawn(move || slots.post(0, TRIM).unwrap())
+        };
+        let freer = {
+            let c = Arc::clone(&c);
+            thread::spawn(move || remote_free(&c))
+        };
+        // The owner's slow paths look for requests until one comes.
+        let mut released = false;
+        while !released {
+            // SAFETY (model): this thread is CPU 0, the slot's only user.
+            let slot = unsafe { slots.exclusive_cpu(0) }.unwrap();
+            if slot.take_requests() & TRIM != 0 {
+                release(&c.entry, 0);
+                released = true;
+            }
+            drop(slot);
+            thread::yield_now();
+        }
+        // SAFETY (model): the buddy hands the pages to a new user.
+        c.memory.with_mut(|m| unsafe { *m = 2 });
+        poster.join().unwrap();
+        freer.join().unwrap();
+        assert_eq!(c.entry.load(loom::sync::atomic::Ordering::Relaxed), 0);
+    });
+}
+
+/// CPU hotplug: CPU 1 parks (its slab still owned by it); CPU 0 flushes
+/// it (`flush_cpu`: the parked slot is reached without a lock) and
+/// releases the slab while CPU 2 frees into it remotely.
+#[test]
+fn a_hotplug_flush_races_a_remote_free() {
+    loom::model(|| {
+        let c = Arc::new(Chunk {
+            entry: AtomicU32::new(0),
+            memory: UnsafeCell::new(0),
+        });
+        let slots = slots(2);
+        let parked = Arc::new(AtomicBool::new(false));
+        let cpu1 = {
+            let (c, slots, parked) = (Arc::clone(&c), Arc::clone(&slots), Arc::clone(&parked));
+            thread::spawn(move || {
+                // SAFETY (model): CPU 1 alone uses slot 1 until it parks.
+                let mut slot = unsafe { slots.exclusive_cpu(1) }.unwrap();
+                // SAFETY (model): the slab is CPU 1's (header, then claim).
+                c.memory.with_mut(|m| unsafe { *m = 1 });
+                claim(&c.entry, 1);
+                *slot += 1; // its cache now holds the slab
+                drop(slot);
+                parked.store(true, Ordering::Release);
+            })
+        };
+        let freer = {
+            let c = Arc::clone(&c);
+            thread::spawn(move || remote_free(&c))
+        };
+        while !parked.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        // SAFETY (model): CPU 1 parked; its work happens before (Acquire).
+        let mut slot = unsafe { slots.exclusive_cpu(1) }.unwrap();
+        assert_eq!(*slot, 1, "the flush sees the parked CPU's cache");
+        release(&c.entry, 1);
+        *slot -= 1;
+        drop(slot);
+        // SAFETY (model): the pages go back to the buddy and are reused.
+        c.memory.with_mut(|m| unsafe { *m = 2 });
+        cpu1.join().unwrap();
+        freer.join().unwrap();
+        assert_eq!(c.entry.load(loom::sync::atomic::Ordering::Relaxed), 0);
+    });
+}
+
+/// One slot per CPU, in leaked memory (a small leak per model iteration;
+/// the slots themselves drop with the `Arc`).
+fn slots(cpus: usize) -> Arc<bsa_global::bsa_percpu::PerCpu<'static, u32>> {
+    use bsa_global::bsa_percpu::PerCpu;
+    let bytes = PerCpu::<u32>::storage_size(cpus).unwrap();
+    let mem: &'static mut [core::mem::MaybeUninit<u8>] =
+        Box::leak(vec![core::mem::MaybeUninit::uninit(); bytes].into_boxed_slice());
+    let (p, _) = PerCpu::new_in(mem, cpus, |_| 0).unwrap();
+    Arc::new(p)
 }

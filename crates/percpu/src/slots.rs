@@ -62,7 +62,7 @@ impl<T, S> SlotCell<T, S> {
     fn lock(&self) -> SlotGuard<'_, T, S> {
         while self
             .lock
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange_weak(false, true, crate::sync::LOCK, Ordering::Relaxed)
             .is_err()
         {
             while self.lock.load(Ordering::Relaxed) {
@@ -75,7 +75,7 @@ impl<T, S> SlotCell<T, S> {
     #[inline]
     fn try_lock(&self) -> Option<SlotGuard<'_, T, S>> {
         self.lock
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(false, true, crate::sync::LOCK, Ordering::Relaxed)
             .ok()
             .map(|_| SlotGuard::new(self, true))
     }
@@ -178,7 +178,16 @@ impl<'a, T, S> SlotGuard<'a, T, S> {
         if self.cell.requests.load(Ordering::Relaxed) == 0 {
             return 0;
         }
-        self.cell.requests.swap(0, crate::sync::TAKE)
+        #[cfg(not(bsa_loom_mutant))]
+        return self.cell.requests.swap(0, crate::sync::TAKE);
+        // The loom mutant skips the step that makes taking atomic: a load
+        // and a store lose a bit posted in between (the models must see it).
+        #[cfg(bsa_loom_mutant)]
+        {
+            let bits = self.cell.requests.load(crate::sync::TAKE);
+            self.cell.requests.store(0, Ordering::Relaxed);
+            bits
+        }
     }
 }
 
@@ -204,7 +213,7 @@ impl<T, S> Drop for SlotGuard<'_, T, S> {
     #[inline(always)]
     fn drop(&mut self) {
         if self.locked {
-            self.cell.lock.store(false, Ordering::Release);
+            self.cell.lock.store(false, crate::sync::UNLOCK);
         }
     }
 }

@@ -14,6 +14,17 @@ pub(crate) const TAKE: Ordering = Ordering::Acquire;
 #[cfg(bsa_loom_mutant)]
 pub(crate) const TAKE: Ordering = Ordering::Relaxed;
 
+/// Ordering of a successful lock (weakened in the loom mutant).
+#[cfg(not(bsa_loom_mutant))]
+pub(crate) const LOCK: Ordering = Ordering::Acquire;
+#[cfg(bsa_loom_mutant)]
+pub(crate) const LOCK: Ordering = Ordering::Relaxed;
+/// Ordering of an unlock (weakened in the loom mutant).
+#[cfg(not(bsa_loom_mutant))]
+pub(crate) const UNLOCK: Ordering = Ordering::Release;
+#[cfg(bsa_loom_mutant)]
+pub(crate) const UNLOCK: Ordering = Ordering::Relaxed;
+
 #[cfg(not(bsa_loom))]
 mod imp {
     pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32};
