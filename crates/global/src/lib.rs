@@ -20,7 +20,24 @@
 //!   Everything else is a run of whole pages from the
 //!   [`BuddyAllocator`](bsa_buddy::BuddyAllocator), which sits behind one
 //!   spin lock. The fast path — a slab of the class has room — takes only
-//!   the CPU's own, uncontended slot lock.
+//!   the CPU's own, uncontended slot lock; on a platform that promises its
+//!   CPU index is exclusive inside the critical section
+//!   ([`Platform::cpu_is_exclusive`]: a kernel with interrupts masked) it
+//!   takes no lock at all and executes no atomic read-modify-write.
+//! - **Requests instead of reaching in.** Nothing ever takes an exclusive
+//!   CPU's slot but its owner. [`GlobalAllocator::trim`],
+//!   [`GlobalAllocator::drain_remote_frees`] and [`GlobalAllocator::stats`]
+//!   act on the calling CPU (and on every non-exclusive slot) at once, and
+//!   post a request (one `fetch_or`) to every other exclusive CPU, which
+//!   serves it at its next slow path or in
+//!   [`GlobalAllocator::serve_requests`] (a kernel calls it from an IPI
+//!   handler); every served request publishes the CPU's statistics for
+//!   `stats` to read without taking anything. A CPU that is offline or
+//!   parked is flushed from another CPU with
+//!   [`GlobalAllocator::flush_cpu`] (CPU hotplug), and
+//!   [`GlobalAllocator::check_consistency_quiescent`] checks every slot
+//!   when nothing else runs. The protocol is model-checked in loom
+//!   (`tests/loom.rs` here and in `bsa-percpu`).
 //! - **Refill and release.** When a CPU's cache has no room it answers
 //!   `NeedsSlab`; the allocator drops the slot lock, takes one 32 KiB slab
 //!   chunk (aligned to 32 KiB) from the buddy, tags it *slab* there,
@@ -61,8 +78,9 @@
 //!   chunk is a live slab, and then says which CPU slot owns it. Owner bits
 //!   are set (after the slab header is written) and cleared (before the
 //!   chunk goes back to the buddy) only under the owning slot's lock.
-//!   - Owner is the current CPU: take the slot lock, re-check the entry, and
-//!     free locally. The slab cannot be released while we hold its owner's
+//!   - Owner is the current CPU: take the slot (lock it and re-check the
+//!     entry; an exclusive slot needs neither, since only its owner changes
+//!     its owner bits), and free locally. The slab cannot be released while we hold its owner's
 //!     lock, so its header is ours to read; the slab crate then checks the
 //!     magic, class and slot boundary and catches double frees in its
 //!     bitmap (after draining pending remote frees).
@@ -85,14 +103,24 @@
 //!
 //!   Cost on the small-free fast path: one `Acquire` load of the region
 //!   count, a scan of (usually one) region bounds, one load of the map
-//!   entry; the local path adds only the slot lock it needs anyway, the
+//!   entry; the local path adds only the slot lock (none on an exclusive
+//!   CPU), the
 //!   remote path two uncontended atomic RMWs on the map entry next to the
 //!   CAS on the slab's stack. No buddy lock, no global contention.
 //!
 //!   `alloc` and `dealloc` are inlined into their callers for the common
 //!   case (an object from, or back to, a slab of the current CPU that
-//!   changes no list); that code calls nothing, and every other case starts
-//!   over out of line with all the checks above.
+//!   changes no list); that code calls nothing. Every other case continues
+//!   out of line from what the fast path learnt (class, held slot, map
+//!   entry) with all the checks above.
+//!
+//!   Resizing another CPU's object checks it without that CPU: under its
+//!   owner's lock when the slot is not exclusive; otherwise registered in
+//!   flight on the map entry (the slab cannot be released meanwhile) and
+//!   by reading the object's bit in the owner's bitmap (exact for an object
+//!   the caller owns and for one its owner took back; an object freed from
+//!   a third CPU and not yet collected reads as live, and its second free
+//!   is then caught by the owner's drain).
 //!
 //! Every refused operation is reported once through [`Platform::report`]
 //! (default: `log::error!`), after all locks are dropped, and changes
@@ -125,7 +153,11 @@
 //! `enter_critical` masks interrupts: every lock the allocator takes is
 //! taken inside the critical section. With the default no-op critical
 //! section, only threads (never interrupt or signal handlers) may use it.
-//! Any number of threads may then share a CPU slot, preemption included:
+//! With `cpu_is_exclusive` returning `true`, interrupts must be masked (or
+//! otherwise kept out of the allocator) for the whole critical section:
+//! the owner's slot is then used without a lock, so a handler that entered
+//! the allocator on top of it would corrupt it, not just spin.
+//! Without that promise, any number of threads may share a CPU slot, preemption included:
 //! the slot's spin lock serialises them, and a lock holder that is
 //! preempted is rescheduled by the OS while the others spin (a cost in
 //! time, never in safety). A handler, in contrast, runs on top of the code

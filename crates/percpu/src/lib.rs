@@ -1,23 +1,38 @@
-//! Per-CPU slots: one cache-padded, spin-locked `T` per CPU.
+//! Per-CPU slots: one cache-padded `T` per CPU, with its own spin lock,
+//! request word and shared part.
 //!
 //! # The problem
 //!
 //! A kernel allocator wants per-CPU state (a slab cache per CPU) so that the
 //! common case touches no shared cache line and takes no contended lock. But
 //! "per CPU" is only true while the code cannot migrate or be interrupted by
-//! something that uses the same state, and other CPUs sometimes need to reach
-//! in (to drain, trim or inspect). The CPU count is often known only at boot,
-//! when no heap exists yet.
+//! something that uses the same state, and other CPUs sometimes need work
+//! done there (drain, trim, statistics). The CPU count is often known only
+//! at boot, when no heap exists yet.
 //!
 //! # The mechanism
 //!
-//! [`PerCpu<T>`] keeps one slot per CPU. Each slot is a
-//! [`CachePadded`](crossbeam_utils::CachePadded) spin lock around a `T`, so
-//! slots never share a cache line and the owner's lock is uncontended in the
-//! common case. The slot array lives in memory the caller provides (e.g.
-//! carved from the first memory region at boot), so the CPU count is a runtime
-//! value; [`PerCpuArray<T, N>`] is the inline, `const`-constructible variant
-//! for `static`s.
+//! [`PerCpu<T, S>`] keeps one slot per CPU, each
+//! [`CachePadded`](crossbeam_utils::CachePadded) so slots never share a
+//! cache line. A slot holds
+//! - the owner's `T`, reached through a [`SlotGuard`] in one of two ways:
+//!   *locked* ([`PerCpu::lock_current`], [`PerCpu::with_cpu`], ...: a spin
+//!   lock, so threads may share an index), or *exclusive*
+//!   ([`PerCpu::exclusive_current`], an `unsafe` call whose caller
+//!   promises that nobody else uses the index: a kernel CPU with
+//!   interrupts masked). The exclusive way takes no lock and executes no
+//!   atomic read-modify-write;
+//! - a request word: any CPU [`post`](PerCpu::post)s bits with one
+//!   `fetch_or`, and the guard holder [`take_requests`](SlotGuard::take_requests)
+//!   (a plain load, then a `swap` only if bits are set). This is how other
+//!   CPUs ask an exclusive slot's owner for work without touching its `T`;
+//! - a shared part `S` (default `()`), `Sync`, that anyone reads without a
+//!   guard ([`PerCpu::shared`]): e.g. statistics the owner publishes.
+//!
+//! The slot array lives in memory the caller provides (e.g. carved from the
+//! first memory region at boot), so the CPU count is a runtime value;
+//! [`PerCpuArray<T, N>`] is the inline, `const`-constructible variant for
+//! `static`s.
 //!
 //! The machine-specific part is the [`CpuContext`] trait that the integrator
 //! implements: which CPU runs the caller, and how to enter and leave a
@@ -29,12 +44,21 @@
 //!
 //! # Invariants
 //!
-//! - A slot's `T` is only touched with the slot's lock held (or through
-//!   `&mut PerCpu`).
+//! - A slot's `T` is only touched through a guard: a locked one while the
+//!   slot's lock is held, or an exclusive one under its creator's promise
+//!   that nobody else touches the slot meanwhile and that earlier users
+//!   happen before. A slot used the exclusive way is never locked (the
+//!   promise covers that too), so the two ways never meet.
+//! - Request bits are never lost: a bit posted concurrently with a take is
+//!   either in what that take returns or still pending for the next one;
+//!   a take sees every write its posters made before posting
+//!   (`Release` / `Acquire`). Model-checked in `tests/loom.rs` on this
+//!   code, with mutants that weaken the lock, the take's ordering and the
+//!   take's atomicity.
 //! - An out-of-range CPU index (a bug in the platform hook, or a CPU that came
 //!   up after the slots were sized) is an error value, [`CpuIndexError`], never
 //!   an out-of-bounds access.
-//! - The crate knows nothing about what `T` is.
+//! - The crate knows nothing about what `T` or `S` are.
 //!
 //! # Example
 //!

@@ -129,7 +129,7 @@ fn post_slot<T, S>(slots: &[Slot<T, S>], cpu: usize, bits: u32) -> Result<(), Cp
 ///
 /// # Invariants
 /// While the guard lives, nobody else accesses the slot's `T`
-/// (see [`SlotCell`]'s invariants); `locked` says whether the guard holds
+/// (see the crate's invariants); `locked` says whether the guard holds
 /// the slot's lock.
 pub struct SlotGuard<'a, T, S = ()> {
     cell: &'a SlotCell<T, S>,
