@@ -259,6 +259,7 @@ mod page_cache;
 mod pages;
 mod platform;
 mod regions;
+mod sizeless;
 mod small;
 mod stats;
 

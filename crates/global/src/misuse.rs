@@ -44,7 +44,11 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     }
 
     /// Why `ptr` (not the head of a live buddy allocation) was refused.
-    fn classify_dead(&self, buddy: &mut BuddyAllocator<PAGE_SIZE>, ptr: NonNull<u8>) -> MisuseKind {
+    pub(crate) fn classify_dead(
+        &self,
+        buddy: &mut BuddyAllocator<PAGE_SIZE>,
+        ptr: NonNull<u8>,
+    ) -> MisuseKind {
         if self.regions.entry(ptr.addr().get()).is_none() {
             return MisuseKind::ForeignPointer;
         }
