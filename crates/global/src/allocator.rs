@@ -45,7 +45,7 @@ pub(crate) struct Heap<const PAGE_SIZE: usize> {
     pub(crate) page_cache: PageCache,
 }
 
-pub(crate) type Cs<'a, 'b, P> = CriticalSection<'a, PlatformCpu<'b, P>>;
+pub(crate) type Cs<'a, P> = CriticalSection<'a, PlatformCpu<P>>;
 
 /// The per-CPU slots: each CPU's slab cache, and what it publishes for
 /// the others to read (see `cpus.rs`).
@@ -69,7 +69,7 @@ pub(crate) enum Route {
 /// See the [crate documentation](crate) for the design, the embedding guide
 /// and the misuse policy.
 pub struct GlobalAllocator<P: Platform, const PAGE_SIZE: usize = 4096> {
-    pub(crate) platform: P,
+    pub(crate) platform: PlatformCpu<P>,
     pub(crate) heap: Mutex<Heap<PAGE_SIZE>>,
     pub(crate) regions: Regions,
     pub(crate) cpus: Once<Slots>,
@@ -80,7 +80,7 @@ impl<P: Platform + core::fmt::Debug, const PAGE_SIZE: usize> core::fmt::Debug
 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("GlobalAllocator")
-            .field("platform", &self.platform)
+            .field("platform", &self.platform.0)
             .field("page_size", &PAGE_SIZE)
             .field("initialized", &self.cpus.is_completed())
             .field("regions", &self.regions.len())
@@ -103,7 +103,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// [`Platform::initial_region`]).
     pub const fn new(platform: P) -> Self {
         Self {
-            platform,
+            platform: PlatformCpu(platform),
             heap: Mutex::new(Heap {
                 buddy: BuddyAllocator::new(),
                 managed_bytes: 0,
@@ -119,7 +119,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
 
     /// The platform hooks.
     pub fn platform(&self) -> &P {
-        &self.platform
+        &self.platform.0
     }
 
     /// Whether [`init`](Self::init) (or the lazy bootstrap) has completed.
@@ -237,25 +237,23 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         if self.cpus().is_none() {
             return Err(AllocError::NotInitialized);
         }
-        let ctx = PlatformCpu(&self.platform);
-        let _cs = CriticalSection::enter(&ctx);
+        let _cs = CriticalSection::enter(&self.platform);
         // SAFETY: forwarded from this function's contract.
         unsafe { self.add_region_inner(region.cast(), region.len(), 0) }
     }
 
-    /// Run `f` inside a critical section without asking which CPU runs it
-    /// (for the buddy-only paths, which take no per-CPU state).
+    /// Run `f` inside a critical section, for the buddy-only paths, which
+    /// take no per-CPU state (the same guard as every other path).
     #[inline(always)]
     pub(crate) fn with_irqs_off<R>(&self, f: impl FnOnce() -> R) -> R {
-        let _guard = IrqGuard::enter(&self.platform);
+        let _cs = CriticalSection::enter(&self.platform);
         f()
     }
 
     /// Run `f` inside a critical section.
     #[inline(always)]
-    pub(crate) fn with_cs<R>(&self, f: impl FnOnce(&Cs<'_, '_, P>) -> R) -> R {
-        let ctx = PlatformCpu(&self.platform);
-        let cs = CriticalSection::enter(&ctx);
+    pub(crate) fn with_cs<R>(&self, f: impl FnOnce(&Cs<'_, P>) -> R) -> R {
+        let cs = CriticalSection::enter(&self.platform);
         f(&cs)
     }
 
@@ -294,27 +292,5 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     #[inline(never)]
     pub(crate) fn report_misuse(&self, kind: MisuseKind, ptr: NonNull<u8>, layout: Layout) {
         self.report(kind, ptr.addr().get(), Some(layout));
-    }
-}
-
-/// A critical section without a CPU index (see
-/// [`GlobalAllocator::with_irqs_off`]): entered on creation, left on drop.
-struct IrqGuard<'a, P: Platform> {
-    platform: &'a P,
-    saved: usize,
-}
-
-impl<'a, P: Platform> IrqGuard<'a, P> {
-    #[inline(always)]
-    fn enter(platform: &'a P) -> Self {
-        let saved = platform.enter_critical();
-        Self { platform, saved }
-    }
-}
-
-impl<P: Platform> Drop for IrqGuard<'_, P> {
-    #[inline(always)]
-    fn drop(&mut self) {
-        self.platform.exit_critical(self.saved);
     }
 }

@@ -9,8 +9,7 @@ use allocator_api2::alloc::{AllocError as ApiAllocError, Allocator};
 use bsa_percpu::CriticalSection;
 use bsa_slab::SizeClass;
 
-use crate::allocator::{Cs, Route, Slots, TAG_LARGE};
-use crate::platform::PlatformCpu;
+use crate::allocator::{Route, TAG_LARGE};
 use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
 
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
@@ -24,8 +23,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 // `with_cs` so that no closure stands between the entry
                 // point and the fast path (the optimiser does not always
                 // inline one).
-                let ctx = PlatformCpu(&self.platform);
-                let cs = CriticalSection::enter(&ctx);
+                let cs = CriticalSection::enter(&self.platform);
                 self.alloc_small(cpus, &cs, class)
             }
             Route::Large(pages) => self.allocate_large(pages, layout.align()),
@@ -42,26 +40,44 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// CPU's current slab, see `SlabAllocator::try_alloc_fast`) is inlined
     /// into the caller and calls nothing; on a platform whose CPU index is
     /// exclusive it takes no lock and executes no atomic read-modify-write.
-    /// When it declines, [`alloc_small_slow`](Self::alloc_small_slow)
-    /// continues out of line with the slot already held (drains, list
-    /// changes, requests, refill); a large block, the bootstrap or a bad
-    /// CPU index start over in [`alloc_slow`](Self::alloc_slow).
+    /// When it declines, it leaves its critical section and tail-calls
+    /// [`alloc_small_out_of_line`](Self::alloc_small_out_of_line) with the
+    /// class it found (so the inlined code needs no stack frame of its
+    /// own); a large block, the bootstrap or a bad CPU index start over in
+    /// [`alloc_slow`](Self::alloc_slow).
     #[inline(always)]
     fn alloc_raw(&self, layout: Layout) -> *mut u8 {
         if let (Some(cpus), Some(class)) = (self.cpus.get(), SizeClass::for_layout(layout)) {
-            let ctx = PlatformCpu(&self.platform);
-            let cs = CriticalSection::enter(&ctx);
-            if let Ok(mut slot) = self.current_slot(cpus, &cs) {
-                if let Some(p) = slot.try_alloc_fast(class) {
-                    return p.as_ptr();
-                }
-                return match self.alloc_small_slow(cpus, &cs, slot, class) {
-                    Ok(p) => p.as_ptr(),
-                    Err(_) => ptr::null_mut(),
-                };
+            let cs = CriticalSection::enter(&self.platform);
+            // `Err(true)`: the fast path declined; `Err(false)`: no slot.
+            let fast = match self.current_slot(cpus, &cs) {
+                Ok(mut slot) => slot.try_alloc_fast(class).ok_or(true),
+                Err(_) => Err(false),
             };
+            drop(cs);
+            match fast {
+                Ok(p) => return p.as_ptr(),
+                Err(true) => return self.alloc_small_out_of_line(class),
+                Err(false) => {}
+            }
         }
         self.alloc_slow(layout)
+    }
+
+    /// A small allocation of `class` that the inlined fast path declined:
+    /// in a new critical section, the slab cache's full path (drains, list
+    /// changes, posted requests) and, when the class has no object left,
+    /// a refill (see `small.rs`).
+    #[inline(never)]
+    fn alloc_small_out_of_line(&self, class: SizeClass) -> *mut u8 {
+        let Some(cpus) = self.cpus.get() else {
+            return ptr::null_mut();
+        };
+        let cs = CriticalSection::enter(&self.platform);
+        match self.alloc_small(cpus, &cs, class) {
+            Ok(p) => p.as_ptr(),
+            Err(_) => ptr::null_mut(),
+        }
     }
 
     /// Everything [`alloc_raw`](Self::alloc_raw)'s fast path leaves:
@@ -78,12 +94,11 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// CPU's slab cache whose slab changes no list, see
     /// `SlabAllocator::try_free_fast`) is inlined into the caller and calls
     /// nothing; on an exclusive CPU index it takes no lock and executes no
-    /// atomic read-modify-write. A free into the current CPU's slab that
-    /// the fast path declines continues in
-    /// [`free_owned_slow`](Self::free_owned_slow) with the slot held; a
-    /// chunk that is not a slab of this CPU (a remote free, or misuse) in
-    /// [`dealloc_not_local`](Self::dealloc_not_local); anything else
-    /// starts over in [`dealloc_slow`](Self::dealloc_slow).
+    /// atomic read-modify-write. Every other small free (a list change, a
+    /// remote free, misuse) leaves the critical section and tail-calls
+    /// [`dealloc_small_out_of_line`](Self::dealloc_small_out_of_line) with
+    /// the class and map entry it found; anything else starts over in
+    /// [`dealloc_slow`](Self::dealloc_slow).
     #[inline(always)]
     fn dealloc_raw(&self, ptr: *mut u8, layout: Layout) {
         if let (Some(p), Some(cpus), Some(class)) = (
@@ -92,44 +107,47 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             SizeClass::for_layout(layout),
         ) {
             if let Some(entry) = self.regions.entry(p.addr().get()) {
-                let ctx = PlatformCpu(&self.platform);
-                let cs = CriticalSection::enter(&ctx);
-                let r = match self.owned_slot(cpus, &cs, entry) {
-                    Some(mut slot) => {
-                        // SAFETY: `owned_slot` returned the slot: the chunk
-                        // is a live slab of this slot's cache while we hold
-                        // it; the caller of `dealloc` gives up the object.
-                        if unsafe { slot.try_free_fast(p, class) } {
-                            return;
-                        }
-                        self.free_owned_slow(slot, cs.cpu(), p, class)
+                let cs = CriticalSection::enter(&self.platform);
+                if let Some(mut slot) = self.owned_slot(cpus, &cs, entry) {
+                    // SAFETY: `owned_slot` returned the slot: the chunk is a
+                    // live slab of this slot's cache while we hold it; the
+                    // caller of `dealloc` gives up the object.
+                    if unsafe { slot.try_free_fast(p, class) } {
+                        return;
                     }
-                    None => self.dealloc_not_local(cpus, &cs, entry, p, class),
-                };
-                drop(cs);
-                if let Err(kind) = r {
-                    self.report_misuse(kind, p, layout);
                 }
-                return;
+                drop(cs);
+                return self.dealloc_small_out_of_line(p, layout, class, entry);
             }
         }
         self.dealloc_slow(ptr, layout)
     }
 
-    /// [`dealloc_raw`](Self::dealloc_raw) of a small object whose chunk
-    /// (map entry `entry`) is not a live slab of the current CPU: a remote
-    /// free, or misuse. Continues with the critical section, the class and
-    /// the map entry the fast path found.
+    /// A small free that the inlined fast path declined, in a new critical
+    /// section, continuing from the class and the map entry it found: into
+    /// a slab of the current CPU with every check (list changes, surplus
+    /// slabs, misuse), or not (a remote free, or misuse). Misuse is
+    /// reported here, once, after the critical section.
     #[inline(never)]
-    fn dealloc_not_local(
+    fn dealloc_small_out_of_line(
         &self,
-        cpus: &Slots,
-        cs: &Cs<'_, '_, P>,
-        entry: &AtomicU32,
-        ptr: NonNull<u8>,
+        p: NonNull<u8>,
+        layout: Layout,
         class: SizeClass,
-    ) -> Result<(), MisuseKind> {
-        self.free_not_local(cpus, cs, entry, ptr, class)
+        entry: &AtomicU32,
+    ) {
+        let Some(cpus) = self.cpus.get() else {
+            return;
+        };
+        let cs = CriticalSection::enter(&self.platform);
+        let r = match self.owned_slot(cpus, &cs, entry) {
+            Some(slot) => self.free_owned_slow(slot, cs.cpu(), p, class),
+            None => self.free_not_local(cpus, &cs, entry, p, class),
+        };
+        drop(cs);
+        if let Err(kind) = r {
+            self.report_misuse(kind, p, layout);
+        }
     }
 
     /// Everything [`dealloc_raw`](Self::dealloc_raw)'s fast path leaves,
@@ -169,8 +187,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         match Self::route(layout) {
             Ok(Route::Small(class)) => {
                 // As in `allocate_inner`: no closure on the fast path.
-                let ctx = PlatformCpu(&self.platform);
-                let cs = CriticalSection::enter(&ctx);
+                let cs = CriticalSection::enter(&self.platform);
                 self.free_small(cpus, &cs, ptr, class)
             }
             Ok(Route::Large(pages)) => self.deallocate_large(ptr, pages),

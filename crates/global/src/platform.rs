@@ -210,20 +210,35 @@ impl fmt::Display for Misuse {
     }
 }
 
-/// Adapter from [`Platform`] to `bsa_percpu::CpuContext`.
-pub(crate) struct PlatformCpu<'a, P: ?Sized>(pub(crate) &'a P);
+/// The platform as `bsa_percpu`'s [`CpuContext`](bsa_percpu::CpuContext):
+/// the allocator keeps its platform in this wrapper, so that a critical
+/// section refers to the allocator's own field (no adapter on the stack of
+/// each entry point) and every path enters it the same way.
+#[repr(transparent)]
+pub(crate) struct PlatformCpu<P>(pub(crate) P);
 
-impl<P: Platform + ?Sized> bsa_percpu::CpuContext for PlatformCpu<'_, P> {
+impl<P> core::ops::Deref for PlatformCpu<P> {
+    type Target = P;
+    #[inline(always)]
+    fn deref(&self) -> &P {
+        &self.0
+    }
+}
+
+impl<P: Platform> bsa_percpu::CpuContext for PlatformCpu<P> {
     type Saved = usize;
 
+    #[inline(always)]
     fn current_cpu(&self) -> usize {
         self.0.current_cpu()
     }
 
+    #[inline(always)]
     fn enter_critical(&self) -> usize {
         self.0.enter_critical()
     }
 
+    #[inline(always)]
     fn exit_critical(&self, saved: usize) {
         self.0.exit_critical(saved)
     }

@@ -43,7 +43,6 @@ use bsa_slab::{AllocFailure, SizeClass, SlabAllocator, SlabError, SLAB_SIZE};
 use crate::allocator::{Cs, Slot, Slots, TAG_SLAB};
 use crate::cpus::Served;
 use crate::misuse::slab_misuse;
-use crate::platform::PlatformCpu;
 use crate::regions::{self, Regions, OWNER_MASK};
 use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
 
@@ -54,7 +53,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     pub(crate) fn current_slot<'s>(
         &self,
         cpus: &'s Slots,
-        cs: &'s Cs<'_, '_, P>,
+        cs: &'s Cs<'_, P>,
     ) -> Result<Slot<'s>, CpuIndexError> {
         if self.platform.cpu_is_exclusive(cs.cpu()) {
             // SAFETY: (1) `Platform`'s contract: inside this critical
@@ -100,7 +99,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     pub(crate) fn owned_slot<'s>(
         &self,
         cpus: &'s Slots,
-        cs: &'s Cs<'_, '_, P>,
+        cs: &'s Cs<'_, P>,
         entry: &AtomicU32,
     ) -> Option<Slot<'s>> {
         let owner_bits = cs.cpu().wrapping_add(1) as u32;
@@ -122,7 +121,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     pub(crate) fn alloc_small_slow(
         &self,
         cpus: &Slots,
-        cs: &Cs<'_, '_, P>,
+        cs: &Cs<'_, P>,
         mut slot: Slot<'_>,
         class: SizeClass,
     ) -> Result<NonNull<u8>, AllocError> {
@@ -153,7 +152,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     fn refill(
         &self,
         cpus: &Slots,
-        cs: &Cs<'_, '_, P>,
+        cs: &Cs<'_, P>,
         mut slot: Slot<'_>,
         mut served: Served,
         class: SizeClass,
@@ -207,7 +206,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     pub(crate) fn alloc_small(
         &self,
         cpus: &Slots,
-        cs: &Cs<'_, '_, P>,
+        cs: &Cs<'_, P>,
         class: SizeClass,
     ) -> Result<NonNull<u8>, AllocError> {
         let mut slot = match self.current_slot(cpus, cs) {
@@ -226,7 +225,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     pub(crate) fn free_small(
         &self,
         cpus: &Slots,
-        cs: &Cs<'_, '_, P>,
+        cs: &Cs<'_, P>,
         ptr: NonNull<u8>,
         class: SizeClass,
     ) -> Result<(), MisuseKind> {
@@ -295,8 +294,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let cpus = self.cpus.get()?;
         let (from, to) = (SizeClass::for_layout(old)?, SizeClass::for_layout(new)?);
         let entry = self.regions.entry(ptr.addr().get())?;
-        let ctx = PlatformCpu(&self.platform);
-        let cs = CriticalSection::enter(&ctx);
+        let cs = CriticalSection::enter(&self.platform);
         let cpu = cs.cpu();
         let mut slot = self.owned_slot(cpus, &cs, entry)?;
         // SAFETY: `owned_slot` returned the slot's guard: the chunk is a
@@ -352,7 +350,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     pub(crate) fn free_not_local(
         &self,
         cpus: &Slots,
-        cs: &Cs<'_, '_, P>,
+        cs: &Cs<'_, P>,
         entry: &AtomicU32,
         ptr: NonNull<u8>,
         class: SizeClass,
