@@ -189,6 +189,21 @@ pub struct Allocation {
     pub tag: u8,
 }
 
+/// What [`BuddyAllocator::page_info`] knows about an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageInfo {
+    /// In no section of this allocator.
+    Outside,
+    /// In a section, but not on a page boundary.
+    NotPageAligned,
+    /// A page of a free block.
+    Free,
+    /// The first page of a live allocation.
+    Head(Allocation),
+    /// A page of a live allocation other than its first.
+    Inside,
+}
+
 /// A buddy page allocator over any number of memory regions.
 ///
 /// All methods take `&self` or `&mut self`; there is no locking inside, the
@@ -665,6 +680,29 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
         self.free_range(s, end, q);
         self.debug_check();
         Ok(())
+    }
+
+    /// What the allocator knows about the page at `ptr`, from its metadata
+    /// alone (`ptr` is never dereferenced, nothing changes): for a caller
+    /// that must say *why* a free of `ptr` cannot be right — a foreign
+    /// pointer, a free page (a double free), an interior pointer — without
+    /// trying one. O(`MAX_ORDER`).
+    pub fn page_info(&self, ptr: *const u8) -> PageInfo {
+        let (s, idx) = match self.locate(ptr.addr()) {
+            Ok(found) => found,
+            Err(AllocError::NotPageAligned) => return PageInfo::NotPageAligned,
+            Err(_) => return PageInfo::Outside,
+        };
+        let m = s.meta(idx);
+        match m.state {
+            State::AllocHead => PageInfo::Head(Allocation {
+                pages: m.count as usize,
+                tag: m.tag,
+            }),
+            State::FreeHead => PageInfo::Free,
+            State::Inner if Self::inside_free_block(s, idx) => PageInfo::Free,
+            State::Inner => PageInfo::Inside,
+        }
     }
 
     /// The live allocation that starts exactly at `ptr`, if any. Reads only

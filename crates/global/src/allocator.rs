@@ -21,28 +21,76 @@ use crate::{AllocError, Misuse, MisuseKind, Platform};
 /// 16 bits wide, with 0 meaning "no owner").
 pub const MAX_CPUS: usize = OWNER_MASK as usize - 1;
 
-/// Buddy tag of pages backing a large `GlobalAlloc`/`Allocator` block.
-pub(crate) const TAG_LARGE: u8 = 1;
-/// Buddy tag of a slab chunk.
-pub(crate) const TAG_SLAB: u8 = 2;
-/// Buddy tag of pages handed out by the page API.
-pub(crate) const TAG_PAGES: u8 = 3;
-/// Buddy tag of freed page-API blocks held in the page cache.
-pub(crate) const TAG_CACHED: u8 = 4;
+/// What a live buddy allocation of this allocator is, kept as the
+/// buddy's user tag (`bsa_buddy::Allocation::tag`). Every decision on a
+/// page block matches on this, exhaustively.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum PageKind {
+    /// Pages backing a large `GlobalAlloc`/`Allocator` block.
+    Large = 1,
+    /// A slab chunk.
+    Slab = 2,
+    /// Pages handed out by the page API.
+    PageApi = 3,
+    /// A freed page-API block held in the page cache (still a live buddy
+    /// allocation, so freeing it again is seen).
+    Cached = 4,
+}
+
+impl PageKind {
+    /// The buddy tag of this kind.
+    #[inline(always)]
+    pub(crate) const fn tag(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind a buddy tag stands for (`None`: a tag this allocator never
+    /// writes, which the consistency checker reports).
+    #[inline]
+    pub(crate) const fn from_tag(tag: u8) -> Option<PageKind> {
+        match tag {
+            1 => Some(PageKind::Large),
+            2 => Some(PageKind::Slab),
+            3 => Some(PageKind::PageApi),
+            4 => Some(PageKind::Cached),
+            _ => None,
+        }
+    }
+}
 
 /// Everything behind the buddy lock.
 pub(crate) struct Heap<const PAGE_SIZE: usize> {
     pub(crate) buddy: BuddyAllocator<PAGE_SIZE>,
     /// Bytes of all regions given to the allocator (metadata included).
     pub(crate) managed_bytes: usize,
-    /// Pages in live large blocks (`TAG_LARGE`).
+    /// Pages in live large blocks ([`PageKind::Large`]).
     pub(crate) large_pages: usize,
-    /// Pages in live page-API allocations (`TAG_PAGES`).
+    /// Pages in live page-API allocations ([`PageKind::PageApi`]).
     pub(crate) api_pages: usize,
-    /// Slab chunks currently taken from the buddy (`TAG_SLAB`).
+    /// Slab chunks currently taken from the buddy ([`PageKind::Slab`]).
     pub(crate) slab_chunks: usize,
-    /// Freed page-API blocks kept for reuse (`TAG_CACHED`).
+    /// Freed page-API blocks kept for reuse ([`PageKind::Cached`]).
     pub(crate) page_cache: PageCache,
+}
+
+impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
+    /// Book `pages` pages of `kind` as handed out (`taken`) or given back.
+    /// Cached blocks are counted by the page cache itself.
+    #[inline]
+    pub(crate) fn account(&mut self, kind: PageKind, pages: usize, taken: bool) {
+        let (counter, n) = match kind {
+            PageKind::Large => (&mut self.large_pages, pages),
+            PageKind::PageApi => (&mut self.api_pages, pages),
+            PageKind::Slab => (&mut self.slab_chunks, 1),
+            PageKind::Cached => return,
+        };
+        if taken {
+            *counter += n;
+        } else {
+            *counter -= n;
+        }
+    }
 }
 
 pub(crate) type Cs<'a, P> = CriticalSection<'a, PlatformCpu<P>>;

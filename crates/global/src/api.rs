@@ -9,7 +9,8 @@ use allocator_api2::alloc::{AllocError as ApiAllocError, Allocator};
 use bsa_percpu::CriticalSection;
 use bsa_slab::SizeClass;
 
-use crate::allocator::{Route, TAG_LARGE};
+use crate::allocator::{PageKind, Route};
+use crate::misuse::{misuse_kind, Claim};
 use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
 
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
@@ -33,7 +34,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// A large block of `pages` pages (kept out of the small-object path).
     #[inline(never)]
     fn allocate_large(&self, pages: usize, align: usize) -> Result<NonNull<u8>, AllocError> {
-        self.with_irqs_off(|| self.buddy_alloc(pages, align.max(PAGE_SIZE), TAG_LARGE, None))
+        self.with_irqs_off(|| self.buddy_alloc(pages, align.max(PAGE_SIZE), PageKind::Large, None))
     }
 
     /// `GlobalAlloc::alloc`. The fast path (a small object from the current
@@ -198,7 +199,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// Free a large block (kept out of the small-object path).
     #[inline(never)]
     fn deallocate_large(&self, ptr: NonNull<u8>, pages: usize) -> Result<(), MisuseKind> {
-        self.with_irqs_off(|| self.buddy_free(ptr, pages, TAG_LARGE))
+        self.with_irqs_off(|| self.buddy_free(ptr, pages, PageKind::Large))
     }
 
     /// Check, without changing anything, that `ptr` is an allocation for
@@ -213,18 +214,17 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         match route {
             Route::Small(class) => self.check_small(cpus, ptr, class)?,
             Route::Large(pages) => {
-                let heap = self.with_cs(|_| self.heap.lock().buddy.allocation(ptr));
-                match heap {
-                    Some(a) if a.tag == TAG_LARGE && a.pages == pages => {}
-                    Some(a) if a.tag == TAG_LARGE => {
-                        return Err(MisuseKind::WrongPageCount {
-                            expected: a.pages,
-                            given: pages,
-                        })
+                let live = self.with_irqs_off(|| {
+                    let heap = self.heap.lock();
+                    match heap.buddy.allocation(ptr) {
+                        Some(a) if a.tag == PageKind::Large.tag() && a.pages == pages => Ok(()),
+                        _ => Err(misuse_kind(
+                            self.facts(&heap.buddy, ptr),
+                            Claim::Large(pages),
+                        )),
                     }
-                    Some(_) => return Err(MisuseKind::LayoutMismatch),
-                    None => return Err(MisuseKind::NotAllocated),
-                }
+                });
+                live?;
             }
         }
         Ok(route)
@@ -251,8 +251,8 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             (Route::Large(op), Route::Large(np)) => self.with_cs(|_| {
                 let mut heap = self.heap.lock();
                 match heap.buddy.allocation(ptr) {
-                    Some(a) if a.tag == TAG_LARGE && a.pages == op => {}
-                    _ => return Err(MisuseKind::NotAllocated),
+                    Some(a) if a.tag == PageKind::Large.tag() && a.pages == op => {}
+                    _ => return Err(misuse_kind(self.facts(&heap.buddy, ptr), Claim::Large(op))),
                 }
                 if np < op {
                     // SAFETY: the block is a live large allocation of `op`

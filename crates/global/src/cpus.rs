@@ -32,7 +32,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use bsa_slab::{ClassStats, SlabError, SlabStats, NUM_CLASSES};
 
-use crate::allocator::{Slot, Slots, TAG_SLAB};
+use crate::allocator::{PageKind, Slot, Slots};
 use crate::misuse::slab_misuse;
 use crate::regions::ChunkList;
 use crate::small::release_chunk;
@@ -150,8 +150,11 @@ impl Served {
     ) -> usize {
         let mut n = 0;
         while let Some(chunk) = self.chunks.pop() {
-            let freed =
-                heap.buddy_free(chunk, GlobalAllocator::<P, PAGE_SIZE>::SLAB_PAGES, TAG_SLAB);
+            let freed = heap.buddy_free(
+                chunk,
+                GlobalAllocator::<P, PAGE_SIZE>::SLAB_PAGES,
+                PageKind::Slab,
+            );
             debug_assert!(freed.is_ok());
             n += 1;
         }

@@ -6,7 +6,7 @@ use core::ptr::NonNull;
 
 use bsa_slab::SLAB_SIZE;
 
-use crate::allocator::{TAG_LARGE, TAG_PAGES};
+use crate::allocator::PageKind;
 use crate::{AllocError, GlobalAllocator, Platform};
 
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
@@ -58,28 +58,24 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             .saturating_add(core::mem::size_of::<usize>() * 64)
     }
 
-    /// Pages from the buddy, tagged `tag`, trying [`Platform::grow`] once.
+    /// Pages of `kind` from the buddy, trying [`Platform::grow`] once.
     pub(crate) fn buddy_alloc(
         &self,
         pages: usize,
         align: usize,
-        tag: u8,
+        kind: PageKind,
         mut accept: Option<&mut dyn FnMut(NonNull<u8>, usize) -> bool>,
     ) -> Result<NonNull<u8>, AllocError> {
         for attempt in 0..2 {
             {
                 let mut heap = self.heap.lock();
-                let mut r = heap.alloc_tagged(pages, align, tag, &mut accept);
+                let mut r = heap.alloc_tagged(pages, align, kind, &mut accept);
                 if matches!(r, Err(bsa_buddy::AllocError::NoMemory)) && heap.flush_page_cache() {
-                    r = heap.alloc_tagged(pages, align, tag, &mut accept);
+                    r = heap.alloc_tagged(pages, align, kind, &mut accept);
                 }
                 match r {
                     Ok(p) => {
-                        match tag {
-                            TAG_LARGE => heap.large_pages += pages,
-                            TAG_PAGES => heap.api_pages += pages,
-                            _ => heap.slab_chunks += 1,
-                        }
+                        heap.account(kind, pages, true);
                         return Ok(p);
                     }
                     Err(bsa_buddy::AllocError::NoMemory) => {}

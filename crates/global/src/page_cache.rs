@@ -4,8 +4,8 @@
 //! cost grows with the order of the block split, up to `MAX_ORDER` levels).
 //!
 //! A cached block stays a live buddy allocation, retagged from
-//! [`TAG_PAGES`](crate::allocator::TAG_PAGES) to
-//! [`TAG_CACHED`](crate::allocator::TAG_CACHED): freeing it again is seen
+//! [`PageKind::PageApi`](crate::allocator::PageKind::PageApi) to
+//! [`PageKind::Cached`](crate::allocator::PageKind::Cached): freeing it again is seen
 //! by the buddy lookup as a double free, exactly as before. Blocks of at
 //! most [`MAX_COUNT`] pages are cached, at most [`MAX_PAGES`] pages in all;
 //! `trim`, and any allocation the buddy cannot serve, hand them back to the
@@ -56,7 +56,7 @@ impl PageCache {
     /// # Safety
     /// - `block` heads a live buddy allocation of `count` pages (`count` in
     ///   `1..=MAX_COUNT`, checked by [`has_room`](Self::has_room)) that was
-    ///   just retagged `TAG_CACHED`: its memory (valid for reads and writes,
+    ///   just retagged `PageKind::Cached`: its memory (valid for reads and writes,
     ///   inside a region) is the allocator's and nobody else uses it until
     ///   it is popped.
     #[inline]
@@ -70,20 +70,46 @@ impl PageCache {
         self.pages += count;
     }
 
+    /// Takes the most recently cached block of `count` pages that `accept`
+    /// takes (its address is a multiple of the caller's alignment, its
+    /// physical range is low enough, ...): the list of that count is walked
+    /// from the most recent block, at most [`MAX_PAGES`] entries, and the
+    /// block found is unlinked.
+    pub(crate) fn pop_where(
+        &mut self,
+        count: usize,
+        mut accept: impl FnMut(NonNull<u8>) -> bool,
+    ) -> Option<NonNull<u8>> {
+        let link = |b: NonNull<u8>| b.cast::<Option<NonNull<u8>>>();
+        let head = self.heads.get_mut(count.checked_sub(1)?)?;
+        let mut prev: Option<NonNull<u8>> = None;
+        let mut cur = *head;
+        for _ in 0..MAX_PAGES {
+            let block = cur?;
+            // SAFETY: `block` was pushed with `push`'s contract, which wrote
+            // the link we read; nothing touched the block since.
+            let next = unsafe { link(block).read_unaligned() };
+            if accept(block) {
+                match prev {
+                    None => *head = next,
+                    // SAFETY: `prev` is a cached block (as above), ours and
+                    // unused; its first word is its link.
+                    Some(p) => unsafe { link(p).write_unaligned(next) },
+                }
+                self.pages -= count;
+                return Some(block);
+            }
+            prev = Some(block);
+            cur = next;
+        }
+        None
+    }
+
     /// Takes a cached block of `count` pages whose address is a multiple of
-    /// `align` (only the most recent one is looked at: O(1)).
+    /// `align`.
     #[inline]
     pub(crate) fn pop(&mut self, count: usize, align: usize) -> Option<NonNull<u8>> {
-        let head = self.heads.get_mut(count.checked_sub(1)?)?;
-        let block = (*head)?;
-        if block.addr().get() & (align - 1) != 0 {
-            return None;
-        }
-        // SAFETY: `block` was pushed with `push`'s contract, which wrote the
-        // link we read; nothing touched the block since.
-        *head = unsafe { block.cast::<Option<NonNull<u8>>>().read_unaligned() };
-        self.pages -= count;
-        Some(block)
+        self.pop_where(count, |b| b.addr().get() & (align - 1) == 0)
     }
 
     /// Takes any cached block and its page count.

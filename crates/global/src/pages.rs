@@ -3,39 +3,52 @@
 
 use core::ptr::NonNull;
 
-use crate::allocator::{Heap, TAG_CACHED, TAG_PAGES};
-use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
+use crate::allocator::{Heap, PageKind};
+use crate::misuse::page_error;
+use crate::{AllocError, GlobalAllocator, Platform};
 
 impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
-    /// Pages from the buddy, tagged `tag`, optionally filtered.
+    /// Pages of `kind` from the buddy, optionally filtered.
     pub(crate) fn alloc_tagged(
         &mut self,
         pages: usize,
         align: usize,
-        tag: u8,
+        kind: PageKind,
         accept: &mut Option<&mut dyn FnMut(NonNull<u8>, usize) -> bool>,
     ) -> Result<NonNull<u8>, bsa_buddy::AllocError> {
         match accept.as_mut() {
             Some(f) => self.buddy.alloc_pages_where(pages, align, f).inspect(|&p| {
-                let tagged = self.buddy.set_tag(p, tag);
+                let tagged = self.buddy.set_tag(p, kind.tag());
                 debug_assert!(tagged.is_ok());
             }),
-            None => self.buddy.alloc_pages_tagged(pages, align, tag),
+            None => self.buddy.alloc_pages_tagged(pages, align, kind.tag()),
         }
     }
 
-    /// A cached page-API block of `count` pages aligned to `align`, retagged
-    /// as a live page-API allocation.
+    /// A cached page-API block of `count` pages aligned to `align` that
+    /// `accept` takes, retagged as a live page-API allocation.
     #[inline]
-    fn take_cached(&mut self, count: usize, align: usize) -> Option<NonNull<u8>> {
-        let block = self.page_cache.pop(count, align)?;
-        match self.buddy.retag(block, count, TAG_CACHED, TAG_PAGES) {
+    fn take_cached(
+        &mut self,
+        count: usize,
+        align: usize,
+        mut accept: impl FnMut(NonNull<u8>) -> bool,
+    ) -> Option<NonNull<u8>> {
+        let block = self
+            .page_cache
+            .pop_where(count, |b| b.addr().get() & (align - 1) == 0 && accept(b))?;
+        match self.buddy.retag(
+            block,
+            count,
+            PageKind::Cached.tag(),
+            PageKind::PageApi.tag(),
+        ) {
             Ok(()) => {
                 self.api_pages += count;
                 Some(block)
             }
             Err(_) => {
-                // Not reachable: cached blocks are live TAG_CACHED blocks of
+                // Not reachable: cached blocks are live cached blocks of
                 // their count. Leave it out of circulation rather than hand
                 // out something we cannot vouch for.
                 debug_assert!(false, "page cache entry is not a cached block");
@@ -51,7 +64,12 @@ impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
         if !self.page_cache.has_room(count)
             || self
                 .buddy
-                .retag(block, count, TAG_PAGES, TAG_CACHED)
+                .retag(
+                    block,
+                    count,
+                    PageKind::PageApi.tag(),
+                    PageKind::Cached.tag(),
+                )
                 .is_err()
         {
             return false;
@@ -71,7 +89,10 @@ impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
         while let Some((block, count)) = self.page_cache.pop_any() {
             // SAFETY: cached blocks are live buddy allocations of their count
             // that nobody uses.
-            let r = unsafe { self.buddy.dealloc_pages_tagged(block, count, TAG_CACHED) };
+            let r = unsafe {
+                self.buddy
+                    .dealloc_pages_tagged(block, count, PageKind::Cached.tag())
+            };
             debug_assert!(r.is_ok());
             any = true;
         }
@@ -92,10 +113,14 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         self.cpus().ok_or(AllocError::NotInitialized)?;
         check_page_request::<PAGE_SIZE>(count, align)?;
         self.with_irqs_off(|| {
-            if let Some(p) = self.heap.lock().take_cached(count, align.max(PAGE_SIZE)) {
+            if let Some(p) = self
+                .heap
+                .lock()
+                .take_cached(count, align.max(PAGE_SIZE), |_| true)
+            {
                 return Ok(p);
             }
-            self.buddy_alloc(count, align, TAG_PAGES, None)
+            self.buddy_alloc(count, align, PageKind::PageApi, None)
         })
     }
 
@@ -121,7 +146,18 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             };
             platform.virt_to_phys(first) < LIMIT && platform.virt_to_phys(last) < LIMIT
         };
-        self.with_irqs_off(|| self.buddy_alloc(count, align, TAG_PAGES, Some(&mut low)))
+        self.with_irqs_off(|| {
+            // A cached block that qualifies first: a low block freed a moment
+            // ago serves the next low request of its size.
+            let cached = self
+                .heap
+                .lock()
+                .take_cached(count, align.max(PAGE_SIZE), |b| low(b, count * PAGE_SIZE));
+            if let Some(p) = cached {
+                return Ok(p);
+            }
+            self.buddy_alloc(count, align, PageKind::PageApi, Some(&mut low))
+        })
     }
 
     /// Return pages from [`alloc_pages`](Self::alloc_pages) /
@@ -135,21 +171,27 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// # Safety
     /// If the call succeeds, the pages are not used afterwards.
     pub unsafe fn dealloc_pages(&self, ptr: NonNull<u8>, count: usize) -> Result<(), AllocError> {
-        use bsa_buddy::AllocError as B;
         self.cpus().ok_or(AllocError::NotInitialized)?;
         self.with_irqs_off(|| {
-            if self.heap.lock().cache_freed(ptr, count) {
+            let mut heap = self.heap.lock();
+            if heap.cache_freed(ptr, count) {
                 return Ok(());
             }
-            self.buddy_free(ptr, count, TAG_PAGES)
-        })
-        .map_err(|kind| {
-            AllocError::Pages(match kind {
-                MisuseKind::WrongPageCount { expected, given } => B::WrongCount { expected, given },
-                MisuseKind::DoubleFree => B::DoubleFree,
-                MisuseKind::ForeignPointer => B::NotInSection,
-                _ => B::NotAllocated,
-            })
+            // SAFETY: the buddy frees only a live page-API allocation of
+            // exactly `count` pages; the caller then no longer uses it.
+            match unsafe {
+                heap.buddy
+                    .dealloc_pages_tagged(ptr, count, PageKind::PageApi.tag())
+            } {
+                Ok(()) => {
+                    heap.account(PageKind::PageApi, count, false);
+                    Ok(())
+                }
+                Err(_) => Err(AllocError::Pages(page_error(
+                    self.facts(&heap.buddy, ptr),
+                    count,
+                ))),
+            }
         })
     }
 }

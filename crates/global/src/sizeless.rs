@@ -19,7 +19,8 @@ use core::sync::atomic::Ordering;
 
 use bsa_slab::{SizeClass, SlabAllocator};
 
-use crate::allocator::{Route, TAG_LARGE, TAG_PAGES};
+use crate::allocator::{PageKind, Route};
+use crate::misuse::{misuse_kind, Claim};
 use crate::regions::{self, OWNER_MASK};
 use crate::{GlobalAllocator, MisuseKind, Platform};
 
@@ -58,14 +59,10 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             }
         }
         self.with_irqs_off(|| {
-            let mut heap = self.heap.lock();
+            let heap = self.heap.lock();
             match heap.buddy.allocation(ptr) {
-                Some(a) if a.tag == TAG_LARGE => Ok(Route::Large(a.pages)),
-                Some(a) if a.tag == TAG_PAGES => Err(MisuseKind::WrongApi),
-                // A slab chunk released since the look above, a cached page
-                // block: nothing `free` may take.
-                Some(_) => Err(MisuseKind::NotAllocated),
-                None => Err(self.classify_dead(&mut heap.buddy, ptr)),
+                Some(a) if a.tag == PageKind::Large.tag() => Ok(Route::Large(a.pages)),
+                _ => Err(misuse_kind(self.facts(&heap.buddy, ptr), Claim::Any)),
             }
         })
     }
@@ -86,7 +83,9 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         };
         let r = match self.route_of(p) {
             Ok(Route::Small(class)) => self.free_small_class(p, class),
-            Ok(Route::Large(pages)) => self.with_irqs_off(|| self.buddy_free(p, pages, TAG_LARGE)),
+            Ok(Route::Large(pages)) => {
+                self.with_irqs_off(|| self.buddy_free(p, pages, PageKind::Large))
+            }
             Err(kind) => Err(kind),
         };
         if let Err(kind) = r {

@@ -40,9 +40,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use bsa_percpu::{CpuIndexError, CriticalSection};
 use bsa_slab::{AllocFailure, SizeClass, SlabAllocator, SlabError, SLAB_SIZE};
 
-use crate::allocator::{Cs, Slot, Slots, TAG_SLAB};
+use crate::allocator::{Cs, PageKind, Slot, Slots};
 use crate::cpus::Served;
-use crate::misuse::slab_misuse;
+use crate::misuse::{misuse_kind, slab_misuse, Claim};
 use crate::regions::{self, Regions, OWNER_MASK};
 use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
 
@@ -160,10 +160,10 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         served.take_error(&mut slot);
         drop(slot);
         served.finish(self);
-        let chunk = self.buddy_alloc(Self::SLAB_PAGES, SLAB_SIZE, TAG_SLAB, None)?;
+        let chunk = self.buddy_alloc(Self::SLAB_PAGES, SLAB_SIZE, PageKind::Slab, None)?;
         let Some(entry) = self.regions.entry(chunk.addr().get()) else {
             debug_assert!(false, "buddy page outside every region");
-            let _ = self.buddy_free(chunk, Self::SLAB_PAGES, TAG_SLAB);
+            let _ = self.buddy_free(chunk, Self::SLAB_PAGES, PageKind::Slab);
             return Err(AllocError::NoMemory);
         };
         // A previous user of these pages (a large block) may have left
@@ -189,11 +189,11 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             Ok(Ok(Err(_))) => Err(AllocError::NoMemory),
             Ok(Err(e)) => {
                 debug_assert!(false, "add_slab refused a fresh chunk: {e:?}");
-                let _ = self.buddy_free(chunk, Self::SLAB_PAGES, TAG_SLAB);
+                let _ = self.buddy_free(chunk, Self::SLAB_PAGES, PageKind::Slab);
                 Err(AllocError::NoMemory)
             }
             Err(e) => {
-                let _ = self.buddy_free(chunk, Self::SLAB_PAGES, TAG_SLAB);
+                let _ = self.buddy_free(chunk, Self::SLAB_PAGES, PageKind::Slab);
                 self.report_cpu(e);
                 Err(AllocError::CpuOutOfRange)
             }
@@ -340,7 +340,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     pub(crate) fn return_surplus(&self, slot: Slot<'_>, surplus: NonNull<u8>, cpu: usize) {
         release_chunk(&self.regions, surplus, cpu);
         drop(slot);
-        let freed = self.buddy_free(surplus, Self::SLAB_PAGES, TAG_SLAB);
+        let freed = self.buddy_free(surplus, Self::SLAB_PAGES, PageKind::Slab);
         debug_assert!(freed.is_ok());
     }
 
@@ -360,7 +360,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let owner = regions::begin_remote(entry);
         if owner == 0 {
             regions::end_remote(entry);
-            return Err(self.classify_not_slab(ptr));
+            return Err(misuse_kind(self.facts_locked(ptr), Claim::Small));
         }
         if owner as usize - 1 == cpu {
             // Ours after all (set up by this CPU after the hint was read):
@@ -406,7 +406,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         };
         let owner = entry.load(Ordering::Acquire) & OWNER_MASK;
         if owner == 0 {
-            return Err(self.classify_not_slab(ptr));
+            return Err(misuse_kind(self.facts_locked(ptr), Claim::Small));
         }
         let owner_cpu = owner as usize - 1;
         let r = self.with_cs(|cs| {
@@ -445,7 +445,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         match r {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => Err(slab_misuse(e)),
-            None => Err(self.classify_not_slab(ptr)),
+            None => Err(misuse_kind(self.facts_locked(ptr), Claim::Small)),
         }
     }
 }

@@ -5,7 +5,7 @@ use core::sync::atomic::Ordering;
 
 use bsa_slab::{ClassStats, SlabStats, NUM_CLASSES, SLAB_SIZE};
 
-use crate::allocator::{Slot, TAG_CACHED, TAG_SLAB};
+use crate::allocator::{PageKind, Slot};
 use crate::cpus::{Published, REQ_STATS};
 use crate::regions::OWNER_MASK;
 use crate::{ConsistencyError, GlobalAllocator, Platform};
@@ -263,7 +263,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 cache_ok &= heap.buddy.allocation(block)
                     == Some(bsa_buddy::Allocation {
                         pages: count,
-                        tag: TAG_CACHED,
+                        tag: PageKind::Cached.tag(),
                     });
             });
             if !cache_ok || cached_seen != cached {
@@ -295,7 +295,8 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                         return Err(bad("slab map entry outside the buddy"));
                     };
                     match heap.buddy.allocation(chunk) {
-                        Some(a) if a.tag == TAG_SLAB && a.pages == Self::SLAB_PAGES => {}
+                        Some(a) if a.tag == PageKind::Slab.tag() && a.pages == Self::SLAB_PAGES => {
+                        }
                         _ => return Err(bad("slab map entry is not a live slab chunk")),
                     }
                 }
