@@ -92,8 +92,8 @@ fn a_large_block_of_another_heap_is_foreign_on_every_route() {
     // SAFETY: non-zero size.
     let p = NonNull::new(unsafe { a.alloc(big()) }).unwrap();
     every_resize_refused(&b, p, big(), MisuseKind::ForeignPointer);
-    // SAFETY: refused: `b` does not own `p`.
     assert_eq!(
+        // SAFETY: refused: `b` does not own `p`.
         unsafe { b.dealloc_pages(p, 5) },
         Err(AllocError::Pages(PageError::NotInSection))
     );
@@ -140,8 +140,8 @@ fn a_small_object_with_a_page_layout_is_a_layout_mismatch() {
     let x = NonNull::new(unsafe { h.alloc(small()) }).unwrap();
     every_resize_refused(&h, x, big(), MisuseKind::LayoutMismatch);
     // The page API is another API.
-    // SAFETY: refused.
     assert_eq!(
+        // SAFETY: refused.
         unsafe { h.dealloc_pages(x, 1) },
         Err(AllocError::Pages(PageError::NotAllocated))
     );
@@ -158,8 +158,8 @@ fn a_large_block_with_a_small_layout_is_a_layout_mismatch() {
     // SAFETY: non-zero size.
     let l = NonNull::new(unsafe { h.alloc(big()) }).unwrap();
     every_resize_refused(&h, l, small(), MisuseKind::LayoutMismatch);
-    // SAFETY: refused: a large block is not a page-API block.
     assert_eq!(
+        // SAFETY: refused: a large block is not a page-API block.
         unsafe { h.dealloc_pages(l, 5) },
         Err(AllocError::Pages(PageError::NotAllocated))
     );
