@@ -1,11 +1,10 @@
-//! `GlobalAlloc` and `allocator_api2::alloc::Allocator` on top of the
+//! `GlobalAlloc` and allocator-api2's `Allocator` (0.2 and 0.4) on top of the
 //! routing in `allocator.rs`.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::AtomicU32;
 
-use allocator_api2::alloc::{AllocError as ApiAllocError, Allocator};
 use bsa_percpu::CriticalSection;
 use bsa_slab::SizeClass;
 
@@ -374,87 +373,108 @@ fn dangling(layout: Layout) -> NonNull<[u8]> {
     NonNull::slice_from_raw_parts(p, 0)
 }
 
-// SAFETY: blocks are valid until deallocated (they come from the same
-// routing as `GlobalAlloc`); the returned length is the block's real
-// capacity, and any layout size in `[requested, capacity]` routes to the
-// same slab class (classes are monotonic) or the same page count, so every
-// layout that "fits" frees correctly. Zero-size requests get a dangling,
-// aligned pointer that is never passed to the inner allocator. Copies of
-// `&GlobalAllocator` are the same allocator.
-unsafe impl<P: Platform, const PAGE_SIZE: usize> Allocator for &GlobalAllocator<P, PAGE_SIZE> {
-    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, ApiAllocError> {
-        if layout.size() == 0 {
-            return Ok(dangling(layout));
+/// `Allocator` for `&GlobalAllocator`, for each allocator-api2 version
+/// enabled by a cargo feature (`allocator-api2-02`, the one hashbrown and
+/// most collections use, on by default; `allocator-api2-04`).
+macro_rules! impl_allocator {
+    ($api:ident) => {
+        // SAFETY: blocks are valid until deallocated (they come from the same
+        // routing as `GlobalAlloc`); the returned length is the block's real
+        // capacity, and any layout size in `[requested, capacity]` routes to the
+        // same slab class (classes are monotonic) or the same page count, so every
+        // layout that "fits" frees correctly. Zero-size requests get a dangling,
+        // aligned pointer that is never passed to the inner allocator. Copies of
+        // `&GlobalAllocator` are the same allocator.
+        unsafe impl<P: Platform, const PAGE_SIZE: usize> $api::alloc::Allocator
+            for &GlobalAllocator<P, PAGE_SIZE>
+        {
+            fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, $api::alloc::AllocError> {
+                if layout.size() == 0 {
+                    return Ok(dangling(layout));
+                }
+                let p = self
+                    .allocate_inner(layout)
+                    .map_err(|_| $api::alloc::AllocError)?;
+                Ok(NonNull::slice_from_raw_parts(
+                    p,
+                    GlobalAllocator::<P, PAGE_SIZE>::capacity(layout),
+                ))
+            }
+
+            fn allocate_zeroed(
+                &self,
+                layout: Layout,
+            ) -> Result<NonNull<[u8]>, $api::alloc::AllocError> {
+                let block = self.allocate(layout)?;
+                // SAFETY: `block` is a fresh allocation of `block.len()` bytes (0 for
+                // a dangling one, for which the write is a no-op).
+                unsafe { block.cast::<u8>().as_ptr().write_bytes(0, block.len()) };
+                Ok(block)
+            }
+
+            unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+                if layout.size() != 0 {
+                    self.deallocate_inner(ptr, layout);
+                }
+            }
+
+            unsafe fn grow(
+                &self,
+                ptr: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $api::alloc::AllocError> {
+                if old.size() == 0 {
+                    return self.allocate(new);
+                }
+                // SAFETY: forwarded from `Allocator::grow`'s contract.
+                let resized = unsafe { self.resize(ptr, old, new) };
+                let (p, cap) = resized.map_err(|_| $api::alloc::AllocError)?;
+                Ok(NonNull::slice_from_raw_parts(p, cap))
+            }
+
+            unsafe fn grow_zeroed(
+                &self,
+                ptr: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $api::alloc::AllocError> {
+                // SAFETY: forwarded from `Allocator::grow_zeroed`'s contract.
+                let block = unsafe { self.grow(ptr, old, new) }?;
+                let tail = block.len() - old.size();
+                // SAFETY: bytes `[old.size(), block.len())` of the (possibly new)
+                // block are inside it and not yet part of the caller's data.
+                unsafe {
+                    block
+                        .cast::<u8>()
+                        .as_ptr()
+                        .add(old.size())
+                        .write_bytes(0, tail)
+                };
+                Ok(block)
+            }
+
+            unsafe fn shrink(
+                &self,
+                ptr: NonNull<u8>,
+                old: Layout,
+                new: Layout,
+            ) -> Result<NonNull<[u8]>, $api::alloc::AllocError> {
+                if new.size() == 0 {
+                    // SAFETY: forwarded from `Allocator::shrink`'s contract.
+                    unsafe { self.deallocate(ptr, old) };
+                    return Ok(dangling(new));
+                }
+                // SAFETY: forwarded from `Allocator::shrink`'s contract.
+                let resized = unsafe { self.resize(ptr, old, new) };
+                let (p, cap) = resized.map_err(|_| $api::alloc::AllocError)?;
+                Ok(NonNull::slice_from_raw_parts(p, cap))
+            }
         }
-        let p = self.allocate_inner(layout).map_err(|_| ApiAllocError)?;
-        Ok(NonNull::slice_from_raw_parts(
-            p,
-            GlobalAllocator::<P, PAGE_SIZE>::capacity(layout),
-        ))
-    }
-
-    fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, ApiAllocError> {
-        let block = self.allocate(layout)?;
-        // SAFETY: `block` is a fresh allocation of `block.len()` bytes (0 for
-        // a dangling one, for which the write is a no-op).
-        unsafe { block.cast::<u8>().as_ptr().write_bytes(0, block.len()) };
-        Ok(block)
-    }
-
-    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
-        if layout.size() != 0 {
-            self.deallocate_inner(ptr, layout);
-        }
-    }
-
-    unsafe fn grow(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, ApiAllocError> {
-        if old.size() == 0 {
-            return self.allocate(new);
-        }
-        // SAFETY: forwarded from `Allocator::grow`'s contract.
-        let (p, cap) = unsafe { self.resize(ptr, old, new) }.map_err(|_| ApiAllocError)?;
-        Ok(NonNull::slice_from_raw_parts(p, cap))
-    }
-
-    unsafe fn grow_zeroed(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, ApiAllocError> {
-        // SAFETY: forwarded from `Allocator::grow_zeroed`'s contract.
-        let block = unsafe { self.grow(ptr, old, new) }?;
-        let tail = block.len() - old.size();
-        // SAFETY: bytes `[old.size(), block.len())` of the (possibly new)
-        // block are inside it and not yet part of the caller's data.
-        unsafe {
-            block
-                .cast::<u8>()
-                .as_ptr()
-                .add(old.size())
-                .write_bytes(0, tail)
-        };
-        Ok(block)
-    }
-
-    unsafe fn shrink(
-        &self,
-        ptr: NonNull<u8>,
-        old: Layout,
-        new: Layout,
-    ) -> Result<NonNull<[u8]>, ApiAllocError> {
-        if new.size() == 0 {
-            // SAFETY: forwarded from `Allocator::shrink`'s contract.
-            unsafe { self.deallocate(ptr, old) };
-            return Ok(dangling(new));
-        }
-        // SAFETY: forwarded from `Allocator::shrink`'s contract.
-        let (p, cap) = unsafe { self.resize(ptr, old, new) }.map_err(|_| ApiAllocError)?;
-        Ok(NonNull::slice_from_raw_parts(p, cap))
-    }
+    };
 }
+
+#[cfg(feature = "allocator-api2-02")]
+impl_allocator!(allocator_api2_02);
+#[cfg(feature = "allocator-api2-04")]
+impl_allocator!(allocator_api2);
