@@ -5,6 +5,7 @@
 use core::alloc::Layout;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use bsa_buddy::BuddyAllocator;
 use bsa_percpu::{CpuIndexError, CriticalSection, PerCpu, SlotGuard};
@@ -121,6 +122,8 @@ pub struct GlobalAllocator<P: Platform, const PAGE_SIZE: usize = 4096> {
     pub(crate) heap: Mutex<Heap<PAGE_SIZE>>,
     pub(crate) regions: Regions,
     pub(crate) cpus: Once<Slots>,
+    /// Whether [`MisuseKind::UsedBeforeInit`] was reported (once).
+    uninit_reported: AtomicBool,
 }
 
 impl<P: Platform + core::fmt::Debug, const PAGE_SIZE: usize> core::fmt::Debug
@@ -136,6 +139,18 @@ impl<P: Platform + core::fmt::Debug, const PAGE_SIZE: usize> core::fmt::Debug
     }
 }
 
+impl<P: Platform> GlobalAllocator<P> {
+    /// An allocator with no memory and 4096-byte pages. Usable in a
+    /// `static`; call [`init`](Self::init) before the first allocation (or
+    /// implement [`Platform::initial_region`]). Defined for the default
+    /// page size only, so that `let heap = GlobalAllocator::new(p);` needs
+    /// no annotation; see [`with_page_size`](Self::with_page_size) for
+    /// others.
+    pub const fn new(platform: P) -> Self {
+        Self::with_page_size(platform)
+    }
+}
+
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// Pages in one slab chunk.
     pub(crate) const SLAB_PAGES: usize = {
@@ -146,10 +161,9 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         SLAB_SIZE / PAGE_SIZE
     };
 
-    /// An allocator with no memory. Usable in a `static`; call
-    /// [`init`](Self::init) before the first allocation (or implement
-    /// [`Platform::initial_region`]).
-    pub const fn new(platform: P) -> Self {
+    /// [`new`](GlobalAllocator::new) for a page size other than 4096
+    /// (`GlobalAllocator::<MyPlatform, 16384>::with_page_size(p)`).
+    pub const fn with_page_size(platform: P) -> Self {
         Self {
             platform: PlatformCpu(platform),
             heap: Mutex::new(Heap {
@@ -162,6 +176,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             }),
             regions: Regions::new(),
             cpus: Once::new(),
+            uninit_reported: AtomicBool::new(false),
         }
     }
 
@@ -188,7 +203,9 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     ///
     /// # Errors
     /// [`AllocError::AlreadyInitialized`], [`AllocError::BadCpuCount`]
-    /// (0 or more than [`MAX_CPUS`]), [`AllocError::RegionTooSmall`]. On
+    /// (0 or more than [`MAX_CPUS`]), [`AllocError::RegionTooSmall`] (the
+    /// first region must hold the per-CPU slots, its metadata and at least
+    /// one 32 KiB-aligned slab chunk; later regions may be smaller). On
     /// error the allocator stays uninitialised (the bytes of `region` may
     /// have been written) and `init` may be called again.
     ///
@@ -226,17 +243,26 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
 
     #[cold]
     fn bootstrap(&self) -> Option<&Slots> {
-        self.cpus
-            .try_call_once(|| {
-                let (region, cpus) = self
-                    .platform
-                    .initial_region()
-                    .ok_or(AllocError::NotInitialized)?;
-                // SAFETY: `Platform`'s implementor guarantees the region is
-                // valid, unused and handed over for good.
-                unsafe { self.build(region, cpus) }
-            })
-            .ok()
+        let r = self.cpus.try_call_once(|| {
+            let (region, cpus) = self
+                .platform
+                .initial_region()
+                .ok_or(AllocError::NotInitialized)?;
+            // SAFETY: `Platform`'s implementor guarantees the region is
+            // valid, unused and handed over for good.
+            unsafe { self.build(region, cpus) }
+        });
+        match r {
+            Ok(c) => Some(c),
+            Err(AllocError::NotInitialized) => {
+                // Outside the `Once`: the hook may allocate (and get null).
+                if !self.uninit_reported.swap(true, Ordering::Relaxed) {
+                    self.report(MisuseKind::UsedBeforeInit, 0, None);
+                }
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// # Safety
@@ -253,6 +279,9 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let storage = Slots::storage_size(cpu_count)
             .filter(|&s| s < len)
             .ok_or(AllocError::RegionTooSmall)?;
+        if !Self::holds_a_slab(start.addr(), len, storage) {
+            return Err(AllocError::RegionTooSmall);
+        }
         // SAFETY: `start` is non-null and valid for reads and writes of `len
         // > storage` bytes, exclusively ours for good (caller contract), so
         // its first `storage` bytes can be viewed as an exclusive `'static`
@@ -267,6 +296,26 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         // left alone.
         unsafe { self.add_region_inner(start, len, used) }?;
         Ok(cpus)
+    }
+
+    /// Whether a first region `[start, start + len)` whose first `reserved`
+    /// bytes hold the per-CPU slots still has room for its metadata (a
+    /// generous estimate) and one `SLAB_SIZE`-aligned slab chunk: without
+    /// one, `init` would succeed and then every small allocation fail.
+    fn holds_a_slab(start: usize, len: usize, reserved: usize) -> bool {
+        let meta = (len / PAGE_SIZE + 1)
+            .saturating_mul(bsa_buddy::META_BYTES)
+            .saturating_add((len / SLAB_SIZE + 2) * core::mem::size_of::<u32>())
+            .saturating_add(2 * PAGE_SIZE);
+        let Some(end) = start.checked_add(len) else {
+            return false;
+        };
+        start
+            .checked_add(reserved)
+            .and_then(|a| a.checked_add(meta))
+            .and_then(|a| a.checked_next_multiple_of(SLAB_SIZE))
+            .and_then(|chunk| chunk.checked_add(SLAB_SIZE))
+            .is_some_and(|chunk_end| chunk_end <= end)
     }
 
     /// Gives the allocator another region, at any time, from any CPU.

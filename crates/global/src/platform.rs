@@ -162,6 +162,13 @@ pub enum MisuseKind {
     /// The slab layer found a corrupted free chain or slab header (e.g. a
     /// remote double free detected while draining).
     Corruption,
+    /// An allocation before [`init`](crate::GlobalAllocator::init), on a
+    /// platform without [`Platform::initial_region`]: it returns null
+    /// (which makes std abort with "memory allocation failed"). Reported
+    /// once per allocator. A std program allocates before `main`, so a
+    /// `#[global_allocator]` there must bootstrap through
+    /// `initial_region` (as `HostedPlatform` does).
+    UsedBeforeInit,
 }
 
 /// A misuse the allocator detected and refused (see [`Platform::report`]).
@@ -193,9 +200,16 @@ impl fmt::Display for MisuseKind {
             }
             MisuseKind::CpuOutOfRange { cpu, cpu_count } => write!(
                 f,
-                "Platform::current_cpu returned {cpu}, but init was given {cpu_count} CPUs"
+                "Platform::current_cpu returned {cpu}, but init was given {cpu_count} CPUs \
+                 (give init the number of possible CPU indices, or map CPU ids to dense \
+                 indices in current_cpu)"
             ),
             MisuseKind::Corruption => f.write_str("corrupted slab metadata or free chain"),
+            MisuseKind::UsedBeforeInit => f.write_str(
+                "allocation before GlobalAllocator::init: call init first, or implement \
+                 Platform::initial_region (a std program allocates before main; \
+                 HostedPlatform does this for you)",
+            ),
         }
     }
 }
