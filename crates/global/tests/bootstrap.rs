@@ -16,8 +16,8 @@ fn a_first_region_without_room_for_one_slab_is_refused() {
     for bytes in [16 << 10, 32 << 10, 40 << 10] {
         let r = Region::aligned(bytes, 4096);
         let h = Heap::new(TestPlatform::default());
-        // SAFETY: ours, unused, outliving `h`.
         assert_eq!(
+            // SAFETY: ours, unused, outliving `h`.
             unsafe { h.init(r.all(), 1) },
             Err(AllocError::RegionTooSmall),
             "{bytes} bytes cannot hold the metadata and a 32 KiB slab"
