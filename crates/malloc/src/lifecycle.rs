@@ -18,6 +18,7 @@ extern "C" fn init() {
     std::panic::set_hook(std::boxed::Box::new(panic_hook));
     // SAFETY: a fresh allocation, freed at once.
     unsafe { crate::api::free(crate::api::malloc(1)) };
+    HEAP.platform().enable_membarrier();
     // SAFETY: the handlers are `extern "C"` functions without arguments
     // that live as long as the process.
     unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };

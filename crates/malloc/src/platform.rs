@@ -28,11 +28,23 @@
 //! the fork (the child also forgets the other threads' counts). The
 //! forking thread itself passes a closed gate, so an atfork handler or libc
 //! that allocates between *prepare* and the fork does not deadlock.
+//!
+//! The count is kept without a locked instruction on the hot path where
+//! the kernel allows (a locked instruction waits for the store buffer,
+//! which in a program that frees across threads holds stores to contended
+//! lines): each thread has its own record (one of [`MAX_RECORDS`], given
+//! back at thread exit) that only it writes, with a plain store and a
+//! compiler fence, before it reads the gate; the forker closes the gate and
+//! issues `membarrier(PRIVATE_EXPEDITED)`, which runs a full fence on every
+//! running thread of the process, before it reads the records (the
+//! asymmetric Dekker of liburcu). Without `membarrier` (old kernels,
+//! seccomp), and for threads beyond [`MAX_RECORDS`], the count is a locked
+//! increment of a per-slot counter.
 
 use core::ffi::c_void;
 use core::fmt::{self, Write};
 use core::ptr;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use bsa_global::{Misuse, Platform};
 
@@ -49,6 +61,20 @@ const MAX_REGION: usize = 1 << 30;
 /// Regions are aligned to this (and their length rounded up to it), so
 /// large blocks and slabs can be naturally aligned from the region start.
 const REGION_ALIGN: usize = 2 << 20;
+
+/// Threads that get a private gate record (see the module docs).
+pub const MAX_RECORDS: usize = 256;
+
+/// `membarrier` commands (linux/membarrier.h).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// The key's value: `slot + 1` in the low byte, `record + 1` above it (0:
+/// no record).
+const SLOT_BITS: usize = 8;
+
+/// A `saved` value of the critical section that names a record, not a slot.
+const SAVED_RECORD: usize = 1 << 16;
 
 /// Misuse lines written to stderr before the rest are only counted.
 const MAX_REPORT_LINES: usize = 64;
@@ -74,8 +100,15 @@ impl Padded {
 pub struct MallocPlatform {
     /// Live threads holding each slot.
     live: [Padded; MAX_SLOTS],
-    /// Threads inside a critical section, per slot (the fork gate).
+    /// Threads inside a critical section, per slot (the fork gate's locked
+    /// path).
     active: [Padded; MAX_SLOTS],
+    /// Per-thread gate records (each written only by its thread).
+    records: [Padded; MAX_RECORDS],
+    /// Which records are taken.
+    records_taken: [AtomicU64; MAX_RECORDS / 64],
+    /// Whether `membarrier` is registered: threads with a record may use it.
+    asymmetric: AtomicBool,
     /// `pthread_self()` of the thread that closed the gate, or 0 (open).
     forking: AtomicUsize,
     /// Slot count, fixed when the first region is made (0 before).
@@ -98,6 +131,9 @@ impl MallocPlatform {
         Self {
             live: [const { Padded::new() }; MAX_SLOTS],
             active: [const { Padded::new() }; MAX_SLOTS],
+            records: [const { Padded::new() }; MAX_RECORDS],
+            records_taken: [const { AtomicU64::new(0) }; MAX_RECORDS / 64],
+            asymmetric: AtomicBool::new(false),
             forking: AtomicUsize::new(0),
             slots: AtomicUsize::new(0),
             next_region: AtomicUsize::new(FIRST_REGION * 2),
@@ -118,35 +154,70 @@ impl MallocPlatform {
         self.reports.load(Ordering::Relaxed)
     }
 
-    /// The calling thread's slot (assigning one on first use).
+    /// The calling thread's key value (assigning a slot and a record on
+    /// first use): `slot + 1` in the low [`SLOT_BITS`], `record + 1` above.
     #[inline]
-    fn slot(&self) -> usize {
+    fn thread_value(&self) -> usize {
         let k = self.key.load(Ordering::Acquire);
         if k >= KEY_BASE {
             // SAFETY: `k - KEY_BASE` is a key `pthread_key_create` gave us
             // and that is never deleted.
             let v = unsafe { libc::pthread_getspecific((k - KEY_BASE) as libc::pthread_key_t) };
             if !v.is_null() {
-                return v as usize - 1;
+                return v as usize;
             }
         }
         self.first_use(k)
     }
 
-    /// Slot assignment on a thread's first allocation.
+    /// The calling thread's slot.
+    #[inline]
+    fn slot(&self) -> usize {
+        (self.thread_value() & ((1 << SLOT_BITS) - 1)).saturating_sub(1)
+    }
+
+    /// A free gate record, taken.
+    fn take_record(&self) -> Option<usize> {
+        for (w, word) in self.records_taken.iter().enumerate() {
+            let mut cur = word.load(Ordering::Relaxed);
+            while cur != u64::MAX {
+                let bit = (!cur).trailing_zeros() as usize;
+                match word.compare_exchange_weak(
+                    cur,
+                    cur | 1 << bit,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Some(w * 64 + bit),
+                    Err(c) => cur = c,
+                }
+            }
+        }
+        None
+    }
+
+    /// Gives record `r` back.
+    fn release_record(&self, r: usize) {
+        if let Some(word) = self.records_taken.get(r / 64) {
+            word.fetch_and(!(1 << (r % 64)), Ordering::Release);
+        }
+    }
+
+    /// Slot and record assignment on a thread's first allocation; returns
+    /// the key value (`1`, slot 0 without a record, while no key exists).
     #[cold]
     fn first_use(&self, k: usize) -> usize {
         let slots = self.slots.load(Ordering::Relaxed);
         let key = match k {
             KEY_NONE => match self.create_key() {
                 Some(key) => key,
-                None => return 0,
+                None => return 1,
             },
-            KEY_BUSY => return 0,
+            KEY_BUSY => return 1,
             k => (k - KEY_BASE) as libc::pthread_key_t,
         };
         if slots == 0 {
-            return 0;
+            return 1;
         }
         let mut best = 0;
         let mut fewest = usize::MAX;
@@ -158,12 +229,34 @@ impl MallocPlatform {
             }
         }
         self.live[best].0.fetch_add(1, Ordering::Relaxed);
+        let record = self.take_record();
+        let value = (record.map_or(0, |r| r + 1) << SLOT_BITS) | (best + 1);
         // SAFETY: `key` is a live key of this process; the value is an
         // integer, never dereferenced.
-        if unsafe { libc::pthread_setspecific(key, (best + 1) as *const c_void) } != 0 {
+        if unsafe { libc::pthread_setspecific(key, value as *const c_void) } != 0 {
             self.live[best].0.fetch_sub(1, Ordering::Relaxed);
+            if let Some(r) = record {
+                self.release_record(r);
+            }
+            return best + 1;
         }
-        best
+        value
+    }
+
+    /// Registers this process for `membarrier(PRIVATE_EXPEDITED)` and, if
+    /// that worked, lets threads with a record use the unlocked gate path.
+    /// Called from the library's constructor (and again in a fork child).
+    pub(crate) fn enable_membarrier(&self) {
+        // SAFETY: the membarrier syscall takes two integer arguments and
+        // touches no memory of ours.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0 as libc::c_long,
+            )
+        };
+        self.asymmetric.store(r == 0, Ordering::SeqCst);
     }
 
     /// Creates the pthread key (once per process); `None` while another
@@ -188,12 +281,16 @@ impl MallocPlatform {
         Some(key)
     }
 
-    /// A thread that held `slot` has exited.
-    fn slot_released(&self, slot: usize) {
+    /// A thread whose key value was `value` has exited.
+    fn thread_released(&self, value: usize) {
+        let slot = (value & ((1 << SLOT_BITS) - 1)).wrapping_sub(1);
         if let Some(l) = self.live.get(slot) {
             // Saturating: after a fork the child's counts were reset.
             let _ =
                 l.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+        if let Some(r) = (value >> SLOT_BITS).checked_sub(1) {
+            self.release_record(r);
         }
     }
 
@@ -273,8 +370,28 @@ impl MallocPlatform {
             // SAFETY: no preconditions.
             unsafe { libc::sched_yield() };
         }
-        for a in &self.active {
-            while a.0.load(Ordering::SeqCst) != 0 {
+        if self.asymmetric.load(Ordering::SeqCst) {
+            // SAFETY: as in `enable_membarrier`.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_membarrier,
+                    MEMBARRIER_CMD_PRIVATE_EXPEDITED,
+                    0 as libc::c_long,
+                )
+            };
+            if r != 0 {
+                // Registered but refused: no fence on the others. Stop
+                // using the unlocked path and give the stores of threads
+                // inside it time to drain before looking (best effort).
+                self.asymmetric.store(false, Ordering::SeqCst);
+                for _ in 0..1000 {
+                    // SAFETY: no preconditions.
+                    unsafe { libc::sched_yield() };
+                }
+            }
+        }
+        for a in self.active.iter().chain(&self.records) {
+            while a.0.load(Ordering::Acquire) != 0 {
                 // SAFETY: no preconditions.
                 unsafe { libc::sched_yield() };
             }
@@ -289,19 +406,27 @@ impl MallocPlatform {
     /// `pthread_atfork` *child*: the only thread left is the caller, which
     /// is outside the allocator; forget every other thread, reopen.
     pub(crate) fn fork_child(&self) {
-        for a in &self.active {
+        for a in self.active.iter().chain(&self.records).chain(&self.live) {
             a.0.store(0, Ordering::Relaxed);
         }
-        for l in &self.live {
-            l.0.store(0, Ordering::Relaxed);
+        for w in &self.records_taken {
+            w.store(0, Ordering::Relaxed);
         }
         let k = self.key.load(Ordering::Acquire);
         if k >= KEY_BASE {
             // SAFETY: a live key of this process.
             let v = unsafe { libc::pthread_getspecific((k - KEY_BASE) as libc::pthread_key_t) };
-            if let Some(l) = (v as usize).checked_sub(1).and_then(|s| self.live.get(s)) {
+            let v = v as usize;
+            let slot = (v & ((1 << SLOT_BITS) - 1)).wrapping_sub(1);
+            if let Some(l) = self.live.get(slot) {
                 l.0.store(1, Ordering::Relaxed);
             }
+            if let Some(r) = (v >> SLOT_BITS).checked_sub(1) {
+                self.records_taken[r / 64].fetch_or(1 << (r % 64), Ordering::Relaxed);
+            }
+        }
+        if self.asymmetric.load(Ordering::Relaxed) {
+            self.enable_membarrier();
         }
         self.forking.store(0, Ordering::Release);
     }
@@ -319,11 +444,9 @@ fn self_id() -> usize {
     unsafe { libc::pthread_self() as usize }
 }
 
-/// Key destructor: the thread whose slot was `value - 1` exits.
+/// Key destructor: the thread whose key value was `value` exits.
 extern "C" fn thread_exit(value: *mut c_void) {
-    crate::HEAP
-        .platform()
-        .slot_released((value as usize).wrapping_sub(1));
+    crate::HEAP.platform().thread_released(value as usize);
 }
 
 /// Slots for this process: four per CPU it may run on (threads beyond the
@@ -354,7 +477,25 @@ unsafe impl Platform for MallocPlatform {
 
     #[inline]
     fn enter_critical(&self) -> usize {
-        let g = self.slot();
+        let v = self.thread_value();
+        let record = v >> SLOT_BITS;
+        if record != 0 && self.asymmetric.load(Ordering::Relaxed) {
+            // Only this thread writes its record: a plain increment; the
+            // forker's membarrier orders it against the gate's load.
+            let r = &self.records[record - 1].0;
+            loop {
+                r.store(r.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                compiler_fence(Ordering::SeqCst);
+                let f = self.forking.load(Ordering::Relaxed);
+                if f == 0 || f == self_id() {
+                    compiler_fence(Ordering::SeqCst);
+                    return SAVED_RECORD | (record - 1);
+                }
+                r.store(r.load(Ordering::Relaxed) - 1, Ordering::Release);
+                self.wait_for_fork();
+            }
+        }
+        let g = (v & ((1 << SLOT_BITS) - 1)).saturating_sub(1);
         let active = &self.active[g].0;
         loop {
             active.fetch_add(1, Ordering::SeqCst);
@@ -369,7 +510,12 @@ unsafe impl Platform for MallocPlatform {
 
     #[inline]
     fn exit_critical(&self, saved: usize) {
-        self.active[saved].0.fetch_sub(1, Ordering::Release);
+        if saved & SAVED_RECORD != 0 {
+            let r = &self.records[saved & !SAVED_RECORD].0;
+            r.store(r.load(Ordering::Relaxed) - 1, Ordering::Release);
+        } else {
+            self.active[saved].0.fetch_sub(1, Ordering::Release);
+        }
     }
 
     fn grow(&self, min_bytes: usize) -> Option<*mut [u8]> {
