@@ -10,6 +10,7 @@
 mod bench;
 mod fuzz;
 mod loom;
+mod malloc;
 mod miri;
 mod qemu;
 mod stress;
@@ -39,7 +40,7 @@ const COMMANDS: &[Cmd] = &[
 Runs the stages in order and prints PASS/FAIL/SKIP per stage; exits non-zero
 if any stage fails.
 
-stages: fmt clippy test doc nostd loom miri fuzz bench qemu
+stages: fmt clippy test doc nostd loom miri fuzz bench qemu malloc
 
 options:
   --skip a,b   skip these stages
@@ -100,6 +101,13 @@ mode for N seconds (default 30).
         summary: "benchmarks against peers; writes target/bench-report.md",
         details: bench::DETAILS,
         run: bench::run,
+    },
+    Cmd {
+        name: "malloc",
+        synopsis: "[--bench]",
+        summary: "bsa-malloc under LD_PRELOAD: C test, system programs",
+        details: malloc::DETAILS,
+        run: malloc::run,
     },
     Cmd {
         name: "qemu",

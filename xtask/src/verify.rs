@@ -23,6 +23,7 @@ const STAGES: &[Stage] = &[
     ("fuzz", crate::fuzz::smoke),
     ("bench", || crate::bench::run(vec!["--quick".into()])),
     ("qemu", crate::qemu::run_all),
+    ("malloc", || crate::malloc::run(Vec::new())),
 ];
 
 fn list(arg: Option<String>) -> Result<Vec<String>> {
