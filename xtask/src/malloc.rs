@@ -123,7 +123,7 @@ fn scratch() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Compiles crates/malloc/tests/c/<name>.c with the system C compiler.
+/// Compiles `crates/malloc/tests/c/<name>.c` with the system C compiler.
 fn compile_c(dir: &Path, name: &str) -> Result<PathBuf> {
     if util::which("cc").is_none() {
         return Err("no C compiler `cc` (install gcc or clang)".into());
