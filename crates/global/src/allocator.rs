@@ -73,6 +73,7 @@ pub struct GlobalAllocator<P: Platform, const PAGE_SIZE: usize = 4096> {
     pub(crate) heap: Mutex<Heap<PAGE_SIZE>>,
     pub(crate) regions: Regions,
     pub(crate) cpus: Once<Slots>,
+    pub(crate) grows: crate::grow::GrowState,
 }
 
 impl<P: Platform + core::fmt::Debug, const PAGE_SIZE: usize> core::fmt::Debug
@@ -114,6 +115,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             }),
             regions: Regions::new(),
             cpus: Once::new(),
+            grows: crate::grow::GrowState::new(),
         }
     }
 

@@ -99,12 +99,15 @@ pub unsafe trait Platform: Sync {
         virt as u64
     }
 
-    /// Called once when an allocation cannot be satisfied: return another
+    /// Called when an allocation cannot be satisfied: return another
     /// region of at least `min_bytes` bytes (which already accounts for the
     /// allocator's metadata and alignment slack) and the allocator adds it
     /// and retries once. Default: `None` (allocation fails with null /
     /// `Err`). Called without any allocator lock held, inside the critical
-    /// section; it must not allocate from this allocator.
+    /// section; it must not allocate from this allocator. Calls never
+    /// overlap: requests that run short meanwhile wait for this one and
+    /// retry (one grow per shortage), so a region larger than `min_bytes`
+    /// serves them all.
     fn grow(&self, min_bytes: usize) -> Option<*mut [u8]> {
         let _ = min_bytes;
         None
