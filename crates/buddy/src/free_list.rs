@@ -120,4 +120,29 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
             self.free_block(s, end, order);
         }
     }
+
+    /// Calls `f(start, pages)` for every free block of at least `min_pages`
+    /// pages (`min_pages` 0 counts as 1), largest orders first. Read-only:
+    /// only the metadata is read, never the pages, so `f` may discard their
+    /// contents (e.g. `madvise(MADV_DONTNEED)`); the allocator never reads
+    /// or writes a free page. Costs O(blocks visited + sections per order
+    /// visited).
+    pub fn for_each_free_block(
+        &self,
+        min_pages: usize,
+        mut f: impl FnMut(core::ptr::NonNull<u8>, usize),
+    ) {
+        let min_order = min_pages.max(1).next_power_of_two().trailing_zeros() as usize;
+        for order in (min_order..=MAX_ORDER).rev() {
+            let mut section = self.order_heads[order];
+            while let Some(s) = section {
+                let mut idx = s.heads(order);
+                while idx != NIL {
+                    f(s.page_ptr(idx as usize), 1 << order);
+                    idx = s.meta(idx as usize).next;
+                }
+                section = s.order_next(order);
+            }
+        }
+    }
 }

@@ -1000,3 +1000,42 @@ fn many_sections_in_random_order() {
     check(&b);
     assert_eq!(b.free_pages(), pages);
 }
+
+#[test]
+fn for_each_free_block_visits_exactly_the_large_free_blocks() {
+    let region = Region::new(8 << 20, 4096);
+    let mut b = BuddyAllocator::<4096>::new();
+    // SAFETY: the region outlives `b` and is used by nothing else.
+    unsafe { b.add_region(region.at(0), region.len()) }.unwrap();
+    let big = b.alloc_pages(300, 4096).unwrap();
+    let small = b.alloc_pages(3, 4096).unwrap();
+    let visit = |b: &BuddyAllocator<4096>, min| {
+        let mut v = Vec::new();
+        b.for_each_free_block(min, |p, n| v.push((p.as_ptr() as usize, n)));
+        v
+    };
+    let all = visit(&b, 1);
+    assert_eq!(all.iter().map(|&(_, n)| n).sum::<usize>(), b.free_pages());
+    let large = visit(&b, 512);
+    assert!(!large.is_empty());
+    for &(p, n) in &large {
+        assert!(n >= 512 && p % (n * 4096) == 0, "naturally aligned block");
+        // Disjoint from both live allocations.
+        for (a, an) in [(big.as_ptr() as usize, 300), (small.as_ptr() as usize, 3)] {
+            assert!(p + n * 4096 <= a || a + an * 4096 <= p);
+        }
+    }
+    assert_eq!(
+        large.iter().map(|&(_, n)| n).sum::<usize>(),
+        all.iter()
+            .filter(|&&(_, n)| n >= 512)
+            .map(|&(_, n)| n)
+            .sum::<usize>()
+    );
+    // SAFETY: both were allocated above and are freed once.
+    unsafe {
+        b.dealloc_pages(big, 300).unwrap();
+        b.dealloc_pages(small, 3).unwrap();
+    }
+    b.check_consistency().unwrap();
+}
