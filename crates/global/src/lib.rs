@@ -275,7 +275,7 @@ pub use allocator::{GlobalAllocator, MAX_CPUS};
 pub use error::{AllocError, ConsistencyError};
 #[cfg(feature = "hosted")]
 pub use hosted::HostedPlatform;
-pub use platform::{Misuse, MisuseKind, Platform};
+pub use platform::{Misuse, MisuseKind, Platform, RELEASE_MIN_BYTES};
 pub use regions::MAX_REGIONS;
 pub use stats::{Stats, STATS_CPUS};
 
