@@ -95,8 +95,9 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// per shortage (see [`GrowState`]): a request that finds a grow in
     /// progress waits for it and retries; one that finds none asks
     /// [`Platform::grow`] itself, unless a grow finished since its own
-    /// attempt (then it retries). A request calls `grow` at most once and
-    /// fails if its retry after that fails.
+    /// attempt (then it retries). A request fails when `grow` gives
+    /// nothing; if requests running meanwhile took what its grow added, it
+    /// runs short again and the cycle repeats (at most `MAX_ROUNDS` times).
     pub(crate) fn buddy_alloc(
         &self,
         pages: usize,
@@ -104,16 +105,13 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         tag: u8,
         mut accept: Option<&mut dyn FnMut(NonNull<u8>, usize) -> bool>,
     ) -> Result<NonNull<u8>, AllocError> {
-        let mut grown = false;
         // Each round follows a grow (someone else's or ours); the bound only
-        // stops a request that keeps losing the memory others' grows add.
+        // stops a request that keeps losing the memory grows add to
+        // requests that run concurrently.
         for _ in 0..MAX_ROUNDS {
             let seen = self.grows.load();
             if let Some(p) = self.try_buddy(pages, align, tag, &mut accept)? {
                 return Ok(p);
-            }
-            if grown {
-                break;
             }
             if seen & GrowState::BUSY != 0 {
                 self.grows.wait_while(seen);
@@ -123,7 +121,6 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 // A grow started or finished since `seen`: retry first.
                 continue;
             }
-            grown = true;
             let added = self.grow_once(Self::grow_bytes(pages, align));
             self.grows.end(seen);
             if !added {

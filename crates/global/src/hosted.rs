@@ -45,8 +45,9 @@
 //! region also holds the per-slot state (one `SlotAllocator` per slot, see
 //! [`HostedPlatform::slot_count`]). Every other page is first touched when
 //! an allocation hands it out. The first region is small
-//! ([`HostedPlatform::DEFAULT_REGION_BYTES`]); each later one is twice the
-//! previous (or what the request needs), up to
+//! ([`HostedPlatform::DEFAULT_REGION_BYTES`]); each later one is as large
+//! as all earlier ones together and at least twice the previous schedule
+//! step (or what the request needs), up to
 //! [`HostedPlatform::DEFAULT_MAX_REGION_BYTES`], so small programs stay
 //! small and large ones grow a few dozen times at most. `trim` hands every
 //! wholly free run of at least 2 MiB back with `madvise(MADV_DONTNEED)`
@@ -508,7 +509,12 @@ unsafe impl Platform for HostedPlatform {
     fn grow(&self, min_bytes: usize) -> Option<*mut [u8]> {
         // Calls never overlap (one grow per shortage), so plain loads and
         // stores keep the schedule.
-        let next = self.next_region.load(Ordering::Relaxed);
+        // At least as large as everything taken so far (capped): the heap
+        // at least doubles with each grow.
+        let next = self
+            .next_region
+            .load(Ordering::Relaxed)
+            .max(self.mapped.load(Ordering::Relaxed).min(self.max_region));
         let region = self.system_region(min_bytes.max(next))?;
         let doubled = next.saturating_mul(2).min(self.max_region).max(next);
         self.next_region.store(doubled, Ordering::Relaxed);

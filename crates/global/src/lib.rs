@@ -138,8 +138,8 @@
 //! growing the heap waits for that grow (spinning; no allocation) and
 //! retries before it asks for a region of its own, and a request whose
 //! attempt raced with a finished grow retries first. So when many CPUs run
-//! out at once, one region is added, not one per CPU; each request calls
-//! `grow` at most once. [`GlobalAllocator::grows`] counts the regions
+//! out at once, one region is added, not one per CPU; a request fails when
+//! `grow` gives nothing. [`GlobalAllocator::grows`] counts the regions
 //! added this way.
 //!
 //! # Embedding it in an OS
