@@ -233,14 +233,14 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         chunks
     }
 
-    /// Pass every free block of at least `RELEASE_MIN_BYTES` to
+    /// Pass every run of free pages of at least `RELEASE_MIN_BYTES` to
     /// [`Platform::release_pages`], holding the buddy lock so that none is
     /// handed out meanwhile.
     fn release_free_pages(&self) {
         let min_pages = (crate::RELEASE_MIN_BYTES / PAGE_SIZE).max(1);
         self.with_irqs_off(|| {
             let heap = self.heap.lock();
-            heap.buddy.for_each_free_block(min_pages, |p, pages| {
+            heap.buddy.for_each_free_run(min_pages, |p, pages| {
                 self.platform.release_pages(p.as_ptr(), pages * PAGE_SIZE);
             });
         });

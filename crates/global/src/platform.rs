@@ -130,9 +130,10 @@ pub unsafe trait Platform: Sync {
     }
 
     /// Memory back: called by [`GlobalAllocator::trim`](crate::GlobalAllocator::trim)
-    /// with every wholly free, naturally aligned run of pages of at least
-    /// [`RELEASE_MIN_BYTES`] (free blocks of the buddy, which include large
-    /// blocks the program freed and regions never used), so that their
+    /// with every wholly free run of contiguous pages of at least
+    /// [`RELEASE_MIN_BYTES`] (adjacent free blocks of the buddy, which
+    /// include large blocks the program freed, slabs given back and
+    /// regions never used), so that their
     /// backing can be given back: `madvise(MADV_DONTNEED)` in a hosted
     /// program, free-page reporting to a hypervisor in a guest kernel.
     ///
