@@ -1000,3 +1000,52 @@ fn many_sections_in_random_order() {
     check(&b);
     assert_eq!(b.free_pages(), pages);
 }
+
+#[test]
+fn for_each_free_run_visits_exactly_the_long_free_runs() {
+    let region = Region::new(8 << 20, 4096);
+    let mut b = BuddyAllocator::<4096>::new();
+    // SAFETY: the region outlives `b` and is used by nothing else.
+    unsafe { b.add_region(region.at(0), region.len()) }.unwrap();
+    let big = b.alloc_pages(300, 4096).unwrap();
+    let small = b.alloc_pages(3, 4096).unwrap();
+    let visit = |b: &BuddyAllocator<4096>, min| {
+        let mut v = Vec::new();
+        b.for_each_free_run(min, |p, n| v.push((p.as_ptr() as usize, n)));
+        v
+    };
+    let all = visit(&b, 1);
+    assert_eq!(all.iter().map(|&(_, n)| n).sum::<usize>(), b.free_pages());
+    // Runs are maximal: separated by the live allocations.
+    assert!(all.len() <= 3, "{all:?}");
+    for w in all.windows(2) {
+        assert!(w[0].0 + w[0].1 * 4096 < w[1].0, "adjacent runs not merged");
+    }
+    let long = visit(&b, 512);
+    assert!(!long.is_empty());
+    for &(p, n) in &long {
+        assert!(n >= 512);
+        for (a, an) in [(big.as_ptr() as usize, 300), (small.as_ptr() as usize, 3)] {
+            assert!(
+                p + n * 4096 <= a || a + an * 4096 <= p,
+                "overlaps a live block"
+            );
+        }
+    }
+    // SAFETY: both were allocated above and are freed once.
+    unsafe {
+        b.dealloc_pages(big, 300).unwrap();
+        b.dealloc_pages(small, 3).unwrap();
+    }
+    assert_eq!(
+        visit(&b, 1),
+        [(
+            all[0]
+                .0
+                .min(big.as_ptr() as usize)
+                .min(small.as_ptr() as usize),
+            b.free_pages()
+        )]
+    );
+    b.check_consistency().unwrap();
+}

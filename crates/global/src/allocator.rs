@@ -124,6 +124,7 @@ pub struct GlobalAllocator<P: Platform, const PAGE_SIZE: usize = 4096> {
     pub(crate) cpus: Once<Slots>,
     /// Whether [`MisuseKind::UsedBeforeInit`] was reported (once).
     uninit_reported: AtomicBool,
+    pub(crate) grows: crate::grow::GrowState,
 }
 
 impl<P: Platform + core::fmt::Debug, const PAGE_SIZE: usize> core::fmt::Debug
@@ -177,6 +178,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             regions: Regions::new(),
             cpus: Once::new(),
             uninit_reported: AtomicBool::new(false),
+            grows: crate::grow::GrowState::new(),
         }
     }
 

@@ -218,12 +218,35 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// Once every allocation was freed and every CPU's cache trimmed, the
     /// buddy's free pages are back exactly at their value right after
     /// `init` (plus the pages of regions added since).
+    ///
+    /// An exclusive CPU index that the platform can park
+    /// ([`Platform::park_idle_cpu`]: one no context holds, such as a
+    /// `HostedPlatform` thread slot whose thread exited) is trimmed at once
+    /// while parked. Last, every wholly free run of at least
+    /// [`RELEASE_MIN_BYTES`](crate::RELEASE_MIN_BYTES) is passed to
+    /// [`Platform::release_pages`] (memory back to the system), under the
+    /// buddy lock.
     pub fn trim(&self) -> usize {
         let Some(cpus) = self.cpus.get() else {
             return 0;
         };
         self.with_cs(|_| self.heap.lock().flush_page_cache());
-        self.sweep(cpus, REQ_TRIM)
+        let chunks = self.sweep(cpus, REQ_TRIM);
+        self.release_free_pages();
+        chunks
+    }
+
+    /// Pass every run of free pages of at least `RELEASE_MIN_BYTES` to
+    /// [`Platform::release_pages`], holding the buddy lock so that none is
+    /// handed out meanwhile.
+    fn release_free_pages(&self) {
+        let min_pages = (crate::RELEASE_MIN_BYTES / PAGE_SIZE).max(1);
+        self.with_irqs_off(|| {
+            let heap = self.heap.lock();
+            heap.buddy.for_each_free_run(min_pages, |p, pages| {
+                self.platform.release_pages(p.as_ptr(), pages * PAGE_SIZE);
+            });
+        });
     }
 
     /// Drain pending remote frees of every CPU without returning cached
@@ -295,29 +318,38 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     }
 
     /// Visits every CPU's slab cache in turn, each inside its own critical
-    /// section: the caller's own and every non-exclusive one are served
-    /// `req` at once, every other one gets `req` posted (with
-    /// [`REQ_STATS`]). Returns the chunks returned now.
+    /// section: the caller's own, every non-exclusive one and every one
+    /// the platform parks are served `req` at once, every other one gets
+    /// `req` posted (with [`REQ_STATS`]). Returns the chunks returned now.
     fn sweep(&self, cpus: &Slots, req: u32) -> usize {
         (0..cpus.cpu_count())
             .map(|cpu| {
                 self.with_cs(|cs| {
+                    let mut parked = false;
                     let slot = if cpu == cs.cpu() {
                         self.current_slot(cpus, cs).ok()
+                    } else if !self.platform.cpu_is_exclusive(cpu) {
+                        cpus.lock_cpu(cpu).ok()
+                    } else if self.platform.park_idle_cpu(cpu) {
+                        parked = true;
+                        // SAFETY: `Platform`'s contract for a parked index:
+                        // no context uses `cpu` until `unpark_cpu` below,
+                        // which runs after the guard is dropped; earlier
+                        // uses happen before the park returned, and the
+                        // unpark orders ours before the next user's.
+                        unsafe { cpus.exclusive_cpu(cpu) }.ok()
                     } else {
-                        let slot = self.lock_other(cpus, cpu);
-                        if slot.is_none() {
-                            let _ = cpus.post(cpu, req | REQ_STATS);
-                        }
-                        slot
+                        let _ = cpus.post(cpu, req | REQ_STATS);
+                        None
                     };
-                    let Some(mut slot) = slot else {
-                        return 0;
-                    };
-                    let reqs = slot.take_requests() | req;
-                    let served = self.serve(&mut slot, cpu, reqs);
-                    drop(slot);
-                    served.finish(self)
+                    let served = slot.map(|mut slot| {
+                        let reqs = slot.take_requests() | req;
+                        self.serve(&mut slot, cpu, reqs)
+                    });
+                    if parked {
+                        self.platform.unpark_cpu(cpu);
+                    }
+                    served.map_or(0, |s| s.finish(self))
                 })
             })
             .sum()

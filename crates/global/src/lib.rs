@@ -128,11 +128,19 @@
 //!
 //! # Out of memory
 //!
-//! When the buddy cannot serve a request, [`Platform::grow`] is asked once
-//! for another region (sized for the request plus metadata and alignment
+//! When the buddy cannot serve a request, [`Platform::grow`] is asked for
+//! another region (sized for the request plus metadata and alignment
 //! slack); if it gives one, the region is added and the request retried
 //! once. Otherwise `GlobalAlloc` returns null and the other APIs
 //! `Err(NoMemory)`. Nothing panics and no partial state is left behind.
+//!
+//! One shortage causes one grow: a request that fails while another one is
+//! growing the heap waits for that grow (spinning; no allocation) and
+//! retries before it asks for a region of its own, and a request whose
+//! attempt raced with a finished grow retries first. So when many CPUs run
+//! out at once, one region is added, not one per CPU; a request fails when
+//! `grow` gives nothing. [`GlobalAllocator::grows`] counts the regions
+//! added this way.
 //!
 //! # Embedding it in an OS
 //!
@@ -267,7 +275,7 @@ pub use allocator::{GlobalAllocator, MAX_CPUS};
 pub use error::{AllocError, ConsistencyError};
 #[cfg(feature = "hosted")]
 pub use hosted::HostedPlatform;
-pub use platform::{Misuse, MisuseKind, Platform};
+pub use platform::{Misuse, MisuseKind, Platform, RELEASE_MIN_BYTES};
 pub use regions::MAX_REGIONS;
 pub use stats::{Stats, STATS_CPUS};
 

@@ -34,6 +34,18 @@ use core::fmt;
 ///   critical section on `i` starts (a context switch or a lock handoff
 ///   gives this).
 ///
+/// and, for every CPU index `i` for which
+/// [`park_idle_cpu`](Platform::park_idle_cpu) returns `true`:
+/// - `i` is exclusive, and from that return until the matching
+///   [`unpark_cpu`](Platform::unpark_cpu)`(i)` no context enters a
+///   critical section whose `current_cpu` is `i`;
+/// - everything done inside critical sections on `i` before happens
+///   before `park_idle_cpu` returns, and `unpark_cpu` happens before the
+///   next such critical section starts (e.g. a `Release` store when a
+///   context gives the index up, read by `park_idle_cpu` with `Acquire`;
+///   `unpark_cpu` a `Release` store that the next claimer reads with
+///   `Acquire`).
+///
 /// The other hooks carry no safety obligation: a wrong CPU index or a
 /// missing critical section can cost contention or deadlock, never memory
 /// safety (every per-CPU slot that is not exclusive is protected by its own
@@ -64,8 +76,12 @@ pub unsafe trait Platform: Sync {
     /// Every allocator operation runs inside one critical section; the
     /// allocator never blocks in it except on its own spin locks, and calls
     /// no other hook from it except [`current_cpu`](Platform::current_cpu),
-    /// [`virt_to_phys`](Platform::virt_to_phys), [`grow`](Platform::grow) and
-    /// [`report`](Platform::report).
+    /// [`cpu_is_exclusive`](Platform::cpu_is_exclusive),
+    /// [`virt_to_phys`](Platform::virt_to_phys), [`grow`](Platform::grow),
+    /// [`report`](Platform::report), and from `trim`
+    /// [`park_idle_cpu`](Platform::park_idle_cpu),
+    /// [`unpark_cpu`](Platform::unpark_cpu) and
+    /// [`release_pages`](Platform::release_pages).
     fn enter_critical(&self) -> usize {
         0
     }
@@ -92,6 +108,50 @@ pub unsafe trait Platform: Sync {
         false
     }
 
+    /// Take the exclusive CPU index `cpu` out of use if no context holds
+    /// it now (an idle CPU slot, e.g. a thread slot of `HostedPlatform`
+    /// whose thread exited), so that [`GlobalAllocator::trim`](crate::GlobalAllocator::trim)
+    /// can hand back its caches at once instead of posting a request that
+    /// nobody would serve. Return `false` when the index is in use (or
+    /// parking is not supported); on `true` the trait's `# Safety` promise
+    /// applies until [`unpark_cpu`](Platform::unpark_cpu). Called inside
+    /// the caller's critical section with no allocator lock held; must not
+    /// wait for the index. Default: `false`.
+    fn park_idle_cpu(&self, cpu: usize) -> bool {
+        let _ = cpu;
+        false
+    }
+
+    /// Give back an index parked by [`park_idle_cpu`](Platform::park_idle_cpu)
+    /// (called once per successful park, inside the same critical
+    /// section, no allocator lock held). Default: nothing.
+    fn unpark_cpu(&self, cpu: usize) {
+        let _ = cpu;
+    }
+
+    /// Memory back: called by [`GlobalAllocator::trim`](crate::GlobalAllocator::trim)
+    /// with every wholly free run of contiguous pages of at least
+    /// [`RELEASE_MIN_BYTES`] (adjacent free blocks of the buddy, which
+    /// include large blocks the program freed, slabs given back and
+    /// regions never used), so that their
+    /// backing can be given back: `madvise(MADV_DONTNEED)` in a hosted
+    /// program, free-page reporting to a hypervisor in a guest kernel.
+    ///
+    /// What the allocator promises: the range is free and stays so during
+    /// the call (the buddy lock is held), and it never reads or writes a
+    /// free page (the buddy keeps its metadata, free-list links included,
+    /// at the start of the region, outside its pages; slab headers and page
+    /// cache links live only in memory that is handed out). So the
+    /// implementation may discard the contents: the next allocation of the
+    /// pages finds whatever the platform leaves (zeroes after
+    /// `MADV_DONTNEED`), which is fine since the allocator writes a slab's
+    /// header before relying on it and promises nothing about fresh memory.
+    /// A range may be passed again at a later `trim` while it is still
+    /// free. Must not call into the allocator. Default: nothing.
+    fn release_pages(&self, ptr: *mut u8, len: usize) {
+        let _ = (ptr, len);
+    }
+
     /// Physical address of the virtual address `virt` (used by
     /// [`alloc_pages_lowmem`](crate::GlobalAllocator::alloc_pages_lowmem)).
     /// Default: identity mapping.
@@ -99,12 +159,15 @@ pub unsafe trait Platform: Sync {
         virt as u64
     }
 
-    /// Called once when an allocation cannot be satisfied: return another
+    /// Called when an allocation cannot be satisfied: return another
     /// region of at least `min_bytes` bytes (which already accounts for the
     /// allocator's metadata and alignment slack) and the allocator adds it
     /// and retries once. Default: `None` (allocation fails with null /
     /// `Err`). Called without any allocator lock held, inside the critical
-    /// section; it must not allocate from this allocator.
+    /// section; it must not allocate from this allocator. Calls never
+    /// overlap: requests that run short meanwhile wait for this one and
+    /// retry (one grow per shortage), so a region larger than `min_bytes`
+    /// serves them all.
     fn grow(&self, min_bytes: usize) -> Option<*mut [u8]> {
         let _ = min_bytes;
         None
@@ -126,6 +189,10 @@ pub unsafe trait Platform: Sync {
         None
     }
 }
+
+/// Smallest run of free memory passed to [`Platform::release_pages`]:
+/// 2 MiB (a huge page on x86_64 and AArch64 with 4 KiB pages).
+pub const RELEASE_MIN_BYTES: usize = 2 << 20;
 
 /// What went wrong in a [`Misuse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
