@@ -29,11 +29,27 @@ impl ArenaPlatform {
 }
 
 // SAFETY: `grow` and `initial_region` keep their defaults (`None`): no
-// memory is handed over through the hooks.
+// memory is handed over through the hooks. The CPU-index hooks
+// (`current_cpu`, `cpu_is_exclusive`, parking) all forward to one
+// `HostedPlatform`, whose implementation meets the exclusivity and parking
+// promises for the indices it hands out.
 unsafe impl Platform for ArenaPlatform {
     #[inline]
     fn current_cpu(&self) -> usize {
         self.0.current_cpu()
+    }
+
+    #[inline]
+    fn cpu_is_exclusive(&self, cpu: usize) -> bool {
+        self.0.cpu_is_exclusive(cpu)
+    }
+
+    fn park_idle_cpu(&self, cpu: usize) -> bool {
+        self.0.park_idle_cpu(cpu)
+    }
+
+    fn unpark_cpu(&self, cpu: usize) {
+        self.0.unpark_cpu(cpu)
     }
 
     fn report(&self, misuse: &Misuse) {

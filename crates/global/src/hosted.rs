@@ -538,9 +538,19 @@ unsafe impl Platform for HostedPlatform {
         let _ = (ptr, len);
     }
 
+    /// Counts the report and writes it to stderr as one line, formatted
+    /// into a stack buffer and written with one call (nothing allocated,
+    /// so it is safe from inside a global allocator; a line longer than the
+    /// buffer is cut).
     fn report(&self, misuse: &Misuse) {
+        use std::io::Write as _;
         self.reports.fetch_add(1, Ordering::Relaxed);
-        log::error!("bsa-global: {misuse}; the operation was ignored");
+        let mut line = LineBuf::new();
+        let _ = core::fmt::write(
+            &mut line,
+            format_args!("bsa-global: {misuse}; the operation was ignored"),
+        );
+        let _ = std::io::stderr().write_all(line.finish());
     }
 
     fn initial_region(&self) -> Option<(*mut [u8], usize)> {
@@ -549,5 +559,38 @@ unsafe impl Platform for HostedPlatform {
         // Room for the slot state plus the first region's worth of pages.
         let region = self.system_region(self.first_region.max(state.checked_add(1 << 20)?))?;
         Some((region, slots))
+    }
+}
+
+/// A fixed stack buffer that `core::fmt` writes a report line into (cut
+/// at its capacity, with a newline always last).
+struct LineBuf {
+    buf: [u8; 512],
+    len: usize,
+}
+
+impl LineBuf {
+    const fn new() -> Self {
+        Self {
+            buf: [0; 512],
+            len: 0,
+        }
+    }
+
+    /// The line, newline-terminated.
+    fn finish(&mut self) -> &[u8] {
+        let end = self.len.min(self.buf.len() - 1);
+        self.buf[end] = b'\n';
+        &self.buf[..=end]
+    }
+}
+
+impl core::fmt::Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.buf.len() - 1 - self.len;
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
     }
 }
