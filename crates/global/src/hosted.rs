@@ -409,8 +409,9 @@ impl HostedPlatform {
 }
 
 /// `len` bytes (a multiple of `REGION_ALIGN`) of fresh anonymous memory
-/// aligned to `REGION_ALIGN`, not touched.
-#[cfg(unix)]
+/// aligned to `REGION_ALIGN`, not touched. (Under Miri, whose `mmap` does
+/// not unmap parts of a mapping, the system allocator stands in.)
+#[cfg(all(unix, not(miri)))]
 fn map(len: usize) -> Option<*mut u8> {
     let align = HostedPlatform::REGION_ALIGN;
     let total = len.checked_add(align)?;
@@ -447,9 +448,9 @@ fn map(len: usize) -> Option<*mut u8> {
 }
 
 /// `len` bytes of zeroed memory from the system allocator (where `mmap`
-/// is not available): `calloc`-like at 16-byte alignment, so the OS may
-/// zero it lazily; the allocator aligns internally.
-#[cfg(not(unix))]
+/// is not available, and under Miri): `calloc`-like at 16-byte alignment,
+/// so the OS may zero it lazily; the allocator aligns internally.
+#[cfg(any(not(unix), miri))]
 fn map(len: usize) -> Option<*mut u8> {
     use std::alloc::{GlobalAlloc, Layout, System};
     let layout = Layout::from_size_align(len, 16).ok()?;
@@ -523,7 +524,7 @@ unsafe impl Platform for HostedPlatform {
 
     fn release_pages(&self, ptr: *mut u8, len: usize) {
         self.released.fetch_add(len, Ordering::Relaxed);
-        #[cfg(unix)]
+        #[cfg(all(unix, not(miri)))]
         {
             // SAFETY: the allocator passes a free, page-aligned range of a
             // region we mapped, and never reads or writes it while it is
@@ -534,7 +535,7 @@ unsafe impl Platform for HostedPlatform {
                 log::warn!("bsa-global: madvise({ptr:p}, {len}) failed");
             }
         }
-        #[cfg(not(unix))]
+        #[cfg(any(not(unix), miri))]
         let _ = (ptr, len);
     }
 
