@@ -367,6 +367,7 @@ unsafe impl<P: Platform, const PAGE_SIZE: usize> GlobalAlloc for GlobalAllocator
     }
 }
 
+#[cfg(any(feature = "allocator-api2-02", feature = "allocator-api2-04"))]
 fn dangling(layout: Layout) -> NonNull<[u8]> {
     let p = NonNull::new(ptr::without_provenance_mut::<u8>(layout.align()))
         .unwrap_or(NonNull::dangling());
@@ -376,6 +377,7 @@ fn dangling(layout: Layout) -> NonNull<[u8]> {
 /// `Allocator` for `&GlobalAllocator`, for each allocator-api2 version
 /// enabled by a cargo feature (`allocator-api2-02`, the one hashbrown and
 /// most collections use, on by default; `allocator-api2-04`).
+#[cfg(any(feature = "allocator-api2-02", feature = "allocator-api2-04"))]
 macro_rules! impl_allocator {
     ($api:ident) => {
         // SAFETY: blocks are valid until deallocated (they come from the same
