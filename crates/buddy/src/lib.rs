@@ -57,7 +57,10 @@
 //! # Invariants
 //!
 //! [`BuddyAllocator::check_consistency`] verifies all of them; the tests run
-//! it after every operation.
+//! it after every operation. With the `check` cargo feature every
+//! state-changing operation runs it too (sampled on heaps above
+//! [`CHECK_SPAN_PAGES`] pages) and panics on the first broken invariant;
+//! without it the checker costs nothing.
 //!
 //! - Every managed page is covered by exactly one free block or one live
 //!   allocation, and only the first page of each carries head metadata.
@@ -219,6 +222,10 @@ pub struct BuddyAllocator<const PAGE_SIZE: usize = 4096> {
     free_blocks: [usize; ORDERS],
     total_pages: usize,
     free_pages: usize,
+    /// Operations since the checker last ran (the `check` feature samples
+    /// the O(pages) checker on large heaps; see `debug_check`).
+    #[cfg(all(feature = "check", not(test)))]
+    unchecked_ops: usize,
 }
 
 impl<const PAGE_SIZE: usize> Default for BuddyAllocator<PAGE_SIZE> {
@@ -270,6 +277,8 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
             free_blocks: [0; ORDERS],
             total_pages: 0,
             free_pages: 0,
+            #[cfg(all(feature = "check", not(test)))]
+            unchecked_ops: 0,
         }
     }
 
@@ -782,6 +791,7 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
         }
         m.tag = to;
         s.set_meta(idx, m);
+        self.debug_check();
         Ok(())
     }
 
@@ -795,6 +805,7 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
         let (s, idx, mut m) = self.live(ptr)?;
         m.tag = tag;
         s.set_meta(idx, m);
+        self.debug_check();
         Ok(())
     }
 
@@ -833,14 +844,52 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
         self.total_pages
     }
 
-    /// Runs [`check_consistency`](Self::check_consistency) after every
-    /// mutation in this crate's own unit tests (except under Miri, where the
-    /// tests' own explicit checks suffice); compiled out otherwise.
+    /// Runs [`check_consistency`](Self::check_consistency) at the end of
+    /// every public operation that changed the allocator, and panics with
+    /// what it found broken:
+    ///
+    /// - in this crate's own unit tests (except under Miri, where the
+    ///   tests' own explicit checks suffice), after every such operation;
+    /// - with the `check` cargo feature, sampled so that the checker reads
+    ///   about `CHECK_SPAN_PAGES` pages of metadata per operation on
+    ///   average: after every operation while the allocator manages at most
+    ///   `CHECK_SPAN_PAGES` pages (4 MiB with 4 KiB pages: the fuzz, Miri
+    ///   and misuse-catalogue heaps), after every
+    ///   `ceil(total_pages / CHECK_SPAN_PAGES)`-th operation above that (the
+    ///   stress test's 256 MiB heap: every 64th).
+    ///
+    /// Compiled out otherwise: release builds without the feature pay
+    /// nothing.
     #[inline(always)]
-    fn debug_check(&self) {
-        #[cfg(all(test, not(miri)))]
-        if let Err(e) = self.check_consistency() {
-            panic!("{e}");
+    fn debug_check(&mut self) {
+        #[cfg(any(feature = "check", all(test, not(miri))))]
+        if self.check_due() {
+            if let Err(e) = self.check_consistency() {
+                panic!("bsa-buddy consistency check failed: {e}");
+            }
         }
     }
+
+    /// Whether [`debug_check`](Self::debug_check) runs the checker now.
+    #[cfg(any(feature = "check", all(test, not(miri))))]
+    #[inline]
+    fn check_due(&mut self) -> bool {
+        // This crate's own unit tests check after every operation.
+        #[cfg(all(feature = "check", not(test)))]
+        {
+            self.unchecked_ops += 1;
+            if self.unchecked_ops.saturating_mul(CHECK_SPAN_PAGES) < self.total_pages {
+                return false;
+            }
+            self.unchecked_ops = 0;
+        }
+        true
+    }
 }
+
+/// With the `check` feature, the consistency checker runs after every
+/// state-changing operation while the allocator manages at most this many
+/// pages, and about once per `total_pages / CHECK_SPAN_PAGES` operations
+/// above that (so its O(pages) walk costs about this many metadata reads
+/// per operation on average).
+pub const CHECK_SPAN_PAGES: usize = 1024;

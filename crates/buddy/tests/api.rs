@@ -175,7 +175,8 @@ fn high_addresses_and_foreign_pointers() {
     let mut b = BuddyAllocator::<4096>::new();
     b.add_region_slice(leak(40 * 4096)).unwrap();
     let before = b.stats();
-    let high = NonNull::new(0x7fff_ffff_f000 as *mut u8).unwrap();
+    // An address, never dereferenced: no provenance needed.
+    let high = NonNull::new(core::ptr::without_provenance_mut(0x7fff_ffff_f000)).unwrap();
     // SAFETY: rejected without touching anything.
     unsafe {
         assert_eq!(b.dealloc_pages(high, 1), Err(AllocError::NotInSection));

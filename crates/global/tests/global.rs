@@ -28,6 +28,30 @@ fn free(h: &Heap, p: *mut u8, size: usize, align: usize) {
     unsafe { h.dealloc(p, Layout::from_size_align(size, align).unwrap()) }
 }
 
+/// An object pointer that keeps its provenance (so Miri can run these tests
+/// with strict provenance) and may be handed to another thread, i.e. freed
+/// from another simulated CPU. Compared and hashed by address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Obj(*mut u8);
+
+// SAFETY: only the pointer travels; each test hands an object to one thread
+// at a time, and the allocator under test is `Sync`.
+unsafe impl Send for Obj {}
+// SAFETY: as for `Send`: shared `Obj`s are only read (their address).
+unsafe impl Sync for Obj {}
+
+impl Obj {
+    fn addr(self) -> usize {
+        self.0.addr()
+    }
+
+    /// The pointer (a method, so that closures capture the whole `Obj`,
+    /// which is `Sync`, not its field).
+    fn ptr(self) -> *mut u8 {
+        self.0
+    }
+}
+
 #[test]
 fn before_init_and_init_errors() {
     let region = Region::new(4 * MIB);
@@ -88,6 +112,7 @@ fn before_init_and_init_errors() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "minutes under Miri; run natively")]
 fn every_size_round_trips_and_trim_restores_free_pages() {
     let (_r, h) = heap(32 * MIB, 2);
     let initial = h.stats().free_pages;
@@ -128,23 +153,22 @@ fn every_size_round_trips_and_trim_restores_free_pages() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "minutes under Miri; run natively")]
 fn cross_cpu_frees_are_reused_by_the_owner() {
     let (_r, h) = heap(16 * MIB, 2);
     let layout = Layout::from_size_align(64, 8).unwrap();
     let n = 2000;
     set_cpu(0);
     // SAFETY: valid layout.
-    let first: Vec<usize> = (0..n)
-        .map(|_| unsafe { h.alloc(layout) } as usize)
-        .collect();
-    assert!(first.iter().all(|&p| p != 0));
+    let first: Vec<Obj> = (0..n).map(|_| Obj(unsafe { h.alloc(layout) })).collect();
+    assert!(first.iter().all(|p| !p.0.is_null()));
     let chunks = h.stats().slab_chunks;
     std::thread::scope(|s| {
         s.spawn(|| {
             set_cpu(1);
             for &p in &first {
                 // SAFETY: allocated above, freed once, from "CPU 1".
-                unsafe { h.dealloc(p as *mut u8, layout) };
+                unsafe { h.dealloc(p.0, layout) };
             }
         });
     });
@@ -167,11 +191,9 @@ fn cross_cpu_frees_are_reused_by_the_owner() {
     assert_eq!(st.per_cpu[1].live_objects, 0);
     assert!(st.per_cpu[0].remote_pending_slabs > 0);
     // SAFETY: valid layout.
-    let second: HashSet<usize> = (0..n)
-        .map(|_| unsafe { h.alloc(layout) } as usize)
-        .collect();
+    let second: HashSet<Obj> = (0..n).map(|_| Obj(unsafe { h.alloc(layout) })).collect();
     assert_eq!(second.len(), n);
-    let first: HashSet<usize> = first.into_iter().collect();
+    let first: HashSet<Obj> = first.into_iter().collect();
     let per_slab = SizeClass::for_layout(layout).unwrap().objects_per_slab();
     // The partial slab's never-used slots come first, then the drained ones.
     assert!(
@@ -179,12 +201,12 @@ fn cross_cpu_frees_are_reused_by_the_owner() {
         "the owner reuses the remotely freed objects"
     );
     assert_eq!(h.stats().slab_chunks, chunks, "no new slab was needed");
-    let chunk_of = |p: &usize| p & !(SLAB_SIZE - 1);
+    let chunk_of = |p: &Obj| p.addr() & !(SLAB_SIZE - 1);
     let first_chunks: HashSet<usize> = first.iter().map(chunk_of).collect();
     assert!(second.iter().all(|p| first_chunks.contains(&chunk_of(p))));
     for p in second {
         // SAFETY: allocated above.
-        unsafe { h.dealloc(p as *mut u8, layout) };
+        unsafe { h.dealloc(p.0, layout) };
     }
     assert!(h.platform().report_kinds().is_empty());
     h.check_consistency().unwrap();
@@ -201,12 +223,12 @@ fn full_slab_remote_free_then_local_frees_does_not_hang() {
     let per_slab = class.objects_per_slab();
     set_cpu(0);
     // SAFETY: valid layout.
-    let objs: Vec<usize> = (0..per_slab)
-        .map(|_| unsafe { h.alloc(layout) } as usize)
+    let objs: Vec<Obj> = (0..per_slab)
+        .map(|_| Obj(unsafe { h.alloc(layout) }))
         .collect();
-    let chunk = objs[0] & !(SLAB_SIZE - 1);
+    let chunk = objs[0].addr() & !(SLAB_SIZE - 1);
     assert!(
-        objs.iter().all(|&p| p & !(SLAB_SIZE - 1) == chunk),
+        objs.iter().all(|p| p.addr() & !(SLAB_SIZE - 1) == chunk),
         "one full slab"
     );
     assert_eq!(h.stats().classes[class.index()].full_slabs, 1);
@@ -214,27 +236,27 @@ fn full_slab_remote_free_then_local_frees_does_not_hang() {
         s.spawn(|| {
             set_cpu(1);
             // SAFETY: allocated above, freed once.
-            unsafe { h.dealloc(objs[0] as *mut u8, layout) };
+            unsafe { h.dealloc(objs[0].0, layout) };
         });
     });
     for &p in &objs[1..] {
         // SAFETY: allocated above, freed once.
-        unsafe { h.dealloc(p as *mut u8, layout) };
+        unsafe { h.dealloc(p.0, layout) };
     }
     h.check_consistency().unwrap();
     // SAFETY: valid layout.
-    let again: Vec<usize> = (0..per_slab)
-        .map(|_| unsafe { h.alloc(layout) } as usize)
+    let again: Vec<Obj> = (0..per_slab)
+        .map(|_| Obj(unsafe { h.alloc(layout) }))
         .collect();
-    let again_set: HashSet<usize> = again.iter().copied().collect();
+    let again_set: HashSet<Obj> = again.iter().copied().collect();
     assert_eq!(again_set.len(), per_slab);
     assert!(
-        again.iter().all(|&p| p & !(SLAB_SIZE - 1) == chunk),
+        again.iter().all(|p| p.addr() & !(SLAB_SIZE - 1) == chunk),
         "the same slab refilled"
     );
     for p in again {
         // SAFETY: allocated above.
-        unsafe { h.dealloc(p as *mut u8, layout) };
+        unsafe { h.dealloc(p.0, layout) };
     }
     assert!(h.platform().report_kinds().is_empty());
     h.check_consistency().unwrap();
@@ -505,6 +527,7 @@ fn page_api_and_lowmem() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "minutes under Miri; run natively")]
 fn out_of_memory_then_recovery_after_frees() {
     let (_r, h) = heap(4 * MIB, 1);
     let l = Layout::from_size_align(100_000, 8).unwrap();
@@ -558,6 +581,7 @@ fn out_of_memory_then_recovery_after_frees() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "minutes under Miri; run natively")]
 fn grow_hook_supplies_a_region_once() {
     let (_r, h) = heap(2 * MIB, 1);
     h.platform()
@@ -599,7 +623,7 @@ fn add_region_under_load() {
                 let mut live: Vec<(*mut u8, Layout, usize)> = Vec::new();
                 start.wait();
                 let mut i = 0usize;
-                while !done.load(Ordering::Relaxed) || i < 2000 {
+                while !done.load(Ordering::Relaxed) || i < if cfg!(miri) { 200 } else { 2000 } {
                     i += 1;
                     if live.len() < 200 && rng.below(3) != 0 {
                         let size = [16, 100, 700, 2048, 5000, 40_000][rng.below(6)];
@@ -647,10 +671,11 @@ fn add_region_under_load() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "minutes under Miri; run natively")]
 fn trim_accounting_after_multi_cpu_churn() {
     let (_r, h) = heap(32 * MIB, 4);
     let initial = h.stats().free_pages;
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, usize, usize)>();
+    let (tx, rx) = std::sync::mpsc::channel::<(Obj, usize, usize)>();
     std::thread::scope(|s| {
         for cpu in 0..3 {
             let tx = tx.clone();
@@ -664,7 +689,7 @@ fn trim_accounting_after_multi_cpu_churn() {
                     assert!(!p.is_null());
                     fill(p, size.min(32), i);
                     if rng.below(2) == 0 {
-                        tx.send((p as usize, size, i)).unwrap();
+                        tx.send((Obj(p), size, i)).unwrap();
                     } else {
                         free(h, p, size, 8);
                     }
@@ -676,8 +701,8 @@ fn trim_accounting_after_multi_cpu_churn() {
         s.spawn(move || {
             set_cpu(3);
             for (p, size, seed) in rx {
-                assert!(check(p as *const u8, size.min(32), seed));
-                free(h, p as *mut u8, size, 8);
+                assert!(check(p.0, size.min(32), seed));
+                free(h, p.0, size, 8);
             }
         });
     });
@@ -749,8 +774,7 @@ fn every_misuse_is_reported_and_ignored() {
         h.dealloc(b, big);
         assert_eq!(p.take_reports(), [MisuseKind::DoubleFree]);
         // A slab chunk freed as pages; a page-API block freed as large.
-        let chunk = (keep as usize & !(SLAB_SIZE - 1)) as *mut u8;
-        let chunk = keep.with_addr(chunk as usize);
+        let chunk = keep.map_addr(|a| a & !(SLAB_SIZE - 1));
         h.dealloc(chunk, Layout::from_size_align(SLAB_SIZE, 4096).unwrap());
         assert_eq!(p.take_reports(), [MisuseKind::LayoutMismatch]);
         let pages = h.alloc_pages(3, 4096).unwrap();
@@ -765,12 +789,12 @@ fn every_misuse_is_reported_and_ignored() {
         assert_eq!(p.take_reports(), [MisuseKind::ForeignPointer]);
         h.check_consistency().unwrap();
         // Remote double free: detected when the owner drains.
-        let c = h.alloc(small) as usize;
+        let c = Obj(h.alloc(small));
         std::thread::scope(|s| {
             s.spawn(|| {
                 set_cpu(1);
-                h.dealloc(c as *mut u8, small);
-                h.dealloc(c as *mut u8, small);
+                h.dealloc(c.ptr(), small);
+                h.dealloc(c.ptr(), small);
             });
         });
         assert!(
@@ -789,11 +813,11 @@ fn every_misuse_is_reported_and_ignored() {
         assert!(st.remote_double_frees + st.corrupt_remote_chains >= 1);
         // Remote free then local free of the same object.
         let d = h.alloc(small);
-        let d_addr = d as usize;
+        let d_obj = Obj(d);
         std::thread::scope(|s| {
             s.spawn(|| {
                 set_cpu(1);
-                h.dealloc(d_addr as *mut u8, small);
+                h.dealloc(d_obj.ptr(), small);
             });
         });
         h.dealloc(d, small);

@@ -15,7 +15,13 @@
 //! each other's pattern, so overlap shows up as a mismatch too.
 //!
 //! While the workers run, the main thread calls `check_consistency()` about
-//! once a second. At the end: zero mismatches, zero misuse reports, and
+//! once a second. The test builds with the `check` feature (bsa-global's
+//! dev-dependency on itself), so the layers also check themselves inside
+//! their operations: the slab checker after every slab operation (of the
+//! class concerned), the buddy checker sampled on this 256 MiB heap, after
+//! every 64th buddy operation (`bsa_buddy::CHECK_SPAN_PAGES`). That costs
+//! throughput, not time (the run is timed): about 3 M operations in 10 s
+//! in release on 2 busy cores, against about 24 M without the feature. At the end: zero mismatches, zero misuse reports, and
 //! after freeing everything, draining and `trim()`, zero live objects and
 //! the buddy's free pages exactly equal to their value right after `init`.
 //!

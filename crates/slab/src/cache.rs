@@ -190,7 +190,7 @@ impl SlabAllocator {
             return None;
         }
         let obj = slab.take_free(class.geometry());
-        #[cfg(test)]
+        #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
         obj
     }
@@ -199,7 +199,7 @@ impl SlabAllocator {
     #[inline]
     pub fn alloc_class(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         let r = self.alloc_class_inner(class);
-        #[cfg(test)]
+        #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
         r
     }
@@ -362,7 +362,7 @@ impl SlabAllocator {
         // SAFETY: obligations 1 and 2; alignment checked above.
         let slab = unsafe { header::init(mem, class, self.owner, self.instance) };
         self.settle(slab, false);
-        #[cfg(test)]
+        #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
         Ok(())
     }
@@ -411,7 +411,7 @@ impl SlabAllocator {
         // `add_slab`: the slab is one of ours and is live.
         let slab = unsafe { Slab::from_located(loc.hdr) };
         let r = self.free_in(slab, loc.index);
-        #[cfg(test)]
+        #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
         r
     }
@@ -439,7 +439,7 @@ impl SlabAllocator {
             Ok((slab, index)) => self.free_in(slab, index),
             Err(e) => Err(e),
         };
-        #[cfg(test)]
+        #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
         r
     }
@@ -515,7 +515,7 @@ impl SlabAllocator {
         };
         // `mark_free` changes nothing when the object is already free.
         let done = stays && slab.mark_free(index);
-        #[cfg(test)]
+        #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
         done
     }
@@ -554,7 +554,7 @@ impl SlabAllocator {
         } else {
             Ok(())
         };
-        #[cfg(test)]
+        #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
         r
     }
@@ -722,7 +722,7 @@ impl SlabAllocator {
                 release(self.release_slab(slab));
             }
         }
-        #[cfg(test)]
+        #[cfg(any(test, feature = "check"))]
         self.debug_check(None);
     }
 
@@ -736,6 +736,8 @@ impl SlabAllocator {
                 release(self.release_slab(slab));
             }
         }
+        #[cfg(any(test, feature = "check"))]
+        self.debug_check(None);
     }
 
     /// Tear-down: hands every slab to `release`, whether or not it still
@@ -754,6 +756,8 @@ impl SlabAllocator {
                 }
             }
         }
+        #[cfg(any(test, feature = "check"))]
+        self.debug_check(None);
     }
 
     /// Takes (and clears) the last problem a drain found in a remote-free
@@ -763,9 +767,10 @@ impl SlabAllocator {
         self.last_remote_error.take()
     }
 
-    /// Test builds check the lists after every operation (of one class, or
-    /// all of them), as talc does.
-    #[cfg(test)]
+    /// Test builds and the `check` feature check the lists after every
+    /// state-changing operation (of one class, or all of them), as talc
+    /// does, and panic on the first broken invariant.
+    #[cfg(any(test, feature = "check"))]
     fn debug_check(&self, class: Option<SizeClass>) {
         let r = match class {
             Some(c) => self.check_class(c),
