@@ -125,6 +125,9 @@ pub struct GlobalAllocator<P: Platform, const PAGE_SIZE: usize = 4096> {
     /// Whether [`MisuseKind::UsedBeforeInit`] was reported (once).
     uninit_reported: AtomicBool,
     pub(crate) grows: crate::grow::GrowState,
+    /// Page-level changes since the last sampled check (feature `check`).
+    #[cfg(feature = "check")]
+    pub(crate) check_ticks: core::sync::atomic::AtomicUsize,
 }
 
 impl<P: Platform + core::fmt::Debug, const PAGE_SIZE: usize> core::fmt::Debug
@@ -179,6 +182,8 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             cpus: Once::new(),
             uninit_reported: AtomicBool::new(false),
             grows: crate::grow::GrowState::new(),
+            #[cfg(feature = "check")]
+            check_ticks: core::sync::atomic::AtomicUsize::new(0),
         }
     }
 

@@ -233,6 +233,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         self.with_cs(|_| self.heap.lock().flush_page_cache());
         let chunks = self.sweep(cpus, REQ_TRIM);
         self.release_free_pages();
+        self.check_sampled();
         chunks
     }
 

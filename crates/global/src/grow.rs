@@ -107,6 +107,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         for _ in 0..MAX_ROUNDS {
             let seen = self.grows.load();
             if let Some(p) = self.try_buddy(pages, align, kind, &mut accept)? {
+                self.check_sampled();
                 return Ok(p);
             }
             if seen & GrowState::BUSY != 0 {

@@ -277,6 +277,8 @@ pub use error::{AllocError, ConsistencyError};
 pub use hosted::HostedPlatform;
 pub use platform::{Misuse, MisuseKind, Platform, RELEASE_MIN_BYTES};
 pub use regions::MAX_REGIONS;
+#[cfg(feature = "check")]
+pub use stats::CHECK_EVERY;
 pub use stats::{Stats, STATS_CPUS};
 
 /// Re-exported lower layers, for their types in this crate's API.

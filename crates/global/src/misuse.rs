@@ -98,6 +98,8 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         match unsafe { heap.buddy.dealloc_pages_tagged(ptr, count, kind.tag()) } {
             Ok(()) => {
                 heap.account(kind, count, false);
+                drop(heap);
+                self.check_sampled();
                 Ok(())
             }
             Err(_) => {

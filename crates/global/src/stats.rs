@@ -10,6 +10,13 @@ use crate::cpus::{Published, REQ_STATS};
 use crate::regions::OWNER_MASK;
 use crate::{ConsistencyError, GlobalAllocator, Platform};
 
+/// With the `check` feature, one page-level change in this many runs the
+/// cross-layer checker (see `GlobalAllocator::check_sampled`): it walks
+/// every region's map and the buddy, so checking after each one would make
+/// the stress test crawl.
+#[cfg(feature = "check")]
+pub const CHECK_EVERY: usize = 64;
+
 /// CPUs broken down individually in [`Stats::per_cpu`]; use
 /// [`GlobalAllocator::cpu_stats`] for any CPU.
 pub const STATS_CPUS: usize = 16;
@@ -174,6 +181,22 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             })?;
         }
         self.check_heap(cpus)
+    }
+
+    /// With the `check` feature: every [`CHECK_EVERY`]-th page-level change
+    /// (a buddy allocation or free: refills, surplus slabs, large blocks,
+    /// the page API, trims) runs [`check_consistency`](Self::check_consistency)
+    /// and panics on the first broken invariant (the lower layers check
+    /// themselves inside their own operations). Called with no slot held
+    /// and without the buddy lock. Without the feature: nothing.
+    #[inline]
+    pub(crate) fn check_sampled(&self) {
+        #[cfg(feature = "check")]
+        if self.check_ticks.fetch_add(1, Ordering::Relaxed) % CHECK_EVERY == 0 {
+            if let Err(e) = self.check_consistency() {
+                panic!("bsa-global consistency check failed: {e}");
+            }
+        }
     }
 
     /// [`check_consistency`](Self::check_consistency) of every CPU slot,
