@@ -51,9 +51,9 @@ pub const ARENA_BYTES: usize = 64 << 20;
 /// Bytes of the arena in the heap-efficiency workload.
 pub const EFFICIENCY_ARENA_BYTES: usize = 16 << 20;
 
-/// CPU slots given to bsa (threads map to slots round-robin, so the
-/// cross-thread producer and consumer get different slots and the consumer's
-/// frees are remote frees).
+/// CPU slots given to bsa (each thread claims its own slot while enough
+/// are free, so the cross-thread producer and consumer get different slots
+/// and the consumer's frees are remote frees).
 pub const BSA_CPUS: usize = 4;
 
 /// The seed of every generated input.

@@ -1,57 +1,5 @@
 //! [`HostedPlatform`]: a ready [`Platform`] for user-space programs and
 //! tests (feature `hosted`).
-//!
-//! # Thread slots
-//!
-//! A thread that first calls into a `HostedPlatform` allocator claims the
-//! lowest free *thread index* from one process-wide bitmap
-//! ([`MAX_THREAD_SLOTS`] bits; one atomic compare-exchange) and keeps it
-//! until it exits: a `const` thread-local `Cell` holds it (the fast path is
-//! one thread-local read and one compare), and a second, `Drop`-only
-//! thread-local registered at claim time gives it back from the thread's
-//! exit handling (one atomic `fetch_and`; nothing is allocated or freed
-//! there). Allocations the exiting thread makes after that (from later
-//! thread-local destructors) take a shared slot.
-//!
-//! An allocator's slots `0..E` are *exclusive*: thread index `i < E` uses
-//! slot `i`, and no other thread can while it lives, so
-//! [`Platform::cpu_is_exclusive`] is true there and the owner's
-//! small-object paths take no lock. The handover is ordered by the bitmap
-//! (`Release` when given back, `Acquire` when claimed). Slots `E..E + S`
-//! are *shared* and always locked: threads with an index `>= E` (more live
-//! threads than exclusive slots) or none (more than `MAX_THREAD_SLOTS`, or
-//! after their exit handling) map to them. Because indices are claimed
-//! lowest first, no two live threads share a slot as long as at most `E`
-//! threads live; a thread that arrived while all were taken stays on its
-//! shared slot for its lifetime.
-//!
-//! A slot's cached slabs and objects stay with the slot for the next
-//! thread that claims its index. Requests posted to it while it is idle
-//! (trim, drain, statistics) are not served by a thread: instead
-//! [`HostedPlatform`] can *park* an idle index ([`Platform::park_idle_cpu`]:
-//! it sets the index's bit itself for a moment), so
-//! [`GlobalAllocator::trim`](crate::GlobalAllocator::trim) trims idle slots
-//! at once. That is why the exit handling needs no allocator: the platform
-//! does not know which allocators the thread used, and none has to be
-//! called from a thread that is being torn down.
-//!
-//! # Memory
-//!
-//! Regions are anonymous `mmap` mappings (on Unix; elsewhere `System`
-//! allocations at 16-byte alignment), aligned to 2 MiB, which the OS backs
-//! lazily with zeroed pages. Nothing of a region is touched when it is
-//! mapped; when it is added, the allocator writes its metadata at its start
-//! (16 bytes per 4 KiB page plus 4 bytes per 32 KiB: 0.4 %), and the first
-//! region also holds the per-slot state (one `SlotAllocator` per slot, see
-//! [`HostedPlatform::slot_count`]). Every other page is first touched when
-//! an allocation hands it out. The first region is small
-//! ([`HostedPlatform::DEFAULT_REGION_BYTES`]); each later one is as large
-//! as all earlier ones together and at least twice the previous schedule
-//! step (or what the request needs), up to
-//! [`HostedPlatform::DEFAULT_MAX_REGION_BYTES`], so small programs stay
-//! small and large ones grow a few dozen times at most. `trim` hands every
-//! wholly free run of at least 2 MiB back with `madvise(MADV_DONTNEED)`
-//! ([`Platform::release_pages`]).
 
 extern crate std;
 
@@ -201,8 +149,59 @@ fn machine_cpus() -> usize {
 /// A [`Platform`] for hosted programs: exclusive CPU slots for threads
 /// (claimed on first use, given back at exit), shared slots for threads
 /// beyond them, regions mapped lazily from the OS and grown geometrically,
-/// free memory handed back on `trim`. See the [module docs](self) for the
-/// mechanism.
+/// free memory handed back on `trim`.
+///
+/// # Thread slots
+///
+/// A thread that first calls into a `HostedPlatform` allocator claims the
+/// lowest free *thread index* from one process-wide bitmap
+/// (1024 bits, `MAX_THREAD_SLOTS`; one atomic compare-exchange) and keeps it
+/// until it exits: a `const` thread-local `Cell` holds it (the fast path is
+/// one thread-local read and one compare), and a second, `Drop`-only
+/// thread-local registered at claim time gives it back from the thread's
+/// exit handling (one atomic `fetch_and`; nothing is allocated or freed
+/// there). Allocations the exiting thread makes after that (from later
+/// thread-local destructors) take a shared slot.
+///
+/// An allocator's slots `0..E` are *exclusive*: thread index `i < E` uses
+/// slot `i`, and no other thread can while it lives, so
+/// [`Platform::cpu_is_exclusive`] is true there and the owner's
+/// small-object paths take no lock. The handover is ordered by the bitmap
+/// (`Release` when given back, `Acquire` when claimed). Slots `E..E + S`
+/// are *shared* and always locked: threads with an index `>= E` (more live
+/// threads than exclusive slots) or none (more than `MAX_THREAD_SLOTS`, or
+/// after their exit handling) map to them. Because indices are claimed
+/// lowest first, no two live threads share a slot as long as at most `E`
+/// threads live; a thread that arrived while all were taken stays on its
+/// shared slot for its lifetime.
+///
+/// A slot's cached slabs and objects stay with the slot for the next
+/// thread that claims its index. Requests posted to it while it is idle
+/// (trim, drain, statistics) are not served by a thread: instead
+/// [`HostedPlatform`] can *park* an idle index ([`Platform::park_idle_cpu`]:
+/// it sets the index's bit itself for a moment), so
+/// [`GlobalAllocator::trim`](crate::GlobalAllocator::trim) trims idle slots
+/// at once. That is why the exit handling needs no allocator: the platform
+/// does not know which allocators the thread used, and none has to be
+/// called from a thread that is being torn down.
+///
+/// # Memory
+///
+/// Regions are anonymous `mmap` mappings (on Unix; elsewhere `System`
+/// allocations at 16-byte alignment), aligned to 2 MiB, which the OS backs
+/// lazily with zeroed pages. Nothing of a region is touched when it is
+/// mapped; when it is added, the allocator writes its metadata at its start
+/// (16 bytes per 4 KiB page plus 4 bytes per 32 KiB: 0.4 %), and the first
+/// region also holds the per-slot state (one `SlotAllocator` per slot, see
+/// [`HostedPlatform::slot_count`]). Every other page is first touched when
+/// an allocation hands it out. The first region is small
+/// ([`HostedPlatform::DEFAULT_REGION_BYTES`]); each later one is as large
+/// as all earlier ones together and at least twice the previous schedule
+/// step (or what the request needs), up to
+/// [`HostedPlatform::DEFAULT_MAX_REGION_BYTES`], so small programs stay
+/// small and large ones grow a few dozen times at most. `trim` hands every
+/// wholly free run of at least 2 MiB back with `madvise(MADV_DONTNEED)`
+/// ([`Platform::release_pages`]).
 ///
 /// There are no interrupts, so the critical section is empty (a signal
 /// handler must not allocate). The shared slots' locks spin without
@@ -256,7 +255,7 @@ impl HostedPlatform {
     const REGION_ALIGN: usize = 2 << 20;
 
     /// A platform with `exclusive` exclusive thread slots (capped at
-    /// [`MAX_THREAD_SLOTS`]) followed by `shared` shared ones (at least 1).
+    /// `MAX_THREAD_SLOTS`, 1024) followed by `shared` shared ones (at least 1).
     pub const fn with_slots(exclusive: usize, shared: usize) -> Self {
         let exclusive = if exclusive > MAX_THREAD_SLOTS {
             MAX_THREAD_SLOTS

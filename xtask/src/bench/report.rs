@@ -168,7 +168,8 @@ fn header(s: &mut String, quick: bool) {
     );
     let _ = writeln!(
         s,
-        "- subjects: `bsa` runs on `HostedPlatform` (threads share CPU slots, guarded); \
+        "- subjects: `bsa` runs on `HostedPlatform` (each thread claims an exclusive CPU slot \
+         while enough are free, so its owner path takes no lock); \
          `bsa-kernel` on a kernel-style platform (one exclusive CPU index per live thread, \
          `cpu_is_exclusive` true, no-op critical section) through its exported entry points"
     );
