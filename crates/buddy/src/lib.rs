@@ -405,27 +405,10 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
     /// [`AllocError::TooLarge`] (more than [`MAX_BLOCK_PAGES`] pages or a
     /// larger alignment), [`AllocError::NoMemory`].
     pub fn alloc_pages(&mut self, count: usize, align: usize) -> Result<NonNull<u8>, AllocError> {
-        self.alloc_pages_tagged(count, align, 0)
-    }
-
-    /// [`alloc_pages`](Self::alloc_pages), giving the allocation the user
-    /// tag `tag` (as [`set_tag`](Self::set_tag) would, without a second
-    /// lookup).
-    ///
-    /// # Errors
-    ///
-    /// As for [`alloc_pages`](Self::alloc_pages).
-    #[inline]
-    pub fn alloc_pages_tagged(
-        &mut self,
-        count: usize,
-        align: usize,
-        tag: u8,
-    ) -> Result<NonNull<u8>, AllocError> {
         let order = Self::request_order(count, align)?;
         for j in order..ORDERS {
             if let Some((s, idx)) = self.pop_free(j) {
-                return Ok(self.finish_alloc(s, idx, j, count, tag));
+                return Ok(self.finish_alloc(s, idx, j, count, 0));
             }
         }
         Err(AllocError::NoMemory)
@@ -723,76 +706,6 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
             pages: m.count as usize,
             tag: m.tag,
         })
-    }
-
-    /// Frees the live allocation at `ptr` if it has exactly `count` pages
-    /// and the user tag `tag`; otherwise changes nothing and returns what is
-    /// there: `Err(Some(allocation))` (another count or tag) or `Err(None)`
-    /// (no live allocation starts at `ptr`; [`dealloc_pages`](Self::dealloc_pages)
-    /// tells why). One lookup instead of [`allocation`](Self::allocation)
-    /// followed by `dealloc_pages`.
-    ///
-    /// # Errors
-    ///
-    /// As described above; the allocator is unchanged then.
-    ///
-    /// # Safety
-    ///
-    /// - The pages are not used after this call (if it succeeds): they may
-    ///   be handed out again.
-    pub unsafe fn dealloc_pages_tagged(
-        &mut self,
-        ptr: NonNull<u8>,
-        count: usize,
-        tag: u8,
-    ) -> Result<(), Option<Allocation>> {
-        let (s, idx) = self.locate(ptr.addr().get()).map_err(|_| None)?;
-        let m = s.meta(idx);
-        if m.state != State::AllocHead {
-            return Err(None);
-        }
-        if m.count as usize != count || m.tag != tag || count == 0 {
-            return Err(Some(Allocation {
-                pages: m.count as usize,
-                tag: m.tag,
-            }));
-        }
-        s.set_meta(idx, PageMeta::INNER);
-        self.free_range(s, idx, idx + count);
-        self.debug_check();
-        Ok(())
-    }
-
-    /// Changes the user tag of the live allocation at `ptr` from `from` to
-    /// `to` if it has exactly `count` pages and tag `from`; otherwise changes
-    /// nothing and returns what is there, as
-    /// [`dealloc_pages_tagged`](Self::dealloc_pages_tagged) does.
-    ///
-    /// # Errors
-    ///
-    /// As described above.
-    pub fn retag(
-        &mut self,
-        ptr: NonNull<u8>,
-        count: usize,
-        from: u8,
-        to: u8,
-    ) -> Result<(), Option<Allocation>> {
-        let (s, idx) = self.locate(ptr.addr().get()).map_err(|_| None)?;
-        let mut m = s.meta(idx);
-        if m.state != State::AllocHead {
-            return Err(None);
-        }
-        if m.count as usize != count || m.tag != from {
-            return Err(Some(Allocation {
-                pages: m.count as usize,
-                tag: m.tag,
-            }));
-        }
-        m.tag = to;
-        s.set_meta(idx, m);
-        self.debug_check();
-        Ok(())
     }
 
     /// Sets the user tag of the live allocation at `ptr` (new allocations

@@ -523,45 +523,35 @@ fn grow_across_a_block_boundary_then_free() {
 }
 
 #[test]
-fn tagged_alloc_dealloc_and_retag_check_count_and_tag() {
+fn a_tag_rides_along_and_a_free_needs_only_the_count() {
     let (mut b, _r, _) = setup(16);
     let initial = b.stats();
-    let p = b.alloc_pages_tagged(3, 1, 4).unwrap();
+    let p = b.alloc_pages(3, 1).unwrap();
+    assert_eq!(b.allocation(p), Some(Allocation { pages: 3, tag: 0 }));
+    b.set_tag(p, 4).unwrap();
     assert_eq!(b.allocation(p), Some(Allocation { pages: 3, tag: 4 }));
     check(&b);
     let inner = p.map_addr(|x| x.checked_add(P).unwrap());
+    assert_eq!(b.allocation(inner), None);
     let before = b.stats();
     // SAFETY: (all calls) each either fails (nothing changes) or frees `p`,
     // which is not used afterwards.
     unsafe {
-        let wrong_count = b.dealloc_pages_tagged(p, 2, 4);
-        assert_eq!(wrong_count, Err(Some(Allocation { pages: 3, tag: 4 })));
-        let wrong_tag = b.dealloc_pages_tagged(p, 3, 5);
-        assert_eq!(wrong_tag, Err(Some(Allocation { pages: 3, tag: 4 })));
         assert_eq!(
-            b.dealloc_pages_tagged(p, 0, 4).map_err(|a| a.is_some()),
-            Err(true)
+            b.dealloc_pages(p, 2),
+            Err(AllocError::WrongCount {
+                expected: 3,
+                given: 2
+            })
         );
-        assert_eq!(b.dealloc_pages_tagged(inner, 1, 4), Err(None));
-        let foreign = NonNull::from(&mut 0u8);
-        assert_eq!(b.dealloc_pages_tagged(foreign, 1, 4), Err(None));
+        assert_eq!(b.dealloc_pages(inner, 1), Err(AllocError::NotAllocated));
         assert_eq!(b.stats(), before);
-        // Retag checks the same way and changes only the tag.
-        assert_eq!(
-            b.retag(p, 3, 5, 6),
-            Err(Some(Allocation { pages: 3, tag: 4 }))
-        );
-        assert_eq!(
-            b.retag(p, 1, 4, 6),
-            Err(Some(Allocation { pages: 3, tag: 4 }))
-        );
-        assert_eq!(b.retag(inner, 1, 4, 6), Err(None));
-        assert_eq!(b.retag(p, 3, 4, 6), Ok(()));
+        // The tag changes nothing but itself.
+        b.set_tag(p, 6).unwrap();
         assert_eq!(b.allocation(p), Some(Allocation { pages: 3, tag: 6 }));
         assert_eq!(b.stats(), before);
-        assert_eq!(b.dealloc_pages_tagged(p, 3, 6), Ok(()));
-        // A second free finds nothing live there.
-        assert_eq!(b.dealloc_pages_tagged(p, 3, 6), Err(None));
+        assert_eq!(b.dealloc_pages(p, 3), Ok(()));
+        assert_eq!(b.dealloc_pages(p, 3), Err(AllocError::DoubleFree));
     }
     check(&b);
     assert_eq!(b.stats(), initial);

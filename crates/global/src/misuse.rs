@@ -92,17 +92,17 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         kind: PageKind,
     ) -> Result<(), MisuseKind> {
         let mut heap = self.heap.lock();
-        // SAFETY: the buddy frees only a live allocation with exactly the
-        // tag and count the caller claims; by the contract of the public
-        // entry points the caller then no longer uses it.
-        match unsafe { heap.buddy.dealloc_pages_tagged(ptr, count, kind.tag()) } {
-            Ok(()) => {
+        // SAFETY: only a live block with exactly the kind and count the
+        // caller claims is freed; by the contract of the public entry
+        // points the caller then no longer uses it.
+        match unsafe { heap.free_block(ptr, count, kind) } {
+            true => {
                 heap.account(kind, count, false);
                 drop(heap);
                 self.check_sampled();
                 Ok(())
             }
-            Err(_) => {
+            false => {
                 let claim = match kind {
                     PageKind::Large => Claim::Large(count),
                     PageKind::PageApi | PageKind::Cached => Claim::Pages(count),

@@ -8,7 +8,8 @@ use crate::misuse::page_error;
 use crate::{AllocError, GlobalAllocator, Platform};
 
 impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
-    /// Pages of `kind` from the buddy, optionally filtered.
+    /// Pages of `kind` from the buddy, optionally filtered, tagged with the
+    /// kind (the buddy's one generic tag).
     pub(crate) fn alloc_tagged(
         &mut self,
         pages: usize,
@@ -16,13 +17,53 @@ impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
         kind: PageKind,
         accept: &mut Option<&mut dyn FnMut(NonNull<u8>, usize) -> bool>,
     ) -> Result<NonNull<u8>, bsa_buddy::AllocError> {
-        match accept.as_mut() {
-            Some(f) => self.buddy.alloc_pages_where(pages, align, f).inspect(|&p| {
-                let tagged = self.buddy.set_tag(p, kind.tag());
-                debug_assert!(tagged.is_ok());
-            }),
-            None => self.buddy.alloc_pages_tagged(pages, align, kind.tag()),
+        let p = match accept.as_mut() {
+            Some(f) => self.buddy.alloc_pages_where(pages, align, f),
+            None => self.buddy.alloc_pages(pages, align),
+        }?;
+        let tagged = self.buddy.set_tag(p, kind.tag());
+        debug_assert!(tagged.is_ok());
+        Ok(p)
+    }
+
+    /// Whether `ptr` heads a live buddy allocation of exactly `count` pages
+    /// of `kind`.
+    #[inline]
+    pub(crate) fn is_block(&self, ptr: NonNull<u8>, count: usize, kind: PageKind) -> bool {
+        self.buddy.allocation(ptr)
+            == Some(bsa_buddy::Allocation {
+                pages: count,
+                tag: kind.tag(),
+            })
+    }
+
+    /// Turns the live block of `count` pages of kind `from` at `ptr` into
+    /// one of kind `to`; `false` (nothing changed) if it is not such a
+    /// block.
+    #[inline]
+    fn rekind(&mut self, ptr: NonNull<u8>, count: usize, from: PageKind, to: PageKind) -> bool {
+        self.is_block(ptr, count, from) && self.buddy.set_tag(ptr, to.tag()).is_ok()
+    }
+
+    /// Frees the live block of `count` pages of `kind` at `ptr`; `false`
+    /// (nothing changed) if it is not such a block.
+    ///
+    /// # Safety
+    /// If it is such a block, nothing uses it any more.
+    pub(crate) unsafe fn free_block(
+        &mut self,
+        ptr: NonNull<u8>,
+        count: usize,
+        kind: PageKind,
+    ) -> bool {
+        if !self.is_block(ptr, count, kind) {
+            return false;
         }
+        // SAFETY: a live allocation of exactly `count` pages (checked
+        // above, under the same lock) that the caller gave up.
+        let freed = unsafe { self.buddy.dealloc_pages(ptr, count) };
+        debug_assert!(freed.is_ok());
+        freed.is_ok()
     }
 
     /// A cached page-API block of `count` pages aligned to `align` that
@@ -37,17 +78,12 @@ impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
         let block = self
             .page_cache
             .pop_where(count, |b| b.addr().get() & (align - 1) == 0 && accept(b))?;
-        match self.buddy.retag(
-            block,
-            count,
-            PageKind::Cached.tag(),
-            PageKind::PageApi.tag(),
-        ) {
-            Ok(()) => {
+        match self.rekind(block, count, PageKind::Cached, PageKind::PageApi) {
+            true => {
                 self.api_pages += count;
                 Some(block)
             }
-            Err(_) => {
+            false => {
                 // Not reachable: cached blocks are live cached blocks of
                 // their count. Leave it out of circulation rather than hand
                 // out something we cannot vouch for.
@@ -62,15 +98,7 @@ impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
     #[inline]
     fn cache_freed(&mut self, block: NonNull<u8>, count: usize) -> bool {
         if !self.page_cache.has_room(count)
-            || self
-                .buddy
-                .retag(
-                    block,
-                    count,
-                    PageKind::PageApi.tag(),
-                    PageKind::Cached.tag(),
-                )
-                .is_err()
+            || !self.rekind(block, count, PageKind::PageApi, PageKind::Cached)
         {
             return false;
         }
@@ -89,11 +117,8 @@ impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
         while let Some((block, count)) = self.page_cache.pop_any() {
             // SAFETY: cached blocks are live buddy allocations of their count
             // that nobody uses.
-            let r = unsafe {
-                self.buddy
-                    .dealloc_pages_tagged(block, count, PageKind::Cached.tag())
-            };
-            debug_assert!(r.is_ok());
+            let freed = unsafe { self.free_block(block, count, PageKind::Cached) };
+            debug_assert!(freed);
             any = true;
         }
         any
@@ -177,20 +202,16 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             if heap.cache_freed(ptr, count) {
                 return Ok(());
             }
-            // SAFETY: the buddy frees only a live page-API allocation of
-            // exactly `count` pages; the caller then no longer uses it.
-            match unsafe {
-                heap.buddy
-                    .dealloc_pages_tagged(ptr, count, PageKind::PageApi.tag())
-            } {
-                Ok(()) => {
-                    heap.account(PageKind::PageApi, count, false);
-                    Ok(())
-                }
-                Err(_) => Err(AllocError::Pages(page_error(
+            // SAFETY: only a live page-API block of exactly `count` pages is
+            // freed; the caller then no longer uses it.
+            if unsafe { heap.free_block(ptr, count, PageKind::PageApi) } {
+                heap.account(PageKind::PageApi, count, false);
+                Ok(())
+            } else {
+                Err(AllocError::Pages(page_error(
                     self.facts(&heap.buddy, ptr),
                     count,
-                ))),
+                )))
             }
         })
     }
