@@ -523,6 +523,7 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
     }
 
     /// The live allocation headed by `ptr`, or the precise reason there is none.
+    #[inline]
     fn live(&self, ptr: NonNull<u8>) -> Result<(SectionRef, usize, PageMeta), AllocError> {
         let (s, idx) = self.locate(ptr.addr().get())?;
         let m = s.meta(idx);
@@ -706,6 +707,30 @@ impl<const PAGE_SIZE: usize> BuddyAllocator<PAGE_SIZE> {
             pages: m.count as usize,
             tag: m.tag,
         })
+    }
+
+    /// One lookup of the live allocation at `ptr`: `decide` sees it and
+    /// returns its new user tag (`Some`) or leaves it alone (`None`).
+    /// Returns what was there before (`None`: no live allocation starts at
+    /// `ptr`). For a caller that keeps a kind in the tag and changes it only
+    /// from an expected kind and count, without a second lookup.
+    #[inline]
+    pub fn update_tag(
+        &mut self,
+        ptr: NonNull<u8>,
+        decide: impl FnOnce(Allocation) -> Option<u8>,
+    ) -> Option<Allocation> {
+        let (s, idx, mut m) = self.live(ptr).ok()?;
+        let before = Allocation {
+            pages: m.count as usize,
+            tag: m.tag,
+        };
+        if let Some(tag) = decide(before) {
+            m.tag = tag;
+            s.set_meta(idx, m);
+            self.debug_check();
+        }
+        Some(before)
     }
 
     /// Sets the user tag of the live allocation at `ptr` (new allocations

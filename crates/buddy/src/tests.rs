@@ -549,6 +549,14 @@ fn a_tag_rides_along_and_a_free_needs_only_the_count() {
         // The tag changes nothing but itself.
         b.set_tag(p, 6).unwrap();
         assert_eq!(b.allocation(p), Some(Allocation { pages: 3, tag: 6 }));
+        // `update_tag`: one lookup, the caller decides from what is there.
+        let six = Allocation { pages: 3, tag: 6 };
+        assert_eq!(b.update_tag(p, |a| (a.tag == 5).then_some(9)), Some(six));
+        assert_eq!(b.allocation(p), Some(six), "not changed: the tag was not 5");
+        assert_eq!(b.update_tag(p, |a| (a == six).then_some(7)), Some(six));
+        assert_eq!(b.allocation(p), Some(Allocation { pages: 3, tag: 7 }));
+        assert_eq!(b.update_tag(inner, |_| Some(1)), None);
+        b.set_tag(p, 6).unwrap();
         assert_eq!(b.stats(), before);
         assert_eq!(b.dealloc_pages(p, 3), Ok(()));
         assert_eq!(b.dealloc_pages(p, 3), Err(AllocError::DoubleFree));

@@ -42,7 +42,14 @@ impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
     /// block.
     #[inline]
     fn rekind(&mut self, ptr: NonNull<u8>, count: usize, from: PageKind, to: PageKind) -> bool {
-        self.is_block(ptr, count, from) && self.buddy.set_tag(ptr, to.tag()).is_ok()
+        let expected = bsa_buddy::Allocation {
+            pages: count,
+            tag: from.tag(),
+        };
+        let before = self
+            .buddy
+            .update_tag(ptr, |a| (a == expected).then_some(to.tag()));
+        before == Some(expected)
     }
 
     /// Frees the live block of `count` pages of `kind` at `ptr`; `false`
