@@ -140,10 +140,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             return;
         };
         let cs = CriticalSection::enter(&self.platform);
-        let r = match self.owned_slot(cpus, &cs, entry) {
-            Some(slot) => self.free_owned_slow(slot, cs.cpu(), p, class),
-            None => self.free_not_local(cpus, &cs, entry, p, class),
-        };
+        let r = self.free_in_chunk(cpus, &cs, entry, p, class);
         drop(cs);
         if let Err(kind) = r {
             self.report_misuse(kind, p, layout);

@@ -51,13 +51,11 @@ const FIELDS: usize = 7;
 /// What a CPU publishes about its slab cache for the others to read
 /// without taking anything: the figures of [`SlabAllocator::stats`]
 /// (`bsa_slab`) as of the last request it served, in `Relaxed` atomics
-/// that only the slot's holder writes. `epoch` counts the publications
-/// (0: never published).
+/// that only the slot's holder writes.
 pub(crate) struct Published {
     classes: [[AtomicUsize; FIELDS]; NUM_CLASSES],
     remote_double_frees: AtomicUsize,
     corrupt_remote_chains: AtomicUsize,
-    epoch: AtomicUsize,
 }
 
 impl Default for Published {
@@ -66,7 +64,6 @@ impl Default for Published {
             classes: [const { [const { AtomicUsize::new(0) }; FIELDS] }; NUM_CLASSES],
             remote_double_frees: AtomicUsize::new(0),
             corrupt_remote_chains: AtomicUsize::new(0),
-            epoch: AtomicUsize::new(0),
         }
     }
 }
@@ -93,8 +90,6 @@ impl Published {
             .store(narrow(s.remote_double_frees), Ordering::Relaxed);
         self.corrupt_remote_chains
             .store(narrow(s.corrupt_remote_chains), Ordering::Relaxed);
-        let e = self.epoch.load(Ordering::Relaxed);
-        self.epoch.store(e.wrapping_add(1), Ordering::Relaxed);
     }
 
     /// The last snapshot (from any CPU; each figure as last stored).
@@ -174,6 +169,12 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             0 => Served::NONE,
             reqs => self.serve(slot, cpu, reqs),
         }
+    }
+
+    /// Serve `req` and whatever was posted to the held slot of `cpu`.
+    fn serve_with(&self, slot: &mut Slot<'_>, cpu: usize, req: u32) -> Served {
+        let reqs = slot.take_requests() | req;
+        self.serve(slot, cpu, reqs)
     }
 
     /// Serve `reqs` on the held slot of `cpu`: drain or trim (the chunks
@@ -311,8 +312,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             let Some(mut slot) = slot else {
                 return 0;
             };
-            let reqs = slot.take_requests() | REQ_TRIM;
-            let served = self.serve(&mut slot, cpu, reqs);
+            let served = self.serve_with(&mut slot, cpu, REQ_TRIM);
             drop(slot);
             served.finish(self)
         })
@@ -343,10 +343,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                         let _ = cpus.post(cpu, req | REQ_STATS);
                         None
                     };
-                    let served = slot.map(|mut slot| {
-                        let reqs = slot.take_requests() | req;
-                        self.serve(&mut slot, cpu, reqs)
-                    });
+                    let served = slot.map(|mut slot| self.serve_with(&mut slot, cpu, req));
                     if parked {
                         self.platform.unpark_cpu(cpu);
                     }

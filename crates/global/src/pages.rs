@@ -29,7 +29,7 @@ impl<const PAGE_SIZE: usize> Heap<PAGE_SIZE> {
     /// Whether `ptr` heads a live buddy allocation of exactly `count` pages
     /// of `kind`.
     #[inline]
-    pub(crate) fn is_block(&self, ptr: NonNull<u8>, count: usize, kind: PageKind) -> bool {
+    fn is_block(&self, ptr: NonNull<u8>, count: usize, kind: PageKind) -> bool {
         self.buddy.allocation(ptr)
             == Some(bsa_buddy::Allocation {
                 pages: count,

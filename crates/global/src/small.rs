@@ -232,6 +232,21 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let Some(entry) = self.regions.entry(ptr.addr().get()) else {
             return Err(MisuseKind::ForeignPointer);
         };
+        self.free_in_chunk(cpus, cs, entry, ptr, class)
+    }
+
+    /// [`free_small`](Self::free_small) once the chunk's map entry is
+    /// known: into a slab of the current CPU with every check, or not (a
+    /// remote free, or misuse).
+    #[inline]
+    pub(crate) fn free_in_chunk(
+        &self,
+        cpus: &Slots,
+        cs: &Cs<'_, P>,
+        entry: &AtomicU32,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+    ) -> Result<(), MisuseKind> {
         match self.owned_slot(cpus, cs, entry) {
             Some(slot) => self.free_owned_slow(slot, cs.cpu(), ptr, class),
             None => self.free_not_local(cpus, cs, entry, ptr, class),
