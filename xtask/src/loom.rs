@@ -4,9 +4,10 @@
 //! Every crate with a `tests/loom.rs` is built with `--cfg bsa_loom` in
 //! release mode, in its own target directory (the RUSTFLAGS change would
 //! otherwise throw away the normal build), and must pass. A crate whose
-//! sources mention `bsa_loom_mutant` is then built once more with that cfg,
-//! which weakens a memory ordering of the remote-free protocol; there the
-//! models must FAIL, or they prove nothing. A failure only counts if it is
+//! sources mention a mutant cfg ([`MUTANTS`]: `bsa_loom_mutant` weakens
+//! memory orderings of a protocol, `bsa_loom_mutant_step` skips a step of
+//! it) is then built once more with each such cfg; there the models must
+//! FAIL, or they prove nothing. A failure only counts if it is
 //! the models finding the bug:
 //!
 //! 1. the mutant must compile (`cargo test --no-run` first: a mutant that
@@ -28,7 +29,14 @@ use std::process::Command;
 /// The preemption bound handed to loom.
 const PREEMPTIONS: &str = "2";
 
-fn crates_with_models() -> Vec<(String, bool)> {
+/// The mutant cfgs, each with what it does to a protocol.
+const MUTANTS: &[(&str, &str)] = &[
+    ("bsa_loom_mutant", "weakened ordering"),
+    ("bsa_loom_mutant_step", "skipped step"),
+];
+
+/// Every crate with loom models, with the mutant cfgs its sources mention.
+fn crates_with_models() -> Vec<(String, Vec<&'static str>)> {
     let mut out = Vec::new();
     let crates = root().join("crates");
     let Ok(dirs) = fs::read_dir(&crates) else {
@@ -41,34 +49,51 @@ fn crates_with_models() -> Vec<(String, bool)> {
             continue;
         }
         let name = format!("bsa-{}", dir.file_name().unwrap().to_string_lossy());
-        out.push((name, mentions_mutant(&dir.join("src"))));
+        let mutants = MUTANTS
+            .iter()
+            .map(|m| m.0)
+            .filter(|m| mentions(&dir.join("src"), m))
+            .collect();
+        out.push((name, mutants));
     }
     out
 }
 
-fn mentions_mutant(dir: &Path) -> bool {
+/// Whether a source under `dir` names the cfg `word` (as a whole word:
+/// `bsa_loom_mutant` does not count as a mention of `bsa_loom_mutant_step`).
+fn mentions(dir: &Path, word: &str) -> bool {
     let Ok(entries) = fs::read_dir(dir) else {
         return false;
     };
     entries.flatten().any(|e| {
         let p = e.path();
         if p.is_dir() {
-            mentions_mutant(&p)
+            mentions(&p, word)
         } else {
-            fs::read_to_string(&p).is_ok_and(|s| s.contains("bsa_loom_mutant"))
+            fs::read_to_string(&p).is_ok_and(|s| {
+                s.match_indices(word).any(|(i, _)| {
+                    let next = s[i + word.len()..].chars().next();
+                    !next.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                })
+            })
         }
     })
 }
 
-/// `cargo test -p <pkg> --release --test loom` under the loom cfg (and the
+/// `cargo test -p <pkg> --release --test loom` under the loom cfg (and a
 /// mutant cfg), in its own target directory.
-fn loom_test(pkg: &str, mutant: bool) -> Command {
-    let flags = if mutant {
-        "--cfg bsa_loom --cfg bsa_loom_mutant"
-    } else {
-        "--cfg bsa_loom"
+fn loom_test(pkg: &str, mutant: Option<&str>) -> Command {
+    let flags = match mutant {
+        Some(m) => format!("--cfg bsa_loom --cfg {m}"),
+        None => "--cfg bsa_loom".to_string(),
     };
-    let dir = if mutant { "loom-mutant" } else { "loom" };
+    let dir = match mutant {
+        Some(m) => format!(
+            "loom-{}",
+            m.trim_start_matches("bsa_loom_").replace('_', "-")
+        ),
+        None => "loom".to_string(),
+    };
     let mut cmd = cargo();
     cmd.args(["test", "-p", pkg, "--release", "--test", "loom"])
         .env("RUSTFLAGS", flags)
@@ -78,21 +103,21 @@ fn loom_test(pkg: &str, mutant: bool) -> Command {
 }
 
 fn models(pkg: &str) -> Result<bool> {
-    Ok(status(&mut loom_test(pkg, false))?.success())
+    Ok(status(&mut loom_test(pkg, None))?.success())
 }
 
-/// Builds and runs the mutant of `pkg`; `Ok` with one line per failed test
+/// Builds and runs mutant `m` of `pkg`; `Ok` with one line per failed test
 /// if the models caught it, `Err` saying why not otherwise.
-fn mutant(pkg: &str) -> Result<Vec<String>> {
-    let build = status(loom_test(pkg, true).arg("--no-run"))?;
+fn mutant(pkg: &str, m: &str) -> Result<Vec<String>> {
+    let build = status(loom_test(pkg, Some(m)).arg("--no-run"))?;
     if !build.success() {
         return Err(format!(
-            "{pkg}: the mutant build (--cfg bsa_loom_mutant) does not compile ({build}); \
+            "{pkg}: the mutant build (--cfg {m}) does not compile ({build}); \
              a mutant that does not build proves nothing\n  rerun: RUSTFLAGS=\"--cfg bsa_loom \
-             --cfg bsa_loom_mutant\" cargo test -p {pkg} --release --test loom --no-run"
+             --cfg {m}\" cargo test -p {pkg} --release --test loom --no-run"
         ));
     }
-    let mut cmd = loom_test(pkg, true);
+    let mut cmd = loom_test(pkg, Some(m));
     eprintln!("$ {}", describe(&cmd));
     let out = cmd
         .output()
@@ -103,7 +128,7 @@ fn mutant(pkg: &str) -> Result<Vec<String>> {
     eprint!("{stdout}");
     if out.status.success() {
         return Err(format!(
-            "{pkg}: the mutant (weakened ordering) PASSED — the models have no teeth"
+            "{pkg}: the mutant {m} PASSED — the models have no teeth"
         ));
     }
     let failures = failures(&stdout);
@@ -253,7 +278,7 @@ pub fn run(args: Vec<String>) -> Result {
     }
     let mut report = Vec::new();
     let mut errors = Vec::new();
-    for (pkg, has_mutant) in &crates {
+    for (pkg, mutants) in &crates {
         let pass = models(pkg)?;
         if !pass {
             errors.push(format!("{pkg}: models FAIL"));
@@ -262,13 +287,12 @@ pub fn run(args: Vec<String>) -> Result {
             "{pkg}: models {}",
             if pass { "pass" } else { "FAIL" }
         ));
-        if *has_mutant {
-            eprintln!("\nxtask loom: {pkg} mutant build: the models are EXPECTED TO FAIL now");
-            match mutant(pkg) {
+        for &m in mutants {
+            let what = MUTANTS.iter().find(|x| x.0 == m).map_or("", |x| x.1);
+            eprintln!("\nxtask loom: {pkg} mutant {m}: the models are EXPECTED TO FAIL now");
+            match mutant(pkg, m) {
                 Ok(caught) => {
-                    report.push(format!(
-                        "{pkg}: mutant (weakened ordering) caught by the models:"
-                    ));
+                    report.push(format!("{pkg}: mutant {m} ({what}) caught by the models:"));
                     report.extend(caught.into_iter().map(|c| format!("    {c}")));
                 }
                 Err(e) => {

@@ -55,9 +55,11 @@ options:
         details: "\
 Builds every crate with a tests/loom.rs under --cfg bsa_loom (release, own
 target directory target/loom) and runs its models, which must pass. A crate
-with a bsa_loom_mutant cfg is then built under that cfg too: the mutant must
-compile, and its models must fail through a model assertion or loom's own
-detection (each failing test and its reason is printed).
+whose sources use a mutant cfg (bsa_loom_mutant: weakened orderings;
+bsa_loom_mutant_step: a skipped protocol step) is then built under each such
+cfg too: the mutant must compile, and its models must fail through a model
+assertion or loom's own detection (each failing test and its reason is
+printed).
 ",
         run: loom::run,
     },

@@ -55,7 +55,6 @@ const FIELDS: usize = 7;
 pub(crate) struct Published {
     classes: [[AtomicUsize; FIELDS]; NUM_CLASSES],
     remote_double_frees: AtomicUsize,
-    corrupt_remote_chains: AtomicUsize,
 }
 
 impl Default for Published {
@@ -63,7 +62,6 @@ impl Default for Published {
         Self {
             classes: [const { [const { AtomicUsize::new(0) }; FIELDS] }; NUM_CLASSES],
             remote_double_frees: AtomicUsize::new(0),
-            corrupt_remote_chains: AtomicUsize::new(0),
         }
     }
 }
@@ -88,8 +86,6 @@ impl Published {
         let narrow = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         self.remote_double_frees
             .store(narrow(s.remote_double_frees), Ordering::Relaxed);
-        self.corrupt_remote_chains
-            .store(narrow(s.corrupt_remote_chains), Ordering::Relaxed);
     }
 
     /// The last snapshot (from any CPU; each figure as last stored).
@@ -97,7 +93,6 @@ impl Published {
         let mut s = SlabStats {
             classes: [ClassStats::default(); NUM_CLASSES],
             remote_double_frees: self.remote_double_frees.load(Ordering::Relaxed) as u64,
-            corrupt_remote_chains: self.corrupt_remote_chains.load(Ordering::Relaxed) as u64,
         };
         for (c, src) in s.classes.iter_mut().zip(self.classes.iter()) {
             let v = |i: usize| src[i].load(Ordering::Relaxed);

@@ -101,8 +101,8 @@ impl fmt::Display for Stats {
         }
         writeln!(
             f,
-            "remote double frees: {}, corrupt remote-free chains: {}",
-            self.remote_double_frees, self.corrupt_remote_chains
+            "remote double frees found by collects: {}",
+            self.remote_double_frees
         )
     }
 }

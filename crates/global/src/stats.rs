@@ -57,10 +57,9 @@ pub struct Stats {
     pub small: ClassStats,
     /// Per-CPU totals (over classes) for the first [`STATS_CPUS`] CPUs.
     pub per_cpu: [ClassStats; STATS_CPUS],
-    /// Remote double frees detected by drains, since init.
+    /// Remote double frees found by the owners' collects (those the
+    /// freeing call could not see itself), since init.
     pub remote_double_frees: u64,
-    /// Corrupt remote-free chains abandoned by drains, since init.
-    pub corrupt_remote_chains: u64,
 }
 
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
@@ -113,7 +112,6 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             small: ClassStats::default(),
             per_cpu: [ClassStats::default(); STATS_CPUS],
             remote_double_frees: 0,
-            corrupt_remote_chains: 0,
         };
         if let Some(cpus) = self.cpus.get() {
             st.initialized = true;
@@ -129,7 +127,6 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                     *slot = s.total();
                 }
                 st.remote_double_frees += s.remote_double_frees;
-                st.corrupt_remote_chains += s.corrupt_remote_chains;
             }
             for c in &st.classes {
                 st.small.add(c);

@@ -99,7 +99,7 @@ fn table_shows_live_objects_per_class_cpu_and_pages() {
         "{table}"
     );
     assert!(
-        table.ends_with("remote double frees: 0, corrupt remote-free chains: 0\n"),
+        table.ends_with("remote double frees found by collects: 0\n"),
         "{table}"
     );
 

@@ -6,8 +6,8 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering as IdOrdering};
 
-use crate::header::{self, Slab, CURRENT, DETACHED, EMPTY, FULL, PARTIAL};
-use crate::remote;
+use crate::header::{self, Collected, Slab, CURRENT, DETACHED, EMPTY, FULL, PARTIAL};
+use crate::remote::{self, Inbox};
 use crate::size_class::{SizeClass, CLASS_SLOTS, NUM_CLASSES, SLAB_SIZE};
 use crate::{AllocFailure, SlabError};
 
@@ -94,7 +94,17 @@ impl ClassCache {
 /// beyond [`empty_keep`](Self::with_empty_keep). All methods taking
 /// `&mut self` are for the owner CPU (under its lock);
 /// [`remote_free`](Self::remote_free) is for any CPU and takes no lock.
+///
+/// Its slabs point at its inbox (where remote freers queue slabs with
+/// pending frees), so an allocator that holds slabs must stay where it is
+/// ([`add_slab`](Self::add_slab)'s contract; it panics if it finds itself
+/// moved while holding slabs).
 pub struct SlabAllocator {
+    /// Slabs with pending remote frees, queued by the freers.
+    inbox: Inbox,
+    /// Where `inbox` was when the first slab was added (null while the
+    /// allocator holds no slab).
+    home: *const Inbox,
     owner: u32,
     /// Unique identity stamped into our slab headers (0 until the first
     /// slab is added, so `new` can stay `const`).
@@ -103,14 +113,14 @@ pub struct SlabAllocator {
     /// Indexed by `SizeClass::slot` (entries past `NUM_CLASSES` unused).
     pub(crate) classes: [ClassCache; CLASS_SLOTS],
     pub(crate) remote_double_frees: u64,
-    pub(crate) corrupt_remote_chains: u64,
     last_remote_error: Option<SlabError>,
 }
 
 // SAFETY: the allocator owns its slabs exclusively (raw pointers into slab
 // memory handed over by `add_slab`); nothing in it is tied to a thread, and
-// the only state other threads touch (remote stack heads) is atomic. Moving
-// it to another thread moves that ownership with it.
+// the only state other threads touch (the inbox, the slabs' pending words)
+// is atomic. Handing it to another thread (without moving it while it
+// holds slabs, `add_slab`'s contract) hands that ownership over.
 unsafe impl Send for SlabAllocator {}
 
 impl core::fmt::Debug for SlabAllocator {
@@ -126,14 +136,27 @@ impl core::fmt::Debug for SlabAllocator {
 impl SlabAllocator {
     /// An allocator for CPU `owner_cpu` with no slabs and `empty_keep = 1`.
     /// Usable in statics and arrays.
+    #[cfg(not(bsa_loom))]
     pub const fn new(owner_cpu: u32) -> Self {
+        Self::with_inbox(owner_cpu, Inbox::new())
+    }
+
+    /// An allocator for CPU `owner_cpu` (not `const` under loom, whose
+    /// atomics cannot be created in a constant).
+    #[cfg(bsa_loom)]
+    pub fn new(owner_cpu: u32) -> Self {
+        Self::with_inbox(owner_cpu, Inbox::new())
+    }
+
+    const fn with_inbox(owner_cpu: u32, inbox: Inbox) -> Self {
         SlabAllocator {
+            inbox,
+            home: core::ptr::null(),
             owner: owner_cpu,
             instance: 0,
             empty_keep: 1,
             classes: [ClassCache::EMPTY; CLASS_SLOTS],
             remote_double_frees: 0,
-            corrupt_remote_chains: 0,
             last_remote_error: None,
         }
     }
@@ -165,8 +188,8 @@ impl SlabAllocator {
     ///
     /// Fails with [`AllocFailure::NotSlab`] when the layout is too big or
     /// too aligned for a size class, and with [`AllocFailure::NeedsSlab`]
-    /// when no slab of the class has a free object, after draining the
-    /// pending remote frees of the class's full slabs.
+    /// when no slab of the class has a free object, after collecting the
+    /// slabs remote freers queued on the inbox.
     #[inline]
     pub fn alloc(&mut self, layout: Layout) -> Result<NonNull<u8>, AllocFailure> {
         match SizeClass::for_layout(layout) {
@@ -177,16 +200,16 @@ impl SlabAllocator {
 
     /// The allocation fast path, for callers that keep their own slow path
     /// out of line: an object of `class` from the class's current slab when
-    /// that needs no drain, no list change and no refill. `None` changes
+    /// that needs no collect, no list change and no refill. `None` changes
     /// nothing; then call [`alloc_class`](Self::alloc_class), which does the
-    /// rest.
+    /// rest. Touches only the owner's fields and bitmap: pending remote
+    /// frees wait until the slab runs out of avail objects.
     #[inline(always)]
     pub fn try_alloc_fast(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
         let slab = self.classes[class.slot()].current?;
-        // The last free object takes the slab off `current` (`exhausted`),
-        // and pending remote frees are drained first (see
-        // `alloc_class_inner`): both are the slow path's.
-        if slab.free() <= 1 || slab.remote_pending() {
+        // The last avail object makes the slow path collect the slab
+        // (`exhausted`).
+        if slab.avail() <= 1 {
             return None;
         }
         let obj = slab.take_free(class.geometry());
@@ -207,15 +230,8 @@ impl SlabAllocator {
     #[inline]
     fn alloc_class_inner(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         if let Some(slab) = self.classes[class.slot()].current {
-            // A remote double free of an object that is free here sits on
-            // the stack until a drain judges it. Drain before handing out
-            // anything, or that object could be handed out now and freed
-            // again by the next drain (then handed out twice).
-            if slab.remote_pending() {
-                self.drain_slab(slab);
-            }
             if let Some(obj) = slab.take_free(class.geometry()) {
-                if slab.free() == 0 {
+                if slab.avail() == 0 {
                     self.exhausted(slab);
                 }
                 return Ok(obj);
@@ -228,17 +244,14 @@ impl SlabAllocator {
     fn alloc_slow(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         loop {
             if let Some(slab) = self.classes[class.slot()].current {
-                if slab.remote_pending() {
-                    self.drain_slab(slab);
-                }
                 match slab.take_free(class.geometry()) {
                     Some(obj) => {
-                        if slab.free() == 0 {
+                        if slab.avail() == 0 {
                             self.exhausted(slab);
                         }
                         return Ok(obj);
                     }
-                    // Not reachable while the current slab has a free
+                    // Not reachable while the current slab has an avail
                     // object (its invariant); filing it makes progress.
                     None => {
                         self.retire_current(class);
@@ -251,33 +264,35 @@ impl SlabAllocator {
                 self.make_current(slab);
                 continue;
             }
-            if !self.reclaim_full(class) {
+            if !self.take_inbox(Some(class)) {
                 return Err(AllocFailure::NeedsSlab(class));
             }
         }
     }
 
-    /// The current slab just handed out its last locally free object: pick
-    /// up its remote frees, or file it as full (the next allocation picks
-    /// a new current slab).
+    /// The current slab just handed out its last avail object: collect it
+    /// (its quarantined objects and the remote frees its summary names),
+    /// or file it as full (the next allocation picks a new current slab).
     #[cold]
     fn exhausted(&mut self, slab: Slab) {
-        if slab.remote_pending() {
-            self.drain_slab(slab);
-        }
-        if slab.free() == 0 {
+        self.collect(slab, false);
+        if slab.avail() == 0 {
             self.retire_current(slab.class());
         }
     }
 
-    /// Takes `slab` off its list and makes it the current slab of its
-    /// class (which has none).
+    /// Takes `slab` off its list, collects it (so that every free object
+    /// is avail) and makes it the current slab of its class (which has
+    /// none). The slab has a free object (it was partial or empty), so it
+    /// has an avail one afterwards.
     fn make_current(&mut self, slab: Slab) {
-        let cache = &mut self.classes[slab.class().slot()];
-        debug_assert!(cache.current.is_none());
-        cache.lists[slab.list() as usize].unlink(slab);
+        let class = slab.class();
+        debug_assert!(self.classes[class.slot()].current.is_none());
+        self.classes[class.slot()].lists[slab.list() as usize].unlink(slab);
+        slab.set_list(DETACHED);
+        self.collect(slab, false);
         slab.set_list(CURRENT);
-        cache.current = Some(slab);
+        self.classes[class.slot()].current = Some(slab);
     }
 
     /// Files the current slab of `class` (if any) on the list its free
@@ -303,30 +318,38 @@ impl SlabAllocator {
         // cached one if that makes one too many.
         if cache.lists[EMPTY as usize].len >= self.empty_keep {
             let victim = cache.lists[EMPTY as usize].head?;
+            if victim.pending_summary() != 0 {
+                return None;
+            }
             cache.lists[EMPTY as usize].unlink(victim);
-            return Some(self.release_slab(victim));
+            return Some(victim.release());
         }
         None
     }
 
-    /// Drains full slabs of `class` whose stack heads say remote frees are
-    /// pending, until one regains a free object (it goes to the partial or
-    /// empty list and serves the allocation; the others wait for the next
-    /// miss, so an allocation never caches more than `empty_keep` empty
-    /// slabs). Returns whether a slab left the full list.
-    fn reclaim_full(&mut self, class: SizeClass) -> bool {
-        let mut cur = self.classes[class.slot()].lists[FULL as usize].head;
-        while let Some(slab) = cur {
-            cur = slab.next();
-            if slab.remote_pending() {
-                self.drain_slab(slab);
-                if slab.free() > 0 {
-                    self.settle(slab, false);
-                    return true;
-                }
+    /// Takes every slab remote freers queued on the inbox, collects each
+    /// and files it on the list its free count calls for (no walk over
+    /// lists: only slabs that received remote frees are visited). Returns
+    /// whether a slab of `class` (any class for `None`) gained free objects
+    /// from it. Empty slabs are kept, even beyond `empty_keep`, until the
+    /// next free, drain or trim can hand them back.
+    fn take_inbox(&mut self, class: Option<SizeClass>) -> bool {
+        let mut gained = false;
+        let mut cur = self.inbox.take();
+        while let Some(hdr) = cur {
+            // SAFETY: `hdr` is on the chain we just took and still QUEUED
+            // (only `collect(slab, true)` below clears it).
+            cur = unsafe { remote::next_queued(hdr) };
+            // SAFETY: only our slabs carry our inbox's address, and a
+            // queued slab is live (never released while QUEUED).
+            let slab = unsafe { Slab::from_header(hdr) };
+            let got = self.collect(slab, true);
+            if got.freed > 0 && class.is_none_or(|c| c == slab.class()) {
+                gained = true;
             }
+            self.settle(slab, false);
         }
-        false
+        gained
     }
 
     /// Gives the allocator a slab for `class` (typically after
@@ -346,6 +369,12 @@ impl SlabAllocator {
     ///   [`drain_remote`](Self::drain_remote), [`trim`](Self::trim) or
     ///   [`release_all`](Self::release_all): nothing else reads or writes
     ///   it, except through objects allocated from it.
+    /// - `self` is not moved or dropped while it holds slabs (they point at
+    ///   its inbox, where remote freers queue them): keep the allocator in
+    ///   a static, a per-CPU array or other memory that stays put, and hand
+    ///   every slab back (e.g. [`release_all`](Self::release_all)) before
+    ///   moving it. A move is caught at the next `add_slab` (panic), not
+    ///   before: remote frees in between would queue into the old place.
     pub unsafe fn add_slab(&mut self, class: SizeClass, mem: NonNull<u8>) -> Result<(), SlabError> {
         if mem.addr().get() & (SLAB_SIZE - 1) != 0 {
             return Err(SlabError::BadSlabMemory);
@@ -359,8 +388,17 @@ impl SlabAllocator {
         if self.instance == 0 {
             self.instance = NEXT_INSTANCE.fetch_add(1, IdOrdering::Relaxed);
         }
-        // SAFETY: obligations 1 and 2; alignment checked above.
-        let slab = unsafe { header::init(mem, class, self.owner, self.instance) };
+        let here: *const Inbox = &self.inbox;
+        if self.home != here {
+            assert!(
+                self.home.is_null() || self.holds_no_slab(),
+                "bsa-slab: SlabAllocator moved while it holds slabs"
+            );
+            self.home = here;
+        }
+        // SAFETY: obligations 1 and 2; alignment checked above; obligation 3
+        // keeps the inbox where it is while the slab lives.
+        let slab = unsafe { header::init(mem, class, self.owner, self.instance, here) };
         self.settle(slab, false);
         #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
@@ -371,12 +409,14 @@ impl SlabAllocator {
     ///
     /// Returns `Ok(Some(slab))` when the slab became empty and the class
     /// already caches `empty_keep` empty slabs: the caller gets those
-    /// `SLAB_SIZE` bytes back. Pending remote frees of the slab are drained
-    /// first, so a remote free followed by a local free of the same object
-    /// is caught as [`SlabError::DoubleFree`].
+    /// `SLAB_SIZE` bytes back. The object goes into quarantine: it is handed
+    /// out again only after the slab's next collect. A free of an object
+    /// that is free, quarantined or visibly pending (freed from another
+    /// CPU) is [`SlabError::DoubleFree`]; one whose remote free is not
+    /// visible yet is caught by that collect (see the crate docs, "Remote
+    /// frees").
     ///
-    /// Errors (nothing is changed, except that pending remote frees of the
-    /// slab may have been drained): [`SlabError::NotInSlab`] (no valid
+    /// Errors (nothing is changed): [`SlabError::NotInSlab`] (no valid
     /// header), [`SlabError::NotOnSlotBoundary`], [`SlabError::WrongOwner`]
     /// (a slab of another CPU or another `SlabAllocator`),
     /// [`SlabError::WrongClass`], [`SlabError::DoubleFree`].
@@ -409,7 +449,7 @@ impl SlabAllocator {
         // SAFETY: magic, owner and instance match this allocator, and a
         // header with our instance identity is only written by our
         // `add_slab`: the slab is one of ours and is live.
-        let slab = unsafe { Slab::from_located(loc.hdr) };
+        let slab = unsafe { Slab::from_header(loc.hdr) };
         let r = self.free_in(slab, loc.index);
         #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
@@ -489,9 +529,9 @@ impl SlabAllocator {
     }
 
     /// The free fast path, for callers that keep their own slow path out of
-    /// line: frees `ptr` and returns `true` when that needs no drain, no
-    /// list change and no release (the slab is the current one, or a
-    /// partial one that stays partial) and the object is live. `false`
+    /// line: frees `ptr` and returns `true` when that needs no list change
+    /// and no release (the slab is the current one, or a partial one that
+    /// stays partial) and the object is live. `false`
     /// changes nothing; then call [`free_owned`](Self::free_owned), which
     /// does the rest and reports any misuse (wrong class, not on a slot
     /// boundary, double free).
@@ -504,17 +544,14 @@ impl SlabAllocator {
         let Ok((slab, index)) = (unsafe { self.locate_owned(ptr, class) }) else {
             return false;
         };
-        if slab.remote_pending() {
-            return false;
-        }
         let emptied = slab.free() + 1 == class.geometry().count;
         let stays = match slab.list() {
             CURRENT => !emptied || self.keeps_emptied_current(class),
             PARTIAL => !emptied,
             _ => false,
         };
-        // `mark_free` changes nothing when the object is already free.
-        let done = stays && slab.mark_free(index);
+        // `free_local` changes nothing when the object is already freed.
+        let done = stays && slab.free_local(index);
         #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
         done
@@ -523,9 +560,8 @@ impl SlabAllocator {
     /// Checks, without freeing it, that `ptr` is a live (allocated) object
     /// of `class` in one of this allocator's slabs, for a caller that knows
     /// the slab is one of ours as [`free_owned`](Self::free_owned) does (e.g.
-    /// before resizing an object in place). Pending remote frees of the
-    /// slab are drained first, so an object freed from another CPU counts
-    /// as free.
+    /// before resizing an object in place). An object whose remote free is
+    /// pending counts as free.
     ///
     /// # Errors
     /// [`SlabError::WrongClass`] and [`SlabError::NotOnSlotBoundary`] as
@@ -543,13 +579,7 @@ impl SlabAllocator {
     ) -> Result<(), SlabError> {
         // SAFETY: the caller's obligation is `locate_owned`'s.
         let (slab, index) = unsafe { self.locate_owned(ptr, class) }?;
-        if slab.remote_pending() {
-            self.drain_slab(slab);
-            // The drain may have turned a full slab partial (or a partial
-            // one empty): file it where its free count says.
-            self.settle(slab, false);
-        }
-        let r = if slab.is_free(index) {
+        let r = if slab.is_freed(index) {
             Err(SlabError::DoubleFree)
         } else {
             Ok(())
@@ -559,17 +589,11 @@ impl SlabAllocator {
         r
     }
 
-    /// Returns object `index` (validated: a slot of `slab`) to `slab`.
-    /// Pending remote frees are drained first, so that a local free of an
-    /// object already freed remotely is judged a double free.
+    /// Returns object `index` (validated: a slot of `slab`) to `slab`'s
+    /// quarantine.
     #[inline]
     fn free_in(&mut self, slab: Slab, index: usize) -> Result<Option<NonNull<u8>>, SlabError> {
-        if slab.remote_pending() {
-            self.drain_slab(slab);
-        }
-        if !slab.mark_free(index) {
-            // A drain may have changed the free count: file the slab.
-            self.settle(slab, false);
+        if !slab.free_local(index) {
             return Err(SlabError::DoubleFree);
         }
         if slab.list() == CURRENT {
@@ -582,13 +606,17 @@ impl SlabAllocator {
     }
 
     /// Frees `ptr` (an object of `class`) from any CPU, without the owner's
-    /// lock: validates the header, then pushes the object on its slab's
-    /// remote-free stack with one CAS loop (the link is written into the
-    /// object). The owner returns it to the slab when it drains.
+    /// lock: validates the header, then sets the object's bit in its
+    /// slab's pending bitmap with one `fetch_or` (the object itself is not
+    /// written). The owner takes it in when it collects the slab: when the
+    /// class runs out of objects, or at a drain or trim.
     ///
-    /// A double free cannot be seen here (the bitmap is the owner's); the
-    /// owner's drain detects it and reports it (see
-    /// [`take_remote_error`](Self::take_remote_error)).
+    /// [`SlabError::DoubleFree`] if the object's remote free is already
+    /// pending, or if the owner's bitmap shows it free (the bit is taken
+    /// back). A double free this call cannot see is caught by the owner's
+    /// collect before the object is handed out again, and reported there
+    /// (see [`take_remote_error`](Self::take_remote_error) and the crate
+    /// docs, "Remote frees").
     ///
     /// # Safety
     /// - The `SLAB_SIZE`-aligned block containing `ptr` is readable,
@@ -597,9 +625,9 @@ impl SlabAllocator {
     ///   whenever `ptr` is a live object of it). It may be released
     ///   concurrently (a double free racing the owner) only if the block
     ///   stays valid for reads and writes and is not set up again until the
-    ///   call returns (the header's magic is atomic for that case).
-    /// - If validation passes, the first word of `*ptr` may be overwritten:
-    ///   the caller no longer uses the object.
+    ///   call returns (the header's magic and the bitmaps are atomic for
+    ///   that case), and its owner `SlabAllocator` stays where it is.
+    /// - The caller no longer uses the object once the call succeeds.
     pub unsafe fn remote_free(ptr: NonNull<u8>, class: SizeClass) -> Result<(), SlabError> {
         // SAFETY: obligations 1 and 2 give `locate`'s.
         let loc = unsafe { header::locate(ptr) }?;
@@ -609,10 +637,9 @@ impl SlabAllocator {
                 given: class,
             });
         }
-        // SAFETY: `locate` validated the header and that `ptr` is a slot of
-        // it (obligation 1 of `push`); obligation 3 gives obligation 2.
-        unsafe { remote::push(loc.hdr, ptr) };
-        Ok(())
+        // SAFETY: `locate` validated the header and the slot; obligation 2
+        // keeps the slab initialized during the call; obligation 3.
+        unsafe { remote::free(&loc) }
     }
 
     /// [`remote_free`](Self::remote_free) without a class to check, for
@@ -624,22 +651,19 @@ impl SlabAllocator {
         // SAFETY: forwarded obligations.
         let loc = unsafe { header::locate(ptr) }?;
         // SAFETY: as in `remote_free`.
-        unsafe { remote::push(loc.hdr, ptr) };
-        Ok(())
+        unsafe { remote::free(&loc) }
     }
 
     /// Checks, from any CPU and without the owner's help, that `ptr` is an
     /// object of `class` that its owner's bitmap holds as allocated: the
     /// header checks of [`remote_free`](Self::remote_free) (magic, class,
-    /// slot boundary) and one `Relaxed` load of the object's bitmap word.
-    /// Nothing is written.
+    /// slot boundary) and `Relaxed` loads of the object's owner and pending
+    /// bitmap words. Nothing is written.
     ///
     /// Exact for an object the caller owns (it is allocated, and nobody
-    /// else may free it) and for one its owner has taken back (a local
-    /// free, or a remote free the owner collected): that one is
-    /// [`SlabError::DoubleFree`]. An object freed from another CPU and not
-    /// yet collected still reads as allocated; a second free of it is then
-    /// caught by the owner's drain, as every remote double free is.
+    /// else may free it) and for one whose free is visible to the caller (a
+    /// local free, a pending or a collected remote free): that one is
+    /// [`SlabError::DoubleFree`].
     ///
     /// # Errors
     /// [`SlabError::NotInSlab`], [`SlabError::WrongClass`],
@@ -661,7 +685,7 @@ impl SlabAllocator {
         }
         // SAFETY: `locate` validated the header and the index; obligation 1
         // keeps the slab live during the call.
-        if unsafe { header::live_bit_shared(loc.hdr, loc.index) } {
+        if unsafe { header::live_bit_shared(&loc) } {
             Ok(())
         } else {
             Err(SlabError::DoubleFree)
@@ -691,10 +715,12 @@ impl SlabAllocator {
         unsafe { header::locate(ptr) }.map(|l| l.class)
     }
 
-    /// Drains every slab's remote-free stack into its bitmap, files slabs on
-    /// the right lists, and hands slabs that are empty beyond `empty_keep`
-    /// to `release`.
+    /// Collects every slab (the queued ones first): remote frees and
+    /// quarantined objects become allocatable, slabs go on the lists their
+    /// free counts call for, and slabs that are empty beyond `empty_keep`
+    /// are handed to `release`.
     pub fn drain_remote(&mut self, mut release: impl FnMut(NonNull<u8>)) {
+        self.take_inbox(None);
         for class in SizeClass::all() {
             // File the current slab like any other; the next allocation
             // picks one again.
@@ -706,21 +732,15 @@ impl SlabAllocator {
                 let mut cur = self.classes[c].lists[tag as usize].head;
                 while let Some(slab) = cur {
                     cur = slab.next();
-                    if slab.remote_pending() {
-                        self.drain_slab(slab);
+                    if slab.pending_summary() != 0 || slab.quarantined() != 0 {
+                        self.collect(slab, false);
                         if let Some(mem) = self.settle(slab, true) {
                             release(mem);
                         }
                     }
                 }
             }
-            while self.classes[c].lists[EMPTY as usize].len > self.empty_keep {
-                let Some(slab) = self.classes[c].lists[EMPTY as usize].head else {
-                    break;
-                };
-                self.classes[c].lists[EMPTY as usize].unlink(slab);
-                release(self.release_slab(slab));
-            }
+            self.release_surplus(class, self.empty_keep, &mut release);
         }
         #[cfg(any(test, feature = "check"))]
         self.debug_check(None);
@@ -730,21 +750,43 @@ impl SlabAllocator {
     /// `release`.
     pub fn trim(&mut self, mut release: impl FnMut(NonNull<u8>)) {
         self.drain_remote(&mut release);
-        for c in 0..NUM_CLASSES {
-            while let Some(slab) = self.classes[c].lists[EMPTY as usize].head {
-                self.classes[c].lists[EMPTY as usize].unlink(slab);
-                release(self.release_slab(slab));
-            }
+        for class in SizeClass::all() {
+            self.release_surplus(class, 0, &mut release);
         }
         #[cfg(any(test, feature = "check"))]
         self.debug_check(None);
     }
 
+    /// Hands empty slabs of `class` beyond `keep` to `release`, except
+    /// those with outstanding pending bits (a remote double free in
+    /// flight; they stay cached until a later drain finds them settled).
+    fn release_surplus(
+        &mut self,
+        class: SizeClass,
+        keep: usize,
+        release: &mut impl FnMut(NonNull<u8>),
+    ) {
+        let c = class.slot();
+        let mut cur = self.classes[c].lists[EMPTY as usize].head;
+        while let Some(slab) = cur {
+            if self.classes[c].lists[EMPTY as usize].len <= keep {
+                break;
+            }
+            cur = slab.next();
+            if slab.pending_summary() == 0 {
+                self.classes[c].lists[EMPTY as usize].unlink(slab);
+                release(slab.release());
+            }
+        }
+    }
+
     /// Tear-down: hands every slab to `release`, whether or not it still
     /// holds live objects (their pointers dangle once the memory is reused;
     /// freeing them later is the caller's bug). The allocator is empty
-    /// afterwards and can be fed new slabs.
+    /// afterwards and can be fed new slabs (or moved).
     pub fn release_all(&mut self, mut release: impl FnMut(NonNull<u8>)) {
+        // Queued slabs are released below with the rest; forget the chain.
+        let _ = self.inbox.take();
         for c in 0..NUM_CLASSES {
             if let Some(slab) = self.classes[c].current.take() {
                 release(slab.release());
@@ -756,13 +798,27 @@ impl SlabAllocator {
                 }
             }
         }
+        self.home = core::ptr::null();
         #[cfg(any(test, feature = "check"))]
         self.debug_check(None);
     }
 
-    /// Takes (and clears) the last problem a drain found in a remote-free
-    /// chain: [`SlabError::DoubleFree`] or [`SlabError::CorruptRemoteChain`].
-    /// Totals are in [`stats`](Self::stats).
+    /// Whether the allocator holds no slab.
+    fn holds_no_slab(&self) -> bool {
+        self.classes[..NUM_CLASSES]
+            .iter()
+            .all(|c| c.current.is_none() && c.lists.iter().all(|l| l.len == 0))
+    }
+
+    /// Whether remote freers queued slabs that no collect took yet (a
+    /// snapshot).
+    pub fn has_queued_remote_frees(&self) -> bool {
+        !self.inbox.is_empty()
+    }
+
+    /// Takes (and clears) the last problem a collect found in the remote
+    /// frees: [`SlabError::DoubleFree`] (a pending bit of an object that
+    /// was already free). Totals are in [`stats`](Self::stats).
     pub fn take_remote_error(&mut self) -> Option<SlabError> {
         self.last_remote_error.take()
     }
@@ -781,35 +837,26 @@ impl SlabAllocator {
         }
     }
 
-    /// Runs one slab's drain and records what went wrong.
-    fn drain_slab(&mut self, slab: Slab) {
-        let out = slab.drain_remote();
-        if out.double_frees > 0 || out.corrupt {
+    /// Collects one slab and records the double frees it found.
+    fn collect(&mut self, slab: Slab, dequeue: bool) -> Collected {
+        let out = slab.collect(dequeue);
+        if out.double_frees > 0 {
             self.remote_double_frees += u64::from(out.double_frees);
-            let err = if out.corrupt {
-                self.corrupt_remote_chains += 1;
-                SlabError::CorruptRemoteChain
-            } else {
-                SlabError::DoubleFree
-            };
-            self.last_remote_error = Some(err);
+            self.last_remote_error = Some(SlabError::DoubleFree);
             log::error!(
-                "bsa-slab: cpu {} {}: remote-free chain: {} double free(s){}",
+                "bsa-slab: cpu {} {}: {} remote double free(s) dropped",
                 self.owner,
                 slab.class(),
                 out.double_frees,
-                if out.corrupt {
-                    ", chain corrupt or cyclic: rest abandoned (leaked)"
-                } else {
-                    ""
-                }
             );
         }
+        out
     }
 
     /// Moves `slab` to the list its free count calls for. With
     /// `may_release`, a slab that becomes empty while the class already
-    /// caches `empty_keep` empty slabs is released and returned instead.
+    /// caches `empty_keep` empty slabs is released and returned instead
+    /// (unless remote frees are outstanding on it).
     fn settle(&mut self, slab: Slab, may_release: bool) -> Option<NonNull<u8>> {
         let free = slab.free();
         let want = if free == 0 {
@@ -827,19 +874,14 @@ impl SlabAllocator {
         if cur != DETACHED {
             self.classes[c].lists[cur as usize].unlink(slab);
         }
-        if want == EMPTY && may_release && self.classes[c].empty_slabs() >= self.empty_keep {
-            return Some(self.release_slab(slab));
+        if want == EMPTY
+            && may_release
+            && self.classes[c].empty_slabs() >= self.empty_keep
+            && slab.pending_summary() == 0
+        {
+            return Some(slab.release());
         }
         self.classes[c].lists[want as usize].push_front(slab, want);
         None
-    }
-
-    /// Releases a detached, empty slab, draining any (necessarily bogus,
-    /// double-free) remote entries first so they are reported.
-    fn release_slab(&mut self, slab: Slab) -> NonNull<u8> {
-        if slab.remote_pending() {
-            self.drain_slab(slab);
-        }
-        slab.release()
     }
 }

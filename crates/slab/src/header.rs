@@ -3,11 +3,24 @@
 //! A slab is `SLAB_SIZE` bytes aligned to `SLAB_SIZE`:
 //!
 //! ```text
-//! +-------------+--------------+---------+--------+--------+-----+--------+------+
-//! | SlabHeader  | bitmap words | padding | obj 0  | obj 1  | ... | obj n-1| tail |
-//! +-------------+--------------+---------+--------+--------+-----+--------+------+
+//! +--------+--------+------------------+---------+----------------+---------+-------+-----+------+
+//! | shared | owner  | owner bitmap     | padding | pending bitmap | padding | obj 0 | ... | tail |
+//! | line   | line   | (avail, quar.)   |         | (remote lines) |         |       |     |      |
+//! +--------+--------+------------------+---------+----------------+---------+-------+-----+------+
 //! ^ slab start = obj_addr & !(SLAB_SIZE - 1)
 //! ```
+//!
+//! Three bitmaps, one bit per object each:
+//! - *avail* (owner): free and allocatable;
+//! - *quarantined* (owner): freed locally since the last collect, not
+//!   allocatable yet; stored interleaved with *avail* (word `w` of both in
+//!   one 16-byte pair, so a remote freer reads both with one cache line);
+//! - *pending* (remote freers, `fetch_or`): freed from another CPU, not yet
+//!   collected; on cache lines of their own, which the owner only touches
+//!   when it collects.
+//!
+//! The protocol that ties them together is in the crate docs ("Remote
+//! frees").
 //!
 //! This module (with `remote.rs` and `sync.rs`) holds all of the crate's
 //! unsafe code. [`Slab`] is a handle whose type invariant makes its methods
@@ -16,6 +29,7 @@
 use core::mem::size_of;
 use core::ptr::{self, NonNull};
 
+use crate::remote::Inbox;
 use crate::size_class::{Geometry, SizeClass, SLAB_SIZE};
 use crate::sync::{self, AtomicPtr, BitmapWord, MagicWord, Ordering};
 use crate::SlabError;
@@ -37,53 +51,67 @@ pub(crate) const DETACHED: ListTag = 3;
 /// The class's current slab (allocations come from it; on no list).
 pub(crate) const CURRENT: ListTag = 4;
 
-/// The header at the start of every slab.
-///
-/// `instance`, `owner` and `class` are written once when the slab is set
-/// up and only read afterwards (also by remote CPUs). `magic` is written at
-/// setup and cleared at release; it is an atomic (accessed `Relaxed`)
-/// because a racing stray free on another CPU may read it while the owner
-/// releases the slab. `remote_head` is shared. Everything else belongs to
-/// the owner (under its lock).
-///
-/// The fields other CPUs touch (the remote stack head they push to, the
-/// identity they validate) fill the first cache line; the owner's fields,
-/// written on every allocation and free, start on the second (see
-/// `OWNER_FIELDS_OFFSET`), and the bitmap follows them. Sharing one line
-/// made every remote free and every allocation on the owner miss in cache
-/// on each other's writes.
-#[repr(C)]
-pub(crate) struct SlabHeader {
-    /// Top of the remote-free stack (null: nothing pending).
-    remote_head: AtomicPtr<u8>,
+/// Bit of the pending summary word that says the slab is on its owner's
+/// inbox (set by the remote freer that queues it, cleared by the owner when
+/// it takes the slab off). Bits `0..63` say which pending words may be
+/// non-zero; a slab has at most 63 bitmap words (compile-time check).
+pub(crate) const QUEUED: u64 = 1 << 63;
+
+/// The fields other CPUs touch, on a cache line of their own: the pending
+/// summary and the inbox link they write, the identity they validate.
+#[repr(C, align(64))]
+pub(crate) struct Shared {
+    /// Summary of the pending bitmap (bit `w`: pending word `w` may be
+    /// non-zero) plus [`QUEUED`].
+    pub(crate) pending: sync::PendingWord,
+    /// Next slab on the owner's inbox (meaningful while `QUEUED`).
+    pub(crate) inbox_next: AtomicPtr<SlabHeader>,
+    /// The owner's inbox (the owning `SlabAllocator` does not move while
+    /// it holds slabs: `add_slab`'s contract).
+    pub(crate) inbox: *const Inbox,
     magic: MagicWord,
     /// Identity of the owning `SlabAllocator` (several may share a CPU).
     instance: usize,
     owner: u32,
     class: u8,
-    /// Pads the shared fields to a cache line of their own.
-    _shared_line: [u8; SHARED_PAD],
+}
+
+/// The owner's fields, written on every allocation and free, one cache
+/// line after the shared ones (sharing one line made every remote free and
+/// every allocation miss in cache on each other's writes).
+#[repr(C)]
+struct Own {
     list: ListTag,
-    /// Objects whose bitmap bit is set (free for the owner).
-    free: u32,
-    /// Bit `w` set iff bitmap word `w` is non-zero.
-    summary: u64,
+    /// Objects whose avail bit is set.
+    avail: u32,
+    /// Objects whose quarantined bit is set.
+    quarantined: u32,
+    /// Bit `w` set iff avail word `w` is non-zero.
+    avail_words: u64,
+    /// Bit `w` set iff quarantined word `w` is non-zero.
+    quarantined_words: u64,
     prev: *mut SlabHeader,
     next: *mut SlabHeader,
 }
 
-/// Where the owner's fields start: one 64-byte cache line after the
-/// shared ones.
-const OWNER_FIELDS_OFFSET: usize = 64;
+/// The header at the start of every slab.
+///
+/// `instance`, `owner`, `class` and `inbox` are written once when the slab
+/// is set up and only read afterwards (also by remote CPUs). `magic` is
+/// written at setup and cleared at release; it is an atomic (accessed
+/// `Relaxed`) because a racing stray free on another CPU may read it while
+/// the owner releases the slab. `pending` and `inbox_next` are shared.
+/// Everything in [`Own`] belongs to the owner.
+#[repr(C)]
+pub(crate) struct SlabHeader {
+    pub(crate) shared: Shared,
+    own: Own,
+}
 
-/// Bytes of padding after `class` (offset 29) so that `list`, the first
-/// owner field, starts at `OWNER_FIELDS_OFFSET`.
-const SHARED_PAD: usize = OWNER_FIELDS_OFFSET - 29;
+const _: () = assert!(core::mem::offset_of!(SlabHeader, own) == 64);
 
-const _: () = assert!(core::mem::offset_of!(SlabHeader, class) == 28);
-const _: () = assert!(core::mem::offset_of!(SlabHeader, list) == OWNER_FIELDS_OFFSET);
-
-/// Offset of the free bitmap (one bit per object, 1 = free) in a slab.
+/// Offset of the owner bitmap (avail and quarantined words interleaved) in
+/// a slab.
 pub(crate) const BITMAP_OFFSET: usize = size_of::<SlabHeader>().next_multiple_of(8);
 
 /// What a pointer's slab header says about it (see [`locate`]).
@@ -120,10 +148,10 @@ pub(crate) unsafe fn locate(ptr: NonNull<u8>) -> Result<Located, SlabError> {
     // writes the magic, which is atomic.
     let (magic, class, owner, instance) = unsafe {
         (
-            (*h).magic.load(Ordering::Relaxed),
-            (*h).class,
-            (*h).owner,
-            (*h).instance,
+            (*h).shared.magic.load(Ordering::Relaxed),
+            (*h).shared.class,
+            (*h).shared.owner,
+            (*h).shared.instance,
         )
     };
     if magic != MAGIC ^ hdr.addr().get() {
@@ -143,17 +171,6 @@ pub(crate) unsafe fn locate(ptr: NonNull<u8>) -> Result<Located, SlabError> {
     })
 }
 
-/// The remote-free stack head of a validated header.
-///
-/// # Safety
-/// - `hdr` is an initialized slab header that stays initialized (not
-///   released or set up again) while the returned reference is used.
-pub(crate) unsafe fn remote_head_of(hdr: &NonNull<SlabHeader>) -> &AtomicPtr<u8> {
-    // SAFETY: the caller guarantees the header is initialized for the
-    // reference's lifetime; the field is an atomic meant to be shared.
-    unsafe { &(*hdr.as_ptr()).remote_head }
-}
-
 /// Whether `mem` (a `SLAB_SIZE`-aligned block) starts with a live header.
 ///
 /// # Safety
@@ -162,44 +179,102 @@ pub(crate) unsafe fn remote_head_of(hdr: &NonNull<SlabHeader>) -> &AtomicPtr<u8>
 pub(crate) unsafe fn has_live_header(mem: NonNull<u8>) -> bool {
     // SAFETY: the caller guarantees the header bytes are readable and
     // initialized and not written concurrently.
-    let magic = unsafe { &(*mem.cast::<SlabHeader>().as_ptr()).magic };
+    let magic = unsafe { &(*mem.cast::<SlabHeader>().as_ptr()).shared.magic };
     magic.load(Ordering::Relaxed) == MAGIC ^ mem.addr().get()
 }
 
-/// Whether object `index` of the slab whose header is `hdr` is allocated
-/// (its bit clear) in its owner's bitmap, read from another CPU (one `Relaxed` load of the word;
-/// the owner may be writing it meanwhile).
+/// The shared view of a validated slab, for a CPU that is not its owner:
+/// the pending bitmap and summary it writes, the owner bitmap it reads.
 ///
-/// # Safety
-/// - `hdr` is a slab header validated by [`locate`] that stays initialized
-///   (not released or set up again) for the duration of the call, and
-///   `index` is an object index of it.
-pub(crate) unsafe fn live_bit_shared(hdr: NonNull<SlabHeader>, index: usize) -> bool {
-    let base = hdr.cast::<u8>();
-    // SAFETY: the slab is live (caller), so its bitmap area holds
-    // initialized words that are only accessed atomically; `index < count`
-    // so word `index / 64` lies inside it.
-    let word = unsafe { BitmapWord::from_ptr(bitmap_ptr(base).add(index / 64).as_ptr()) };
-    word.load(Ordering::Relaxed) & (1u64 << (index % 64)) == 0
+/// Type invariant: `hdr` is a header validated by [`locate`] whose slab
+/// stays initialized (not released and set up again) while the view is
+/// used (the caller's contract, e.g. `SlabAllocator::remote_free`'s).
+#[derive(Copy, Clone)]
+pub(crate) struct SharedView {
+    hdr: NonNull<SlabHeader>,
+    g: &'static Geometry,
 }
 
-/// Sets up a slab in `mem`: header, all-free bitmap, link words.
+impl SharedView {
+    /// # Safety
+    /// `loc` came from [`locate`] and its slab stays initialized (not
+    /// released and set up again) while the view is used.
+    #[inline]
+    pub(crate) unsafe fn new(loc: &Located) -> SharedView {
+        SharedView {
+            hdr: loc.hdr,
+            g: loc.class.geometry(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn shared(&self) -> &Shared {
+        // SAFETY: type invariant: the header is initialized; `Shared` holds
+        // atomics and write-once fields only, so a shared reference to it
+        // is sound while the owner writes its own fields.
+        unsafe { &(*self.hdr.as_ptr()).shared }
+    }
+
+    /// Pending word `w` (`w < words`).
+    #[inline]
+    pub(crate) fn pending_word(&self, w: usize) -> &sync::PendingWord {
+        // SAFETY: type invariant; `pending_cell`'s bounds.
+        unsafe { pending_cell(self.hdr.cast(), self.g, w) }
+    }
+
+    /// Whether object `index` is free for the owner (avail or quarantined),
+    /// two `Relaxed` loads of the owner's words (the owner may be writing
+    /// them meanwhile).
+    #[inline]
+    pub(crate) fn owner_free(&self, index: usize) -> bool {
+        let w = index / 64;
+        // SAFETY: type invariant; `owner_cells`' bounds (`index < count`).
+        let (a, q) = unsafe { owner_cells(self.hdr.cast(), w) };
+        (a.load(Ordering::Relaxed) | q.load(Ordering::Relaxed)) & (1u64 << (index % 64)) != 0
+    }
+
+    /// The slab as an inbox entry.
+    #[inline]
+    pub(crate) fn header(&self) -> NonNull<SlabHeader> {
+        self.hdr
+    }
+}
+
+/// Whether object `index` of the slab whose header is `hdr` is allocated:
+/// not avail, not quarantined, not pending. Read from any CPU (`Relaxed`
+/// loads; the owner and remote freers may be writing meanwhile).
+///
+/// # Safety
+/// - `loc` came from [`locate`] and its slab stays initialized (not
+///   released or set up again) for the duration of the call.
+pub(crate) unsafe fn live_bit_shared(loc: &Located) -> bool {
+    // SAFETY: forwarded obligation.
+    let v = unsafe { SharedView::new(loc) };
+    let w = loc.index / 64;
+    let pending = v.pending_word(w).load(Ordering::Relaxed) & (1u64 << (loc.index % 64)) != 0;
+    !v.owner_free(loc.index) && !pending
+}
+
+/// Sets up a slab in `mem`: header, all-avail owner bitmap, empty pending
+/// bitmap.
 ///
 /// # Safety
 /// - `mem` is valid for reads and writes of `SLAB_SIZE` bytes, aligned to
 ///   `SLAB_SIZE`, and exclusively owned by the caller (no other reference or
 ///   concurrent access) until it is released again.
-pub(crate) unsafe fn init(mem: NonNull<u8>, class: SizeClass, owner: u32, instance: usize) -> Slab {
+/// - `inbox` outlives the slab (the owner does not move while it holds it).
+pub(crate) unsafe fn init(
+    mem: NonNull<u8>,
+    class: SizeClass,
+    owner: u32,
+    instance: usize,
+    inbox: *const Inbox,
+) -> Slab {
     let g = class.geometry();
-    #[cfg(bsa_loom)]
-    assert!(
-        class.size() >= sync::LINK_BYTES,
-        "under loom, objects must be able to hold the loom link cell"
-    );
     let hdr = mem.cast::<SlabHeader>();
     let words = g.words();
     let count = g.count as usize;
-    let summary = if words == 64 {
+    let all_words = if words == 64 {
         u64::MAX
     } else {
         (1u64 << words) - 1
@@ -208,70 +283,117 @@ pub(crate) unsafe fn init(mem: NonNull<u8>, class: SizeClass, owner: u32, instan
     // header) and exclusively ours; the header fits in the slab.
     unsafe {
         hdr.write(SlabHeader {
-            remote_head: AtomicPtr::new(ptr::null_mut()),
-            magic: MagicWord::new(MAGIC ^ mem.addr().get()),
-            instance,
-            owner,
-            class: class.index() as u8,
-            _shared_line: [0; SHARED_PAD],
-            list: DETACHED,
-            free: count as u32,
-            summary,
-            prev: ptr::null_mut(),
-            next: ptr::null_mut(),
+            shared: Shared {
+                pending: sync::PendingWord::new(0),
+                inbox_next: AtomicPtr::new(ptr::null_mut()),
+                inbox,
+                magic: MagicWord::new(MAGIC ^ mem.addr().get()),
+                instance,
+                owner,
+                class: class.index() as u8,
+            },
+            own: Own {
+                list: DETACHED,
+                avail: count as u32,
+                quarantined: 0,
+                avail_words: all_words,
+                quarantined_words: 0,
+                prev: ptr::null_mut(),
+                next: ptr::null_mut(),
+            },
         })
     };
-    // SAFETY: `mem` is a SLAB_SIZE-byte slab (caller's obligation).
-    let bitmap = unsafe { bitmap_ptr(mem) };
     for w in 0..words {
         let bits = if (w + 1) * 64 <= count {
             u64::MAX
         } else {
             (1u64 << (count - w * 64)) - 1
         };
-        // SAFETY: word `w < words` lies between BITMAP_OFFSET and `g.first`
-        // (geometry guarantees it), inside our exclusively owned slab, and
-        // is 8-aligned.
-        unsafe { bitmap.add(w).write(bits) };
+        // SAFETY: words `w < words` of both bitmaps lie between
+        // BITMAP_OFFSET and `g.first` (geometry guarantees it), inside our
+        // exclusively owned slab, 8-aligned; creating the atomics in place
+        // initializes them.
+        unsafe {
+            let base = mem.as_ptr();
+            base.add(BITMAP_OFFSET + 16 * w)
+                .cast::<BitmapWord>()
+                .write(BitmapWord::new(bits));
+            base.add(BITMAP_OFFSET + 16 * w + 8)
+                .cast::<BitmapWord>()
+                .write(BitmapWord::new(0));
+            base.add(g.pending as usize + 8 * w)
+                .cast::<sync::PendingWord>()
+                .write(sync::PendingWord::new(0));
+        }
     }
-    let slab = Slab(hdr);
-    for i in 0..count {
-        // SAFETY: slot `i < count` is inside the slab, 8-aligned (all class
-        // sizes and `first` are multiples of 8) and exclusively ours.
-        unsafe { sync::link_init(slab.object(i)) };
-    }
-    slab
+    Slab(hdr)
 }
 
-/// Start of the bitmap of the slab starting at `base`.
+/// The avail and quarantined words `w` of the slab starting at `base`.
 ///
 /// # Safety
-/// - `base` is the start of a `SLAB_SIZE`-byte allocation (a slab).
-unsafe fn bitmap_ptr(base: NonNull<u8>) -> NonNull<u64> {
-    // SAFETY: BITMAP_OFFSET < SLAB_SIZE, so the result is in bounds of the
-    // slab allocation the caller guarantees.
-    unsafe { base.add(BITMAP_OFFSET) }.cast()
+/// - `base` starts a slab set up by [`init`] that stays initialized while
+///   the references are used, and `w < words` of its geometry.
+#[inline(always)]
+unsafe fn owner_cells<'a>(base: NonNull<u8>, w: usize) -> (&'a BitmapWord, &'a BitmapWord) {
+    // SAFETY: the caller's obligations: both words are inside the slab's
+    // owner bitmap, 8-aligned, initialized by `init` as atomics and only
+    // ever accessed atomically.
+    unsafe {
+        let p = base.as_ptr().add(BITMAP_OFFSET + 16 * w);
+        (&*p.cast::<BitmapWord>(), &*p.add(8).cast::<BitmapWord>())
+    }
+}
+
+/// Pending word `w` of the slab starting at `base`, whose geometry is `g`.
+///
+/// # Safety
+/// - `base` starts a slab of geometry `g` set up by [`init`] that stays
+///   initialized while the reference is used, and `w < g.words()`.
+#[inline(always)]
+unsafe fn pending_cell<'a>(base: NonNull<u8>, g: &Geometry, w: usize) -> &'a sync::PendingWord {
+    debug_assert!(w < g.words());
+    // SAFETY: the caller's obligations: the word is inside the pending
+    // bitmap (between `g.pending` and `g.first`), 8-aligned, initialized
+    // by `init` and only ever accessed atomically.
+    unsafe {
+        &*base
+            .as_ptr()
+            .add(g.pending as usize + 8 * w)
+            .cast::<sync::PendingWord>()
+    }
+}
+
+/// What one collect of a slab found.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Collected {
+    /// Remote frees taken in (objects that were allocated).
+    pub(crate) freed: u32,
+    /// Pending bits of objects that were already free (double frees);
+    /// dropped.
+    pub(crate) double_frees: u32,
 }
 
 /// Handle to a set-up slab owned by a `SlabAllocator`.
 ///
 /// Type invariant: the pointer is the start of `SLAB_SIZE` bytes initialized
-/// by [`init`] and not yet released; the owner-only fields and the bitmap
-/// are accessed only by the one `SlabAllocator` that holds the handle (which
+/// by [`init`] and not yet released; the owner fields and the owner bitmap
+/// are written only by the one `SlabAllocator` that holds the handle (which
 /// has exclusive access through `&mut self`, or shared through `&self` while
-/// no `&mut` exists); other threads touch only `remote_head` and read the
-/// write-once fields.
+/// no `&mut` exists); other threads write only the pending bitmap, the
+/// pending summary and the inbox link, and read the write-once fields and
+/// the owner bitmap (atomically).
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
 pub(crate) struct Slab(NonNull<SlabHeader>);
 
 impl Slab {
-    /// Re-creates a handle from a header pointer found by [`locate`].
+    /// Re-creates a handle from a header pointer found by [`locate`] or
+    /// taken off the owner's inbox.
     ///
     /// # Safety
-    /// - `hdr` is the header of a slab owned by the calling allocator (its
-    ///   magic, owner and instance were checked against the caller).
+    /// - `hdr` is the header of a live slab owned by the calling allocator.
     #[inline]
-    pub(crate) unsafe fn from_located(hdr: NonNull<SlabHeader>) -> Slab {
+    pub(crate) unsafe fn from_header(hdr: NonNull<SlabHeader>) -> Slab {
         Slab(hdr)
     }
 
@@ -293,6 +415,22 @@ impl Slab {
         self.0.as_ptr()
     }
 
+    #[inline]
+    fn own(self) -> *mut Own {
+        // SAFETY: type invariant (initialized header); only a raw pointer
+        // to the owner's part is formed, never a reference to `Shared`'s
+        // atomics as `&mut`.
+        unsafe { &raw mut (*self.h()).own }
+    }
+
+    #[inline]
+    pub(crate) fn shared(&self) -> &Shared {
+        // SAFETY: type invariant: the header is initialized and stays so
+        // while the handle is used (the borrow of the handle bounds the
+        // reference); `Shared` holds atomics and write-once fields.
+        unsafe { &(*self.h()).shared }
+    }
+
     /// Start of the slab memory.
     #[inline]
     pub(crate) fn base(self) -> NonNull<u8> {
@@ -304,7 +442,7 @@ impl Slab {
     pub(crate) fn class(self) -> SizeClass {
         // SAFETY: type invariant (initialized header); `class` is write-once
         // and was a valid index when written.
-        SizeClass::from_raw(unsafe { (*self.h()).class })
+        SizeClass::from_raw(unsafe { (*self.h()).shared.class })
     }
 
     #[inline]
@@ -314,15 +452,13 @@ impl Slab {
 
     /// Whether the header still carries a valid magic for its address.
     pub(crate) fn magic_ok(self) -> bool {
-        // SAFETY: type invariant (initialized header); the magic is atomic.
-        let magic = unsafe { &(*self.h()).magic };
-        magic.load(Ordering::Relaxed) == MAGIC ^ self.0.addr().get()
+        self.shared().magic.load(Ordering::Relaxed) == MAGIC ^ self.0.addr().get()
     }
 
     /// Owner CPU and allocator instance recorded in the header.
     pub(crate) fn identity(self) -> (u32, usize) {
-        // SAFETY: type invariant; write-once fields.
-        unsafe { ((*self.h()).owner, (*self.h()).instance) }
+        let s = self.shared();
+        (s.owner, s.instance)
     }
 
     /// Objects in this slab.
@@ -331,133 +467,137 @@ impl Slab {
         self.geometry().count
     }
 
-    /// Objects free for the owner (bitmap bits set).
-    #[inline]
-    pub(crate) fn free(self) -> u32 {
+    /// Objects the owner can hand out now.
+    #[inline(always)]
+    pub(crate) fn avail(self) -> u32 {
         // SAFETY: type invariant; owner field, we are the owner.
-        unsafe { (*self.h()).free }
+        unsafe { (*self.own()).avail }
+    }
+
+    /// Objects freed locally and not collected yet.
+    #[inline(always)]
+    pub(crate) fn quarantined(self) -> u32 {
+        // SAFETY: type invariant; owner field.
+        unsafe { (*self.own()).quarantined }
+    }
+
+    /// Objects free for the owner (avail or quarantined; pending remote
+    /// frees not included until collected).
+    #[inline(always)]
+    pub(crate) fn free(self) -> u32 {
+        self.avail() + self.quarantined()
     }
 
     #[inline]
     pub(crate) fn list(self) -> ListTag {
         // SAFETY: type invariant; owner field.
-        unsafe { (*self.h()).list }
+        unsafe { (*self.own()).list }
     }
 
     #[inline]
     pub(crate) fn set_list(self, tag: ListTag) {
         // SAFETY: type invariant; owner field, exclusive via the allocator.
-        unsafe { (*self.h()).list = tag }
+        unsafe { (*self.own()).list = tag }
     }
 
     #[inline]
     pub(crate) fn prev(self) -> Option<Slab> {
         // SAFETY: type invariant; owner field. Links only ever hold handles
         // of slabs of the same allocator (list code maintains that).
-        NonNull::new(unsafe { (*self.h()).prev }).map(Slab)
+        NonNull::new(unsafe { (*self.own()).prev }).map(Slab)
     }
 
     #[inline]
     pub(crate) fn next(self) -> Option<Slab> {
         // SAFETY: as in `prev`.
-        NonNull::new(unsafe { (*self.h()).next }).map(Slab)
+        NonNull::new(unsafe { (*self.own()).next }).map(Slab)
     }
 
     #[inline]
     pub(crate) fn set_prev(self, p: Option<Slab>) {
         let raw = p.map_or(ptr::null_mut(), |s| s.h());
         // SAFETY: type invariant; owner field, exclusive via the allocator.
-        unsafe { (*self.h()).prev = raw }
+        unsafe { (*self.own()).prev = raw }
     }
 
     #[inline]
     pub(crate) fn set_next(self, n: Option<Slab>) {
         let raw = n.map_or(ptr::null_mut(), |s| s.h());
         // SAFETY: type invariant; owner field, exclusive via the allocator.
-        unsafe { (*self.h()).next = raw }
+        unsafe { (*self.own()).next = raw }
     }
 
-    /// Pointer to object `i` (`i < count`), with the slab's provenance.
-    #[inline]
-    pub(crate) fn object(self, i: usize) -> NonNull<u8> {
-        let g = self.geometry();
-        debug_assert!(i < g.count as usize);
-        // SAFETY: type invariant (the slab is SLAB_SIZE bytes from `base`)
-        // and `first + i * size < first + count * size <= SLAB_SIZE`.
-        unsafe { self.base().add(g.first as usize + i * g.size as usize) }
-    }
-
-    #[inline]
-    fn bitmap(self) -> NonNull<u64> {
-        // SAFETY: type invariant: `base` starts a SLAB_SIZE-byte slab.
-        unsafe { bitmap_ptr(self.base()) }
-    }
-
-    /// Bitmap word `w` (`w < words`), as the atomic it is accessed as.
-    ///
-    /// The bitmap is the owner's, but another CPU may *read* a word (see
-    /// [`live_bit_shared`]) while the owner writes it, so every access is
-    /// a `Relaxed` atomic one: the same plain load or store on every
-    /// target, without the data race.
+    /// Avail and quarantined words `w` (`w < words`), as the atomics they
+    /// are accessed as: the owner writes them with plain stores (`Relaxed`;
+    /// only the owner writes), a remote freer may read them meanwhile.
     #[inline(always)]
-    fn word_cell(self, w: usize) -> &'static BitmapWord {
+    fn cells(self, w: usize) -> (&'static BitmapWord, &'static BitmapWord) {
         debug_assert!(w < self.geometry().words());
-        // SAFETY: type invariant: word `w < words` is inside the slab's
-        // bitmap area, 8-aligned, initialized by `init`; it is only ever
-        // accessed atomically after that (the init writes happen before
-        // the slab is published). The reference does not outlive the slab
-        // in practice: handles are only used while the slab is live.
-        unsafe { BitmapWord::from_ptr(self.bitmap().add(w).as_ptr()) }
+        // SAFETY: type invariant and `w < words`. The references do not
+        // outlive the slab in practice: handles are only used while it is
+        // live.
+        unsafe { owner_cells(self.base(), w) }
     }
 
-    /// Bitmap word `w` (`w < words`).
+    /// Avail word `w`.
     #[inline(always)]
-    pub(crate) fn word(self, w: usize) -> u64 {
-        self.word_cell(w).load(Ordering::Relaxed)
+    pub(crate) fn avail_word(self, w: usize) -> u64 {
+        self.cells(w).0.load(Ordering::Relaxed)
     }
 
+    /// Quarantined word `w`.
     #[inline(always)]
-    fn set_word(self, w: usize, v: u64) {
-        // Only the owner writes: a load and a store, not an RMW.
-        self.word_cell(w).store(v, Ordering::Relaxed)
+    pub(crate) fn quarantined_word(self, w: usize) -> u64 {
+        self.cells(w).1.load(Ordering::Relaxed)
     }
 
-    #[inline]
-    pub(crate) fn summary(self) -> u64 {
+    /// Pending word `w` (`w < words`).
+    #[inline(always)]
+    pub(crate) fn pending_word(self, w: usize) -> &'static sync::PendingWord {
+        // SAFETY: type invariant and `w < words` (callers pass indices of
+        // this slab's words).
+        unsafe { pending_cell(self.base(), self.geometry(), w) }
+    }
+
+    /// Summary of avail words.
+    #[inline(always)]
+    pub(crate) fn avail_words(self) -> u64 {
         // SAFETY: type invariant; owner field.
-        unsafe { (*self.h()).summary }
+        unsafe { (*self.own()).avail_words }
     }
 
-    #[inline]
-    fn set_summary_and_free(self, summary: u64, free: u32) {
-        // SAFETY: type invariant; owner fields, exclusive via the allocator.
-        unsafe {
-            (*self.h()).summary = summary;
-            (*self.h()).free = free;
-        }
+    /// Summary of quarantined words.
+    #[inline(always)]
+    pub(crate) fn quarantined_words(self) -> u64 {
+        // SAFETY: type invariant; owner field.
+        unsafe { (*self.own()).quarantined_words }
     }
 
-    /// Takes the lowest free object, if any: two `trailing_zeros`, no search.
-    /// `g` is this slab's geometry (passed in so the caller's class, known
-    /// at compile time or in a register, saves the header lookup).
+    /// Takes the lowest avail object, if any: two `trailing_zeros`, no
+    /// search. `g` is this slab's geometry (passed in so the caller's class,
+    /// known at compile time or in a register, saves the header lookup).
     #[inline(always)]
     pub(crate) fn take_free(self, g: &Geometry) -> Option<NonNull<u8>> {
         debug_assert!(core::ptr::eq(g, self.geometry()));
-        let summary = self.summary();
+        let summary = self.avail_words();
         if summary == 0 {
             return None;
         }
         let w = summary.trailing_zeros() as usize;
-        let word = self.word(w);
+        let cell = self.cells(w).0;
+        let word = cell.load(Ordering::Relaxed);
         let bit = word.trailing_zeros() as usize;
         let rest = word & word.wrapping_sub(1);
-        self.set_word(w, rest);
-        let summary = if rest == 0 {
-            summary & !(1u64 << w)
-        } else {
-            summary
-        };
-        self.set_summary_and_free(summary, self.free() - 1);
+        // Only the owner writes: a load and a store, not an RMW.
+        cell.store(rest, Ordering::Relaxed);
+        let own = self.own();
+        // SAFETY: type invariant; owner fields, exclusive via the allocator.
+        unsafe {
+            if rest == 0 {
+                (*own).avail_words = summary & !(1u64 << w);
+            }
+            (*own).avail -= 1;
+        }
         let i = w * 64 + bit;
         debug_assert!(i < g.count as usize);
         // SAFETY: type invariant (the slab is SLAB_SIZE bytes from `base`);
@@ -466,52 +606,112 @@ impl Slab {
         Some(unsafe { self.base().add(g.first as usize + i * g.size as usize) })
     }
 
-    /// Whether object `i` is free for the owner.
-    #[inline]
-    pub(crate) fn is_free(self, i: usize) -> bool {
-        self.word(i / 64) & (1u64 << (i % 64)) != 0
+    /// Whether object `i` is free or freed: avail, quarantined, or pending
+    /// (a remote free not collected yet). `Relaxed` load of the pending
+    /// word: a remote free that is not visible yet is caught when the slab
+    /// is collected, before the object can be handed out again.
+    #[inline(always)]
+    pub(crate) fn is_freed(self, i: usize) -> bool {
+        let (w, bit) = (i / 64, 1u64 << (i % 64));
+        let (a, q) = self.cells(w);
+        let p = self.pending_word(w).load(Ordering::Relaxed);
+        (a.load(Ordering::Relaxed) | q.load(Ordering::Relaxed) | p) & bit != 0
     }
 
-    /// Marks allocated object `i` free. Returns `false` (and changes
-    /// nothing) if it already was free: a double free.
+    /// A local free of object `i`: it goes into quarantine (allocatable
+    /// after the next collect). Returns `false` (and changes nothing) if it
+    /// is already free, quarantined or pending: a double free.
     #[inline(always)]
-    pub(crate) fn mark_free(self, i: usize) -> bool {
+    pub(crate) fn free_local(self, i: usize) -> bool {
         let (w, bit) = (i / 64, 1u64 << (i % 64));
-        let word = self.word(w);
-        if word & bit != 0 {
+        let (a, q) = self.cells(w);
+        let qw = q.load(Ordering::Relaxed);
+        let p = self.pending_word(w).load(Ordering::Relaxed);
+        if (a.load(Ordering::Relaxed) | qw | p) & bit != 0 {
             return false;
         }
-        self.set_word(w, word | bit);
-        self.set_summary_and_free(self.summary() | (1u64 << w), self.free() + 1);
+        q.store(qw | bit, Ordering::Relaxed);
+        let own = self.own();
+        // SAFETY: type invariant; owner fields, exclusive via the allocator.
+        unsafe {
+            (*own).quarantined_words |= 1u64 << w;
+            (*own).quarantined += 1;
+        }
         true
     }
 
-    /// The remote-free stack head (shared with remote CPUs).
+    /// Whether the pending summary says remote frees (or an inbox entry)
+    /// are outstanding (one `Relaxed` load of the shared line).
     #[inline]
-    pub(crate) fn remote_head(&self) -> &AtomicPtr<u8> {
-        // SAFETY: type invariant: the header is initialized and stays so
-        // while the handle is used (the borrow of the handle bounds the
-        // reference); the atomic is shared, so a shared reference to just
-        // this field is sound.
-        unsafe { &(*self.h()).remote_head }
+    pub(crate) fn pending_summary(self) -> u64 {
+        self.shared().pending.load(Ordering::Relaxed)
     }
 
-    /// Whether remote frees are pending (derived from the stack head).
-    #[inline]
-    pub(crate) fn remote_pending(self) -> bool {
-        !self.remote_head().load(Ordering::Relaxed).is_null()
+    /// Collects the slab: quarantined objects and the pending remote frees
+    /// of the words the summary names become avail. With `dequeue` (the
+    /// slab was just taken off the inbox) the summary is taken whole, which
+    /// clears [`QUEUED`]; otherwise `QUEUED` is kept (the slab may still be
+    /// on the inbox).
+    ///
+    /// A pending bit of an object that is free (avail or quarantined) is a
+    /// double free: it is dropped and counted. See the crate docs ("Remote
+    /// frees") for why that is exact.
+    pub(crate) fn collect(self, dequeue: bool) -> Collected {
+        let mut out = Collected::default();
+        let shared = self.shared();
+        let summary = if dequeue {
+            shared.pending.swap(0, sync::TAKE)
+        } else if shared.pending.load(Ordering::Relaxed) & !QUEUED != 0 {
+            shared.pending.fetch_and(QUEUED, sync::TAKE)
+        } else {
+            0
+        };
+        let pending_words = summary & !QUEUED;
+        let mut words = pending_words | self.quarantined_words();
+        let own = self.own();
+        let (mut avail, mut quarantined, mut avail_words) =
+            (self.avail(), self.quarantined(), self.avail_words());
+        while words != 0 {
+            let w = words.trailing_zeros() as usize;
+            words &= words - 1;
+            let (a_cell, q_cell) = self.cells(w);
+            let (a, q) = (
+                a_cell.load(Ordering::Relaxed),
+                q_cell.load(Ordering::Relaxed),
+            );
+            let p = if pending_words & (1u64 << w) != 0 {
+                self.pending_word(w).swap(0, sync::TAKE)
+            } else {
+                0
+            };
+            let dup = p & (a | q);
+            let taken = p & !(a | q);
+            let now = a | q | taken;
+            a_cell.store(now, Ordering::Relaxed);
+            q_cell.store(0, Ordering::Relaxed);
+            avail += now.count_ones() - a.count_ones();
+            quarantined -= q.count_ones();
+            avail_words |= u64::from(now != 0) << w;
+            out.freed += taken.count_ones();
+            out.double_frees += dup.count_ones();
+        }
+        // SAFETY: type invariant; owner fields, exclusive via the allocator.
+        unsafe {
+            (*own).avail = avail;
+            (*own).quarantined = quarantined;
+            (*own).avail_words = avail_words;
+            (*own).quarantined_words = 0;
+        }
+        out
     }
 
     /// Clears the magic and hands the memory back. The handle must not be
     /// used afterwards.
     pub(crate) fn release(self) -> NonNull<u8> {
-        // SAFETY: type invariant; the allocator owns the slab and is
-        // releasing it. The magic is atomic: a stray remote free may be
-        // reading it right now (it then sees the old or the cleared value),
-        // and stale frees into this memory fail validation while it stays
-        // mapped.
-        let magic = unsafe { &(*self.h()).magic };
-        magic.store(0, Ordering::Relaxed);
+        // The magic is atomic: a stray remote free may be reading it right
+        // now (it then sees the old or the cleared value), and stale frees
+        // into this memory fail validation while it stays mapped.
+        self.shared().magic.store(0, Ordering::Relaxed);
         self.base()
     }
 }

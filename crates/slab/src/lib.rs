@@ -36,17 +36,19 @@
 //! ## Slabs and the header lookup
 //!
 //! Every slab is [`SLAB_SIZE`] (32 KiB) bytes aligned to `SLAB_SIZE`, and
-//! starts with its header: the remote-free stack head, a magic number, the
-//! owner CPU and allocator identity, the class, the owner's free counter,
+//! starts with its header: on the first cache line what other CPUs touch
+//! (the pending summary, the inbox link, a magic number, the owner CPU and
+//! allocator identity, the class), on the second the owner's counters and
 //! list links (the per-class partial / full / empty lists are intrusive
-//! doubly-linked lists through the headers, so every list move is O(1)), and
-//! a free bitmap (one bit per object plus one summary word that says which
-//! bitmap words are non-zero; allocation is two `trailing_zeros`).
+//! doubly-linked lists through the headers, so every list move is O(1)).
+//! Then the bitmaps (see "Remote frees"), each with a summary word that
+//! says which of its words are non-zero: allocation is two
+//! `trailing_zeros` on the avail bitmap.
 //!
 //! Each class allocates from one *current* slab, which is on no list and
-//! always has a free object; when it runs out (after picking up its remote
-//! frees) it is filed as full and the next allocation takes the head of
-//! the partial list, else of the empty list. A free into the current slab
+//! always has an avail object; when it runs out (after collecting its
+//! quarantined objects and remote frees) it is filed as full and the next
+//! allocation takes the head of the partial list, else of the empty list. A free into the current slab
 //! moves nothing — so one object allocated and freed in a loop never
 //! bounces its slab between lists — and a free into another slab moves it
 //! full → partial → empty as its count calls for. An empty current slab
@@ -77,33 +79,33 @@
 //!
 //! | class (B) | align | objects / slab | overhead (B) | overhead |
 //! |----:|----:|-----:|-----:|-----:|
-//! | 8 | 8 | 4021 | 600 | 1.8% |
-//! | 16 | 16 | 2026 | 352 | 1.1% |
-//! | 24 | 8 | 1354 | 272 | 0.8% |
-//! | 32 | 32 | 1017 | 224 | 0.7% |
-//! | 40 | 8 | 814 | 208 | 0.6% |
-//! | 48 | 16 | 678 | 224 | 0.7% |
-//! | 56 | 8 | 582 | 176 | 0.5% |
-//! | 64 | 64 | 509 | 192 | 0.6% |
-//! | 80 | 16 | 407 | 208 | 0.6% |
-//! | 96 | 32 | 339 | 224 | 0.7% |
-//! | 112 | 16 | 291 | 176 | 0.5% |
-//! | 128 | 128 | 255 | 128 | 0.4% |
-//! | 160 | 32 | 204 | 128 | 0.4% |
-//! | 192 | 64 | 170 | 128 | 0.4% |
+//! | 8 | 8 | 3888 | 1664 | 5.1% |
+//! | 16 | 16 | 1992 | 896 | 2.7% |
+//! | 24 | 8 | 1336 | 704 | 2.1% |
+//! | 32 | 32 | 1008 | 512 | 1.6% |
+//! | 40 | 8 | 806 | 528 | 1.6% |
+//! | 48 | 16 | 673 | 464 | 1.4% |
+//! | 56 | 8 | 577 | 456 | 1.4% |
+//! | 64 | 64 | 507 | 320 | 1.0% |
+//! | 80 | 16 | 405 | 368 | 1.1% |
+//! | 96 | 32 | 338 | 320 | 1.0% |
+//! | 112 | 16 | 289 | 400 | 1.2% |
+//! | 128 | 128 | 254 | 256 | 0.8% |
+//! | 160 | 32 | 203 | 288 | 0.9% |
+//! | 192 | 64 | 169 | 320 | 1.0% |
 //! | 224 | 32 | 145 | 288 | 0.9% |
 //! | 256 | 256 | 127 | 256 | 0.8% |
-//! | 320 | 64 | 102 | 128 | 0.4% |
-//! | 384 | 128 | 85 | 128 | 0.4% |
+//! | 320 | 64 | 101 | 448 | 1.4% |
+//! | 384 | 128 | 84 | 512 | 1.6% |
 //! | 448 | 64 | 72 | 512 | 1.6% |
 //! | 512 | 512 | 63 | 512 | 1.6% |
 //! | 576 | 64 | 56 | 512 | 1.6% |
-//! | 640 | 128 | 51 | 128 | 0.4% |
+//! | 640 | 128 | 50 | 768 | 2.3% |
 //! | 704 | 64 | 46 | 384 | 1.2% |
 //! | 768 | 256 | 42 | 512 | 1.6% |
 //! | 832 | 64 | 39 | 320 | 1.0% |
 //! | 896 | 128 | 36 | 512 | 1.6% |
-//! | 960 | 64 | 34 | 128 | 0.4% |
+//! | 960 | 64 | 33 | 1088 | 3.3% |
 //! | 1024 | 1024 | 31 | 1024 | 3.1% |
 //! | 1152 | 128 | 28 | 512 | 1.6% |
 //! | 1280 | 256 | 25 | 768 | 2.3% |
@@ -111,8 +113,8 @@
 //! | 1536 | 512 | 21 | 512 | 1.6% |
 //! | 1664 | 128 | 19 | 1152 | 3.5% |
 //! | 1792 | 256 | 18 | 512 | 1.6% |
-//! | 1920 | 128 | 17 | 128 | 0.4% |
-//! | 2048 | 2048 | 15 | 2048 | 6.25% |
+//! | 1920 | 128 | 16 | 2048 | 6.2% |
+//! | 2048 | 2048 | 15 | 2048 | 6.2% |
 //!
 //! (64-bit targets; the header is 96 bytes — the fields other CPUs touch
 //! on one cache line, the owner's on the next — plus 8 bytes of bitmap per
@@ -125,48 +127,98 @@
 //! Small embedded heaps should budget for the classes they really use, or
 //! set `empty_keep` to 0.
 //!
-//! ## Remote-free protocol
+//! ## Remote frees
 //!
 //! [`SlabAllocator::remote_free`] may run on any CPU without the owner's
-//! lock. It validates the header (magic, class, slot) and pushes the object
-//! on its slab's stack with one CAS loop: the link (the previous head) goes
-//! into the object's first word, then `compare_exchange(head, obj, Release)`
-//! publishes it. The owner, under its lock, takes the whole stack with one
-//! `swap(null, Acquire)` and returns the objects to the bitmap (the *drain*).
-//! Release/Acquire makes each link — and everything the freeing CPU wrote to
-//! the object — visible to the owner before the object is reused. Whether
-//! frees are pending is read from the stack head itself (no separate counter
-//! that could go stale).
+//! lock. Each slab has three bitmaps (one bit per object): *avail* and
+//! *quarantined*, written only by the owner (plain stores), and *pending*,
+//! on cache lines of its own, written only by remote freers (`fetch_or`)
+//! and taken by the owner (`swap`). A pending *summary* word in the
+//! header's shared line names the pending words that may be non-zero, and
+//! one bit of it (`QUEUED`) says the slab is on its owner's *inbox*, a
+//! lock-free stack of slabs with pending frees.
 //!
-//! The owner drains a slab when it allocates the slab's last locally free
-//! object (it is the class's *current* slab then, see below), before
-//! judging a local free into that slab (so a remote free
-//! followed by a local free of the same object is a detected double free),
-//! and, when a class has no partial or empty slab, for every full slab whose
-//! head is non-null (so a full slab regains objects through remote frees
-//! alone: the hang of `buddy-slab-allocator` 0.4.0 cannot happen).
-//! [`SlabAllocator::drain_remote`] drains everything.
+//! **A remote free** validates the header (magic, class, slot), then:
+//! 1. `fetch_or` of the object's bit into its pending word (AcqRel) — the
+//!    one atomic RMW in the steady state. The object itself is never
+//!    written. A bit already set: the object's remote free is already
+//!    pending, a double free, refused (`DoubleFree`).
+//! 2. It reads the object's avail and quarantined bits. Set: the object
+//!    is free for the owner, a double free; it takes its bit back
+//!    (`fetch_and`) and refuses. (If the bit is gone, the owner collected
+//!    it meanwhile and judged it, see below; the call returns `Ok`.)
+//! 3. Only if the pending word was zero: it sets the word's bit in the
+//!    summary (AcqRel), and if `QUEUED` was clear, pushes the slab on the
+//!    owner's inbox (one CAS). So a slab costs one summary RMW per word
+//!    that goes from idle to pending, and one inbox push per idle period.
 //!
-//! ## Drain safety
+//! **The owner collects on demand**, never as a condition for handing out
+//! an object it has: its allocations take avail objects only, and it
+//! collects a slab (takes the summary, `swap`s the named pending words to
+//! zero, merges quarantined and taken objects into avail) when that slab is
+//! the class's current slab and has no avail object left, when a slab
+//! becomes current, when the class has no free object at all (then it takes
+//! its whole inbox and collects every queued slab: no list is ever walked to
+//! find remote frees), and at [`SlabAllocator::drain_remote`] and
+//! [`SlabAllocator::trim`]. A pending bit whose object is avail or
+//! quarantined at the collect is a double free: dropped, counted in
+//! [`SlabStats::remote_double_frees`], reported by
+//! [`SlabAllocator::take_remote_error`] and `log::error!`.
 //!
-//! The drain follows at most `count` links (one per object of the slab),
-//! checks that every link lies in this slab exactly on a slot before
-//! touching it, only ever *reads* objects, and checks each entry against the
-//! bitmap. An entry already free is a double free (local then remote, or
-//! remote twice with a drain in between): counted, logged, skipped. A link
-//! outside the slab, or a chain longer than `count` (pushing an object that
-//! is still on the stack makes a cycle), ends the drain: the entries not yet
-//! visited are leaked (they stay marked allocated, so the slab is never
-//! returned) — memory is wasted, nothing is handed out twice, nothing outside
-//! the slab is written, and the drain never hangs. Problems are reported
-//! with `log::error!`, in [`SlabStats`] and by
-//! [`SlabAllocator::take_remote_error`]. (What no allocator can catch: a
-//! second free of an object that the owner has already drained and handed
-//! out again — to the allocator that is a valid free of the new owner's
-//! object, just as any use-after-free is.) Every local misuse (double free,
-//! foreign pointer, interior pointer, wrong class, another allocator's slab)
-//! is an error value and leaves the allocator consistent; that is checked in
-//! release builds too.
+//! **Local frees go to quarantine:** a local free sets the object's
+//! quarantined bit (after checking that none of its three bits is set:
+//! else `DoubleFree` at the call); the object becomes avail at the slab's
+//! next collect.
+//!
+//! ### Invariants (proved in `tests/loom.rs` on this code)
+//!
+//! 1. *Publication.* A remote freer's writes to its object happen before
+//!    the owner hands the object out again: the freer's `fetch_or` is a
+//!    Release, the owner's `swap` that takes the bit an Acquire.
+//! 2. *No lost free.* Every pending bit is taken by some collect: the
+//!    freer that finds its word zero sets the summary bit after its own
+//!    bit (Release; the owner's take of the summary is an Acquire, so the
+//!    owner's later `swap` of the word sees the bit); freers that find the
+//!    word non-zero rely on the one that did (who announces them even if it
+//!    takes its own bit back); a summary bit set again after a take queues
+//!    the slab again if `QUEUED` was cleared. The inbox is a Treiber stack
+//!    taken whole (ABA-free); a slab's link is read before its `QUEUED` is
+//!    cleared.
+//! 3. *No object handed out twice; exact double frees.* An object is
+//!    handed out only from avail, and it became avail at a collect `c`
+//!    that `swap`ped its pending word (or at slab setup). A second free
+//!    `f2` of an object whose first free `f1` happens before `f2`, and
+//!    which itself happens before the object is handed out again, is
+//!    refused or dropped: if `f1` is local, `f2` (remote) sees the
+//!    quarantined or avail bit, or, local, sees it too; if `f1` is remote
+//!    and still pending, `f2` finds the pending bit (remote) or sees it
+//!    (local; if it does not, `f2` quarantines the object and the collect
+//!    that takes `f1`'s bit finds both and drops one); if `f1` was
+//!    collected by `c`, `f2`'s `fetch_or` comes after `c`'s `swap` on that
+//!    word (else `c` would have dropped it), so `c` happens before `f2`'s
+//!    bitmap read, which sees the object avail. The bit `f2` takes back
+//!    cannot be another free's: every legitimate free of the object
+//!    happens after it is handed out again. (Frees of one object racing
+//!    each other on two CPUs, neither ordered before the other, are a data
+//!    race in the caller; they are caught when the collect or the bitmap
+//!    read sees both, not in every interleaving. What no allocator can
+//!    catch: a stale free of an object that has been handed out again — to
+//!    the allocator that is a free of the new allocation.)
+//! 4. *Release.* A slab is only handed back when every object is free and
+//!    its summary is zero (nothing pending, not queued). A legitimate
+//!    remote free keeps its object allocated until it has announced it, so
+//!    no legitimate freer still works on a slab that can be handed back;
+//!    a double free in flight only touches its pending word (`fetch_or`,
+//!    `fetch_and`), which is why `remote_free`'s contract asks the caller
+//!    to keep a released slab's memory from being set up again until such
+//!    calls return (`bsa-global` does that with its ownership map).
+//!
+//! A use after free can no longer corrupt the allocator's metadata: no
+//! link lives in a free object.
+//!
+//! Every local misuse (double free, foreign pointer, interior pointer,
+//! wrong class, another allocator's slab) is an error value and leaves the
+//! allocator consistent; that is checked in release builds too.
 //!
 //! ## Example: the slab allocator alone, fed with pages from std
 //!
@@ -198,10 +250,11 @@
 //! // Another CPU may free it without our lock ...
 //! let class = bsa_slab::SizeClass::for_layout(layout).unwrap();
 //! unsafe { SlabAllocator::remote_free(p, class) }.unwrap();
-//! // ... and the owner gets it back when draining; a second free is caught.
+//! // ... a second free is caught (here at once: the free is pending) ...
+//! assert_eq!(unsafe { slabs.free(p, class) }, Err(bsa_slab::SlabError::DoubleFree));
+//! // ... and the owner takes it in when it collects.
 //! let mut returned = std::vec::Vec::new();
 //! slabs.drain_remote(|mem| returned.push(mem));
-//! assert_eq!(unsafe { slabs.free(p, class) }, Err(bsa_slab::SlabError::DoubleFree));
 //!
 //! // Hand every empty slab back to where it came from.
 //! slabs.trim(|mem| returned.push(mem));
@@ -277,8 +330,6 @@ pub enum SlabError {
     },
     /// The object is already free.
     DoubleFree,
-    /// A remote-free chain left its slab or looped; the drain abandoned it.
-    CorruptRemoteChain,
     /// `add_slab` memory is not aligned to `SLAB_SIZE`.
     BadSlabMemory,
     /// `add_slab` memory already holds a live slab.
@@ -295,7 +346,6 @@ impl fmt::Display for SlabError {
                 write!(f, "object is in {slab}, caller said {given}")
             }
             Self::DoubleFree => f.write_str("double free"),
-            Self::CorruptRemoteChain => f.write_str("corrupt or cyclic remote-free chain"),
             Self::BadSlabMemory => f.write_str("slab memory is not aligned to SLAB_SIZE"),
             Self::SlabAlreadyAdded => f.write_str("memory already holds a live slab"),
         }

@@ -176,9 +176,12 @@ impl fmt::Display for SizeClass {
 pub(crate) struct Geometry {
     /// Object size.
     pub(crate) size: u32,
-    /// Offset of object 0 from the slab start (after header and bitmap,
+    /// Offset of object 0 from the slab start (after header and bitmaps,
     /// rounded up to the class alignment).
     pub(crate) first: u32,
+    /// Offset of the pending bitmap: after the owner bitmap, rounded up to
+    /// a cache line, so remote freers write lines the owner does not.
+    pub(crate) pending: u32,
     /// Objects per slab.
     pub(crate) count: u32,
     /// `ceil(2^32 / size)`, so `(off * recip) >> 32 == off / size` for every
@@ -217,17 +220,21 @@ impl Geometry {
 
 const fn compute_geometry(size: usize) -> Geometry {
     let align = 1usize << size.trailing_zeros();
-    // Largest count such that header + bitmap(count), rounded up to the
-    // alignment, plus count objects fit in the slab.
+    // Largest count such that header + owner bitmap (two words per 64
+    // objects) + pending bitmap on its own lines (one word per 64), rounded
+    // up to the alignment, plus count objects fit in the slab.
     let mut count = SLAB_SIZE / size;
     loop {
-        let header = BITMAP_OFFSET + count.div_ceil(64) * 8;
+        let words = count.div_ceil(64);
+        let pending = (BITMAP_OFFSET + words * 16).next_multiple_of(64);
+        let header = (pending + words * 8).next_multiple_of(64);
         let first = (header + align - 1) & !(align - 1);
         if first + count * size <= SLAB_SIZE {
             let recip = (1u64 << 32).div_ceil(size as u64);
             return Geometry {
                 size: size as u32,
                 first: first as u32,
+                pending: pending as u32,
                 count: count as u32,
                 recip: recip as u32,
             };
@@ -243,6 +250,7 @@ const fn build_geometry() -> [Geometry; CLASS_SLOTS] {
     const ZERO: Geometry = Geometry {
         size: 0,
         first: 0,
+        pending: 0,
         count: 0,
         recip: 0,
     };
@@ -269,8 +277,9 @@ const _: () = {
         if i > 0 {
             assert!(SIZES[i] > SIZES[i - 1]);
         }
-        // At most 64 bitmap words, so one summary word covers them.
-        assert!(g[i].words() <= 64);
+        // At most 63 bitmap words, so one summary word covers them and
+        // keeps bit 63 for `QUEUED`.
+        assert!(g[i].words() <= 63);
         // Internal waste: for s in 33..=2048, class(s) <= 1.25 s. The worst
         // request for class i is SIZES[i - 1] + 1.
         if SIZES[i] > 32 {

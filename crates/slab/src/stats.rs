@@ -11,12 +11,13 @@ use crate::size_class::{SizeClass, NUM_CLASSES};
 /// its free objects.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClassStats {
-    /// Objects not free in the bitmaps. Objects sitting on a remote-free
-    /// stack count as live until the owner drains them.
+    /// Objects not free in the owner's bitmaps. Objects freed from another
+    /// CPU count as live until the owner collects them.
     pub live_objects: usize,
     /// `live_objects` times the class size.
     pub live_bytes: usize,
-    /// Objects free for the owner.
+    /// Objects free for the owner (allocatable, or freed locally and
+    /// allocatable after the slab's next collect).
     pub free_objects: usize,
     /// Slabs with some free and some live objects.
     pub partial_slabs: usize,
@@ -24,8 +25,8 @@ pub struct ClassStats {
     pub full_slabs: usize,
     /// Cached slabs with every object free.
     pub empty_slabs: usize,
-    /// Slabs whose remote-free stack is not empty (read from the stack
-    /// heads, a snapshot: other CPUs may push at any time).
+    /// Slabs with remote frees not collected yet (read from their pending
+    /// summaries, a snapshot: other CPUs may free at any time).
     pub remote_pending_slabs: usize,
 }
 
@@ -52,11 +53,10 @@ impl ClassStats {
 pub struct SlabStats {
     /// Indexed by [`SizeClass::index`].
     pub classes: [ClassStats; NUM_CLASSES],
-    /// Remote-free chain entries that were already free when drained
-    /// (double frees), since the allocator was created.
+    /// Remote frees a collect found to be of objects that were already
+    /// free (double frees the freeing call could not see), since the
+    /// allocator was created.
     pub remote_double_frees: u64,
-    /// Remote-free chains abandoned as corrupt or cyclic.
-    pub corrupt_remote_chains: u64,
 }
 
 impl SlabStats {
@@ -129,8 +129,9 @@ pub enum SlabConsistencyError {
         /// Its free count.
         free: u32,
     },
-    /// Bits set in the bitmap differ from the free counter, or bits are set
-    /// beyond the object count.
+    /// Bits set in the avail or quarantined bitmap differ from their
+    /// counter, an object is in both, or bits are set beyond the object
+    /// count.
     Bitmap {
         /// Class of the slab.
         class: SizeClass,
@@ -139,7 +140,7 @@ pub enum SlabConsistencyError {
         /// The free counter.
         free: u32,
     },
-    /// The summary word does not match the non-zero bitmap words.
+    /// A summary word does not match the non-zero bitmap words.
     Summary {
         /// Class of the slab.
         class: SizeClass,
@@ -199,7 +200,7 @@ impl SlabAllocator {
                 }
                 st.live_objects += (slab.count() - slab.free()) as usize;
                 st.free_objects += slab.free() as usize;
-                st.remote_pending_slabs += usize::from(slab.remote_pending());
+                st.remote_pending_slabs += usize::from(slab.pending_summary() != 0);
             }
             for list in lists {
                 let mut cur = list.head;
@@ -211,7 +212,7 @@ impl SlabAllocator {
                     n += 1;
                     st.live_objects += (slab.count() - slab.free()) as usize;
                     st.free_objects += slab.free() as usize;
-                    st.remote_pending_slabs += usize::from(slab.remote_pending());
+                    st.remote_pending_slabs += usize::from(slab.pending_summary() != 0);
                     cur = slab.next();
                 }
             }
@@ -220,7 +221,6 @@ impl SlabAllocator {
         SlabStats {
             classes,
             remote_double_frees: self.remote_double_frees,
-            corrupt_remote_chains: self.corrupt_remote_chains,
         }
     }
 
@@ -292,32 +292,50 @@ impl SlabAllocator {
         }
         let g = class.geometry();
         let (count, free) = (g.count, slab.free());
-        let mut bits = 0;
-        let mut summary = 0u64;
+        let (mut avail, mut quarantined) = (0, 0);
+        let (mut avail_words, mut quarantined_words) = (0u64, 0u64);
+        let bad = SlabConsistencyError::Bitmap {
+            class,
+            bits: u32::MAX,
+            free,
+        };
         for w in 0..g.words() {
-            let word = slab.word(w);
+            let (a, q) = (slab.avail_word(w), slab.quarantined_word(w));
+            let p = slab
+                .pending_word(w)
+                .load(core::sync::atomic::Ordering::Relaxed);
             let valid = if (w + 1) * 64 <= count as usize {
                 u64::MAX
             } else {
                 (1u64 << (count as usize - w * 64)) - 1
             };
-            if word & !valid != 0 {
-                return Err(SlabConsistencyError::Bitmap {
-                    class,
-                    bits: u32::MAX,
-                    free,
-                });
+            // Pending bits may be set concurrently, but never beyond the
+            // count (remote freers validate the slot).
+            if (a | q | p) & !valid != 0 || a & q != 0 {
+                return Err(bad);
             }
-            bits += word.count_ones();
-            if word != 0 {
-                summary |= 1 << w;
-            }
+            avail += a.count_ones();
+            quarantined += q.count_ones();
+            avail_words |= u64::from(a != 0) << w;
+            quarantined_words |= u64::from(q != 0) << w;
         }
-        if bits != free {
-            return Err(SlabConsistencyError::Bitmap { class, bits, free });
+        if avail != slab.avail() || quarantined != slab.quarantined() {
+            return Err(SlabConsistencyError::Bitmap {
+                class,
+                bits: avail + quarantined,
+                free,
+            });
         }
-        if summary != slab.summary() {
+        if avail_words != slab.avail_words() || quarantined_words != slab.quarantined_words() {
             return Err(SlabConsistencyError::Summary { class });
+        }
+        // The current slab always has an object to hand out.
+        if state.is_none() && avail == 0 {
+            return Err(SlabConsistencyError::WrongList {
+                class,
+                list: SlabState::Partial,
+                free,
+            });
         }
         let ok = match state {
             None => free > 0,

@@ -1,4 +1,7 @@
-//! loom models of the remote-free stack and its drain.
+//! loom models of the remote-free protocol: pending bits, the inbox, the
+//! owner's collects and the double-free judgement (crate docs, "Remote
+//! frees"), on the crate's real code (its `sync` module switches to loom's
+//! atomics under `--cfg bsa_loom`).
 //!
 //! Run (from the workspace root, separate target dir):
 //!
@@ -7,27 +10,28 @@
 //!     cargo test -p bsa-slab --release --test loom
 //! ```
 //!
-//! Each model uses one slab of the 2048 B class (15 objects). Two kinds of
-//! teeth catch a publish or take that is too weak (`--cfg bsa_loom_mutant`):
-//! - every object carries a loom `UnsafeCell` payload at `PAYLOAD`: the
-//!   freeing thread writes it right before `remote_free`, the owner writes it
-//!   again after getting the object back from `alloc`. Only the push's
-//!   Release and the drain's Acquire order those two writes, so loom reports
-//!   a causality violation (a data race on reused memory) without them;
-//! - the link word is a loom atomic initialized to a poison address, so a
-//!   drain that may read a stale link sees the poison and reports a corrupt
-//!   chain, which the models assert never happens.
+//! Each model uses one slab of the 2048 B class (15 objects) and keeps a
+//! shadow of which objects are handed out. The teeth:
+//! - every object carries a loom `UnsafeCell` payload: the freeing thread
+//!   writes it right before `remote_free`, the owner writes it again after
+//!   getting the object back from `alloc`. Only the freer's Release and the
+//!   owner's Acquire order those two writes, so loom reports a causality
+//!   violation without them (`--cfg bsa_loom_mutant` weakens both);
+//! - the shadow: an object handed out twice, or a free lost, fails a model
+//!   assertion (`--cfg bsa_loom_mutant_step` skips the remote freer's
+//!   judgement against the owner's bitmap, so a stale second free of a
+//!   collected object frees it again while it is handed out).
 #![cfg(bsa_loom)]
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::vec::Vec;
 
-use bsa_slab::{AllocFailure, SizeClass, SlabAllocator, SLAB_SIZE};
+use bsa_slab::{AllocFailure, SizeClass, SlabAllocator, SlabError, SLAB_SIZE};
 use loom::cell::UnsafeCell;
 use loom::thread;
 
-/// Offset of the model's payload cell in each object (after the link cell).
+/// Offset of the model's payload cell in each object.
 const PAYLOAD: usize = 512;
 
 fn class() -> SizeClass {
@@ -108,20 +112,29 @@ fn teardown(mut w: World) {
 }
 
 fn no_remote_errors(a: &mut SlabAllocator) {
-    let st = a.stats();
-    assert_eq!(st.corrupt_remote_chains, 0, "a stale link was read");
-    assert_eq!(st.remote_double_frees, 0);
+    assert_eq!(a.stats().remote_double_frees, 0);
     assert_eq!(a.take_remote_error(), None);
 }
 
-/// (1) Three CPUs push remote frees while the owner allocates and drains:
-/// no object lost, none duplicated, counts exact at the end.
+/// Allocates until the class runs dry; every object must be new to `got`.
+fn alloc_all(w: &mut World, got: &mut Vec<Obj>, v: u64) {
+    while let Ok(p) = w.alloc.alloc_class(class()) {
+        let p = Obj(p);
+        assert!(!got.contains(&p), "handed out twice");
+        p.touch(v);
+        got.push(p);
+    }
+}
+
+/// (1) Three CPUs free remotely while the owner allocates and drains: no
+/// object lost, none handed out twice or while live, the freers' writes
+/// happen before the owner's reuse, counts exact at the end.
 #[test]
-fn pushers_race_owner_alloc_and_drain() {
+fn freers_race_owner_alloc_and_drain() {
     loom::model(|| {
         let mut w = setup();
         let freed = [w.objs[0], w.objs[1], w.objs[2]];
-        let pushers: Vec<_> = freed
+        let freers: Vec<_> = freed
             .iter()
             .zip(1..)
             .map(|(&o, v)| thread::spawn(move || o.remote_free(v)))
@@ -141,20 +154,16 @@ fn pushers_race_owner_alloc_and_drain() {
             }
             w.alloc.drain_remote(|_| panic!("slab is never empty"));
         }
-        for t in pushers {
+        for t in freers {
             t.join().unwrap();
         }
-        while let Ok(p) = w.alloc.alloc_class(class()) {
-            let p = Obj(p);
-            assert!(freed.contains(&p) && !got.contains(&p));
-            p.touch(20);
-            got.push(p);
-        }
+        alloc_all(&mut w, &mut got, 20);
         got.sort();
         let mut want = freed.to_vec();
         want.sort();
         assert_eq!(got, want, "an object was lost");
         no_remote_errors(&mut w.alloc);
+        assert!(!w.alloc.has_queued_remote_frees());
         let st = w.alloc.stats().total();
         assert_eq!(
             (st.live_objects, st.full_slabs, st.remote_pending_slabs),
@@ -164,101 +173,160 @@ fn pushers_race_owner_alloc_and_drain() {
     });
 }
 
-/// (2) The full → partial transition racing a remote free: the scenario that
-/// hangs buddy-slab-allocator 0.4.0. Fill the slab, one object is freed from
-/// another CPU while the owner frees the rest locally, then the owner
-/// allocates until the slab refills.
+/// (2) Two freers into the same pending word racing the owner's collect:
+/// the one that found the word zero announces it; the other relies on
+/// that; the owner's take of the summary and the word must not lose
+/// either bit (a lost bit is an object never handed out again).
 #[test]
-fn full_to_partial_races_remote_free() {
+fn two_freers_one_word_race_collect() {
     loom::model(|| {
         let mut w = setup();
-        let a = w.objs[0];
-        let t = thread::spawn(move || a.remote_free(1));
-        for o in &w.objs[1..] {
-            // SAFETY: live objects of our slab.
-            assert_eq!(unsafe { w.alloc.free(o.0, class()) }, Ok(None));
-        }
+        let (a, b) = (w.objs[3], w.objs[4]);
+        let ta = thread::spawn(move || a.remote_free(1));
+        let tb = thread::spawn(move || b.remote_free(2));
         let mut got = Vec::new();
-        let n = w.objs.len();
-        for _ in 0..n {
-            match w.alloc.alloc_class(class()) {
-                Ok(p) => {
-                    let p = Obj(p);
-                    assert!(!got.contains(&p), "handed out twice");
-                    p.touch(10);
-                    got.push(p);
-                }
-                // Only possible while the remote free is not yet visible.
-                Err(e) => {
-                    assert_eq!(e, AllocFailure::NeedsSlab(class()));
-                    assert_eq!(got.len(), n - 1);
-                }
-            }
-        }
-        t.join().unwrap();
-        if got.len() < n {
-            let p = Obj(w
-                .alloc
-                .alloc_class(class())
-                .expect("remote free must refill the slab"));
-            assert_eq!(p, a);
-            p.touch(20);
-            got.push(p);
-        }
-        assert_eq!(
-            w.alloc.alloc_class(class()),
-            Err(AllocFailure::NeedsSlab(class()))
-        );
+        alloc_all(&mut w, &mut got, 10);
+        ta.join().unwrap();
+        tb.join().unwrap();
+        alloc_all(&mut w, &mut got, 20);
         got.sort();
-        let mut want = w.objs.clone();
+        let mut want = [a, b];
         want.sort();
-        assert_eq!(got, want);
+        assert_eq!(got, want, "a remote free was lost");
         no_remote_errors(&mut w.alloc);
         teardown(w);
     });
 }
 
-/// (3) A double remote free racing the owner's drain: detected, no hang, the
-/// allocator stays consistent, and no live object is handed out.
+/// (3) Double frees against the shadow: CPU 1 frees `a` twice (the second
+/// is a double free, ordered after the first by program order), CPU 2
+/// frees `b` once, while the owner collects. Then the owner (after the
+/// joins, so the double free happens before any hand-out) allocates
+/// everything, collects again and allocates again: `a` and `b` come back
+/// exactly once each, and the double free is refused at the call or
+/// dropped by a collect — exactly one of the two.
 #[test]
-fn double_remote_free_races_drain() {
+fn double_remote_free_races_collect() {
     loom::model(|| {
         let mut w = setup();
         let (a, b) = (w.objs[0], w.objs[1]);
         let t1 = thread::spawn(move || {
-            // SAFETY: `a` is live, then freed again on purpose.
-            unsafe {
-                SlabAllocator::remote_free(a.0, class()).unwrap();
-                SlabAllocator::remote_free(a.0, class()).unwrap();
-            }
+            a.remote_free(1);
+            // SAFETY: deliberately wrong (a double free of a live slab's
+            // object); the call may only touch its pending word.
+            unsafe { SlabAllocator::remote_free(a.0, class()) }
         });
-        // SAFETY: a live object.
-        let t2 =
-            thread::spawn(move || unsafe { SlabAllocator::remote_free(b.0, class()) }.unwrap());
+        let t2 = thread::spawn(move || b.remote_free(2));
         w.alloc.drain_remote(|_| panic!("slab is never empty"));
-        t1.join().unwrap();
+        let second = t1.join().unwrap();
         t2.join().unwrap();
-        w.alloc.drain_remote(|_| panic!("slab is never empty"));
-        w.alloc.check_consistency().unwrap();
-        let st = w.alloc.stats();
-        assert!(
-            st.remote_double_frees >= 1,
-            "double free not detected ({} corrupt chain(s): a stale link was read?)",
-            st.corrupt_remote_chains
-        );
-        assert!(w.alloc.take_remote_error().is_some());
-        // `a` is free; `b` is free unless the double push overwrote its
-        // link before any drain (then it is leaked, never handed out).
-        let live = st.total().live_objects;
-        assert!(live == 13 || live == 14, "live {live}");
         let mut got = Vec::new();
-        while let Ok(p) = w.alloc.alloc_class(class()) {
-            let p = Obj(p);
-            assert!(!got.contains(&p) && !w.objs[2..].contains(&p));
-            got.push(p);
-        }
-        assert!(got.contains(&a));
-        assert_eq!(got.len(), 15 - live);
+        alloc_all(&mut w, &mut got, 10);
+        w.alloc.drain_remote(|_| panic!("slab is never empty"));
+        alloc_all(&mut w, &mut got, 20);
+        got.sort();
+        let mut want = [a, b];
+        want.sort();
+        assert_eq!(got, want, "an object lost or handed out twice");
+        let refused = usize::from(second == Err(SlabError::DoubleFree));
+        let dropped = w.alloc.stats().remote_double_frees as usize;
+        assert_eq!(refused + dropped, 1, "the double free judged once");
+        assert_eq!(w.alloc.take_remote_error().is_some(), dropped == 1);
+        w.alloc.check_consistency().unwrap();
         teardown(w);
+    });
+}
+
+/// (4) A local free, then a remote double free of the same object by a
+/// CPU the owner told (spawn orders it after the local free), racing the
+/// owner's collect: refused or dropped, and the object is handed out once.
+#[test]
+fn local_free_then_remote_double_free_races_collect() {
+    loom::model(|| {
+        let mut w = setup();
+        let a = w.objs[5];
+        // SAFETY: a live object of our slab.
+        assert_eq!(unsafe { w.alloc.free(a.0, class()) }, Ok(None));
+        // SAFETY: deliberately wrong, as in (3).
+        let t = thread::spawn(move || unsafe { SlabAllocator::remote_free(a.0, class()) });
+        w.alloc.drain_remote(|_| panic!("slab is never empty"));
+        let second = t.join().unwrap();
+        let mut got = Vec::new();
+        alloc_all(&mut w, &mut got, 10);
+        w.alloc.drain_remote(|_| panic!("slab is never empty"));
+        alloc_all(&mut w, &mut got, 20);
+        assert_eq!(got, [a], "handed out twice or lost");
+        let refused = usize::from(second == Err(SlabError::DoubleFree));
+        let dropped = w.alloc.stats().remote_double_frees as usize;
+        assert_eq!(refused + dropped, 1, "{second:?}");
+        teardown(w);
+    });
+}
+
+/// (5) The case that needs the remote freer's judgement: an object that
+/// is avail in the current slab (collected, not handed out yet) is freed
+/// again from another CPU, and the owner hands it out after that free
+/// (join) without any collect in between. The freer must refuse: if it
+/// set the pending bit, the owner's next collect would take the object
+/// from its new holder.
+#[test]
+fn double_free_of_an_avail_object_before_its_hand_out() {
+    loom::model(|| {
+        let mut w = setup();
+        let (a, b) = (w.objs[0], w.objs[1]);
+        let t = thread::spawn(move || {
+            a.remote_free(1);
+            b.remote_free(2);
+        });
+        t.join().unwrap();
+        // Collects both and hands out the lowest, `a`; `b` stays avail in
+        // the current slab.
+        let first = Obj(w.alloc.alloc_class(class()).unwrap());
+        assert_eq!(first, a);
+        first.touch(10);
+        // SAFETY: deliberately wrong (a second free of `b`), on a live slab.
+        let t = thread::spawn(move || unsafe { SlabAllocator::remote_free(b.0, class()) });
+        let second = t.join().unwrap();
+        assert_eq!(second, Err(SlabError::DoubleFree));
+        let mut got = std::vec![first];
+        alloc_all(&mut w, &mut got, 20);
+        w.alloc.drain_remote(|_| panic!("slab is never empty"));
+        alloc_all(&mut w, &mut got, 30);
+        assert_eq!(got, [a, b], "`b` handed out twice");
+        no_remote_errors(&mut w.alloc);
+        teardown(w);
+    });
+}
+
+/// (6) A slab emptied by a remote free racing the owner's trim: the slab
+/// is handed back at most once, never while the freer still has to queue
+/// it (it would then sit on the inbox after its release), and the counts
+/// are exact at the end.
+#[test]
+fn release_races_remote_free() {
+    loom::model(|| {
+        let mut w = setup();
+        // Leave one live object.
+        for o in &w.objs[1..] {
+            // SAFETY: live objects of our slab.
+            assert_eq!(unsafe { w.alloc.free(o.0, class()) }, Ok(None));
+        }
+        let last = w.objs[0];
+        let t = thread::spawn(move || last.remote_free(1));
+        let mut released = Vec::new();
+        w.alloc.trim(|m| released.push(m));
+        t.join().unwrap();
+        if released.is_empty() {
+            w.alloc.trim(|m| released.push(m));
+        }
+        assert_eq!(released, [w.mem], "released once, after the free");
+        assert!(
+            !w.alloc.has_queued_remote_frees(),
+            "a released slab is queued"
+        );
+        assert_eq!(w.alloc.stats().total().slabs(), 0);
+        w.alloc.check_consistency().unwrap();
+        // SAFETY: allocated in `setup` with this layout; handed back.
+        unsafe { std::alloc::dealloc(w.mem.as_ptr(), slab_layout()) };
     });
 }

@@ -668,10 +668,6 @@ pub fn finish<M: Machine>(boot: usize, baseline_free_pages: usize) -> Result<(),
         ("bytes in page-API blocks", after.page_api_bytes),
         ("slab chunks", after.slab_chunks),
         ("remote double frees", after.remote_double_frees as usize),
-        (
-            "corrupt remote-free chains",
-            after.corrupt_remote_chains as usize,
-        ),
     ];
     for (what, n) in leaks {
         if n != 0 {
