@@ -21,6 +21,18 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs a test body alone (thread indices are process-wide, so a test that
+/// counts exclusive slots must not see another test's threads) on a thread
+/// of its own, joined before the lock is let go: the index that thread
+/// claims is given back (at its exit) before the next test starts.
+fn isolated(body: fn()) {
+    let _s = serial();
+    let r = std::thread::spawn(body).join();
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}
+
 fn l(size: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).unwrap()
 }
@@ -38,7 +50,10 @@ fn assert_all_back<P: Platform>(heap: &GlobalAllocator<P>) {
 
 #[test]
 fn ten_thousand_short_lived_threads_reuse_exclusive_slots() {
-    let _s = serial();
+    isolated(ten_thousand_short_lived_threads_reuse_exclusive_slots_body);
+}
+
+fn ten_thousand_short_lived_threads_reuse_exclusive_slots_body() {
     const EXCLUSIVE: usize = 8;
     const WAVE: usize = EXCLUSIVE - 1; // this thread holds one index too
     const THREADS: usize = 10_000;
@@ -96,7 +111,7 @@ fn ten_thousand_short_lived_threads_reuse_exclusive_slots() {
         for &(s, _) in &slots {
             assert!(
                 heap.platform().cpu_is_exclusive(s),
-                "slot {s} not exclusive"
+                "slot {s} not exclusive: wave {slots:?}, me {me}, spawned {spawned}"
             );
             seen.insert(s);
         }
@@ -134,7 +149,10 @@ fn free_survivors(
 
 #[test]
 fn more_threads_than_exclusive_slots_share_the_shared_ones() {
-    let _s = serial();
+    isolated(more_threads_than_exclusive_slots_share_the_shared_ones_body);
+}
+
+fn more_threads_than_exclusive_slots_share_the_shared_ones_body() {
     let heap: GlobalAllocator<HostedPlatform> =
         GlobalAllocator::new(HostedPlatform::with_slots(2, 2));
     let barrier = Barrier::new(6);
@@ -195,6 +213,10 @@ unsafe impl Platform for SlowGrow {
 
 #[test]
 fn threads_short_at_once_cause_one_grow() {
+    isolated(threads_short_at_once_cause_one_grow_body);
+}
+
+fn threads_short_at_once_cause_one_grow_body() {
     const THREADS: usize = 12;
     let heap: GlobalAllocator<SlowGrow> = GlobalAllocator::new(SlowGrow {
         calls: AtomicUsize::new(0),
@@ -227,7 +249,10 @@ fn threads_short_at_once_cause_one_grow() {
 
 #[test]
 fn bursts_of_large_buffers_take_few_regions() {
-    let _s = serial();
+    isolated(bursts_of_large_buffers_take_few_regions_body);
+}
+
+fn bursts_of_large_buffers_take_few_regions_body() {
     const THREADS: usize = 16;
     let heap: GlobalAllocator<HostedPlatform> =
         GlobalAllocator::new(HostedPlatform::with_slots(THREADS + 1, 2));
@@ -266,6 +291,10 @@ fn bursts_of_large_buffers_take_few_regions() {
 
 #[test]
 fn first_allocation_is_cheap() {
+    isolated(first_allocation_is_cheap_body);
+}
+
+fn first_allocation_is_cheap_body() {
     // The best of a few fresh allocators, so that a busy machine does not
     // decide the outcome.
     let best = (0..5)
