@@ -1,31 +1,45 @@
-//! Fuzz target: `bsa_buddy::BuddyAllocator` against a page-level model.
+//! Fuzz target: `bsa_buddy::BuddyAllocator` against what its API promises.
 //!
 //! The input picks a page size, an arena (1–4 MiB from the system
 //! allocator) and a sequence of actions: add regions (anywhere in the arena,
 //! any start and length, overlapping ones included), allocate (plain and
-//! filtered), free, shrink and grow in place, and misuse — frees with a
-//! wrong count, of interior, unaligned, already freed and foreign pointers,
-//! and invalid requests.
+//! filtered), free, shrink and grow in place, set tags, and misuse — frees
+//! with a wrong count, of interior, unaligned, already freed and foreign
+//! pointers, and invalid requests.
 //!
-//! The model records, per section, which allocation owns each page. From
-//! that alone it predicts every outcome exactly:
+//! The fuzz crate enables bsa-buddy's `check` feature, so the allocator runs
+//! its own consistency checker (free blocks, buddies merged, free lists,
+//! counters) inside every operation. This model checks only what a caller
+//! can see, from the pages it holds alone:
 //!
-//! - the error of every refused call (the buddy documents one reason per
-//!   misuse), and success otherwise;
-//! - whether an allocation can succeed: buddy blocks are naturally aligned
-//!   and always merged, so the free blocks are exactly the *canonical*
-//!   decomposition of the free pages (each free page belongs to the largest
-//!   naturally aligned, entirely free run inside its section, capped at
-//!   `MAX_ORDER`); `alloc_pages` must take a block of the smallest order
-//!   that exists, `alloc_pages_where` a candidate the predicate accepted;
-//! - `stats()` and every section's figures, after every action (free pages,
-//!   free blocks per order, largest block), plus `check_consistency()`.
+//! - regions: an overlapping one is refused with `Overlap`, a small one may
+//!   be refused with `RegionTooSmall` only if it really is small; an added
+//!   one reports its own bounds and manages page-aligned pages after its
+//!   metadata, inside the region, no fewer than the documented minimum;
+//! - every allocation is aligned as requested, lies in the managed pages of
+//!   one added region and overlaps no live allocation; `alloc_pages_where`
+//!   offers its predicate only such free runs and hands out only one it
+//!   accepted; `NoMemory` only when no naturally aligned, entirely free run
+//!   of the request's block size (`2^order` pages) is left in any section,
+//!   or (filtered) when every candidate offered was refused;
+//! - the error of every refused call is exactly the documented one
+//!   (`ZeroCount`, `BadAlign`, `Overflow`, `TooLarge`, `NotInSection`,
+//!   `NotPageAligned`, `DoubleFree`, `NotAllocated`, `WrongCount`,
+//!   `BadResize`, `NoMemory` of a grow), and `page_info` / `set_tag`
+//!   classify every pointer freed the same way;
+//! - accounting: after every action the total and free pages (overall and
+//!   per section) match the pages handed out, and `allocation()` reports
+//!   every live allocation's page count and tag.
+//!
+//! Which free block an allocation is taken from (order, section, first or
+//! last run) and how the free pages are split into blocks are the
+//! allocator's policy and its checker's business, not asserted here.
 //!
 //! Every allocation is filled with a pattern derived from its address and
 //! an id, and checked before it is freed, shrunk or grown. At the end
-//! everything is freed and the allocator must be back to all-free: free
-//! pages equal to total pages and the same canonical block structure as
-//! right after the regions were added.
+//! everything is freed: every section's figures (free pages, free blocks
+//! per order, largest block) must be exactly those `add_region` returned for
+//! it, and the whole-allocator stats their sum.
 
 #![no_main]
 
@@ -33,7 +47,8 @@ use std::collections::BTreeMap;
 
 use arbitrary::Arbitrary;
 use bsa_buddy::{
-    AllocError, BuddyAllocator, SectionInfo, MAX_BLOCK_PAGES, MAX_ORDER, META_BYTES, ORDERS,
+    AllocError, Allocation, BuddyAllocator, PageInfo, SectionInfo, MAX_BLOCK_PAGES, MAX_ORDER,
+    META_BYTES,
 };
 use bsa_fuzz::Arena;
 use libfuzzer_sys::fuzz_target;
@@ -65,6 +80,8 @@ struct RegionSpec {
     len_bytes: u16,
 }
 
+/// The actions. Their number and order fix how the committed seeds decode
+/// (see README.md): append new ones at the end and re-encode the seeds.
 #[derive(Arbitrary, Debug)]
 enum Action {
     AddRegion(RegionSpec),
@@ -72,7 +89,7 @@ enum Action {
         count: u8,
         align_log: u8,
     },
-    /// `alloc_pages_where` accepting only blocks inside the arena window
+    /// `alloc_pages_where` accepting only runs inside the arena window
     /// `[lo, hi)` (in pages from the arena start).
     AllocWhere {
         count: u8,
@@ -118,7 +135,8 @@ enum Action {
         kind: u8,
         value: u8,
     },
-    /// Re-check the pattern of one live allocation.
+    /// Re-check the pattern of one live allocation and give it a new tag
+    /// (through `set_tag` or `update_tag`).
     Check {
         which: u16,
     },
@@ -136,19 +154,23 @@ struct Live {
     count: usize,
     /// Pattern seed (unique per allocation).
     seed: u64,
+    /// Its user tag (0 when allocated).
+    tag: u8,
     /// Index into `Model::sections`.
     section: usize,
     /// Section-relative index of the first page.
     page: usize,
 }
 
-/// A section as the model sees it.
+/// A section as the caller sees it.
 struct Section {
+    /// What `add_region` returned: the geometry, and the figures of the
+    /// section with every page free (it must return to them at the end).
     info: SectionInfo,
-    /// Absolute page frame number of the first managed page.
-    base_pfn: usize,
     /// Per managed page: 0 when free, else the `seed` of the owning allocation.
     owner: Vec<u64>,
+    /// Free pages in `owner`.
+    free: usize,
 }
 
 struct Model<const PS: usize> {
@@ -182,26 +204,36 @@ fn run<const PS: usize>(input: &Input) {
         m.step(&mut buddy, action);
         m.check_state(&buddy);
     }
-    // Free everything: the allocator must be back to all-free, with the same
-    // blocks as if nothing had ever been allocated.
+    // Free everything: every section must be back to the figures it had
+    // right after it was added, and nothing may be lost.
     let all: Vec<usize> = m.live.keys().copied().collect();
     for addr in all {
         m.free_live(&mut buddy, addr);
     }
     m.check_state(&buddy);
+    if let Err(e) = buddy.check_consistency() {
+        panic!("{e}");
+    }
+    for (i, (got, s)) in buddy.sections().zip(&m.sections).enumerate() {
+        assert_eq!(
+            got, s.info,
+            "section {i} not back to its state after add_region"
+        );
+    }
     let st = buddy.stats();
+    let blocks = |o: usize| {
+        m.sections
+            .iter()
+            .map(move |s| s.info.free_blocks_per_order[o])
+    };
+    let largest = m.sections.iter().map(|s| s.info.largest_free_block_pages);
     assert_eq!(
-        st.free_pages, st.total_pages,
-        "pages lost after freeing everything"
-    );
-    let expect_largest = m
-        .canonical_blocks()
-        .iter()
-        .rposition(|&n| n > 0)
-        .map_or(0, |o| 1 << o);
-    assert_eq!(
-        st.largest_free_block_pages, expect_largest,
-        "largest block not restored"
+        (st.free_blocks_per_order, st.largest_free_block_pages),
+        (
+            std::array::from_fn(|o| blocks(o).sum()),
+            largest.max().unwrap_or(0)
+        ),
+        "stats not back to the sum of the sections as added"
     );
 }
 
@@ -252,7 +284,8 @@ impl<const PS: usize> Model<PS> {
             Err(e) => panic!("add_region({start:#x}, {len}) failed: {e:?}"),
         };
         // Geometry: exactly the region, metadata before the pages, pages
-        // aligned and inside, and no more than one page lost to padding.
+        // aligned and inside, and no more lost than the documented minimum
+        // allows (`len / PS - ceil(overhead / PS) - 1` pages at least).
         assert_eq!((info.region_start, info.region_len), (start, len));
         assert_eq!(info.pages_start % PS, 0, "pages not page aligned");
         let n = info.total_pages;
@@ -267,7 +300,11 @@ impl<const PS: usize> Model<PS> {
             n + meta_pages + 1 >= len / PS,
             "region of {len} bytes manages only {n} pages"
         );
-        assert_eq!(info.free_pages, n);
+        assert_eq!(info.free_pages, n, "a new section is not all free");
+        assert!(
+            info.largest_free_block_pages >= 1,
+            "a new section has no free block"
+        );
         self.regions.push((start, len));
         let pos = self
             .sections
@@ -281,8 +318,8 @@ impl<const PS: usize> Model<PS> {
             pos,
             Section {
                 info,
-                base_pfn: info.pages_start / PS,
                 owner: vec![0; n],
+                free: n,
             },
         );
     }
@@ -372,66 +409,57 @@ impl<const PS: usize> Model<PS> {
                 }
             }
             Action::BadRequest { kind, value } => {
-                let (count, align, want) = match kind % 5 {
-                    0 => (0, PS, AllocError::ZeroCount),
-                    1 => (1, 3usize << (value % 20), AllocError::BadAlign),
-                    2 => (
-                        usize::MAX / PS + 1 + value as usize,
-                        PS,
-                        AllocError::Overflow,
-                    ),
-                    3 => (
-                        MAX_BLOCK_PAGES + 1 + value as usize,
-                        PS,
-                        AllocError::TooLarge,
-                    ),
-                    _ => (
-                        1,
-                        PS << (MAX_ORDER + 1 + value as usize % 4),
-                        AllocError::TooLarge,
-                    ),
+                let (count, align) = match kind % 5 {
+                    0 => (0, PS),
+                    1 => (1, 3usize << (value % 20)),
+                    2 => (usize::MAX / PS + 1 + value as usize, PS),
+                    3 => (MAX_BLOCK_PAGES + 1 + value as usize, PS),
+                    _ => (1, PS << (MAX_ORDER + 1 + value as usize % 4)),
                 };
+                let want = Err(request_error::<PS>(count, align).expect("a bad request"));
                 assert_eq!(
                     buddy.alloc_pages(count, align),
-                    Err(want),
+                    want,
                     "alloc_pages({count}, {align})"
                 );
-                let r = buddy.alloc_pages_where(count, align, |_, _| true);
-                assert_eq!(r, Err(want), "alloc_pages_where({count}, {align})");
+                let r = buddy.alloc_pages_where(count, align, |_, _| {
+                    panic!("alloc_pages_where({count}, {align}) offered a candidate")
+                });
+                assert_eq!(r, want, "alloc_pages_where({count}, {align})");
             }
             Action::Check { which } => {
                 if let Some((addr, l)) = self.pick(which) {
                     self.check_pattern(addr, l, 0, l.count);
+                    self.retag(buddy, addr, l, which);
                 }
             }
         }
     }
 
-    /// Section index and page index of a page-aligned-or-not address inside
+    /// Section index, page index and page alignment of an address inside
     /// some section's managed pages.
     fn locate(&self, addr: usize) -> Option<(usize, usize, bool)> {
         self.sections.iter().enumerate().find_map(|(i, s)| {
             let start = s.info.pages_start;
-            let end = start + s.info.total_pages * PS;
+            let end = s.info.pages_end(PS);
             (addr >= start && addr < end)
                 .then(|| (i, (addr - start) / PS, (addr - start).is_multiple_of(PS)))
         })
     }
 
-    /// What `dealloc_pages(addr, count)` must do; `Ok` carries the live head.
-    fn expect_live(&self, addr: usize, count: usize) -> Result<Live, AllocError> {
-        let (s, page, aligned) = self.locate(addr).ok_or(AllocError::NotInSection)?;
-        if !aligned {
-            return Err(AllocError::NotPageAligned);
-        }
-        match self.live.get(&addr) {
-            Some(l) if l.count == count => Ok(*l),
-            Some(l) => Err(AllocError::WrongCount {
-                expected: l.count,
-                given: count,
-            }),
-            None if self.sections[s].owner[page] == 0 => Err(AllocError::DoubleFree),
-            None => Err(AllocError::NotAllocated),
+    /// What `page_info(addr)` must say, from the pages handed out alone.
+    fn classify(&self, addr: usize) -> PageInfo {
+        match self.locate(addr) {
+            None => PageInfo::Outside,
+            Some((_, _, false)) => PageInfo::NotPageAligned,
+            Some((s, page, true)) => match self.live.get(&addr) {
+                Some(l) => PageInfo::Head(Allocation {
+                    pages: l.count,
+                    tag: l.tag,
+                }),
+                None if self.sections[s].owner[page] == 0 => PageInfo::Free,
+                None => PageInfo::Inside,
+            },
         }
     }
 
@@ -457,9 +485,23 @@ impl<const PS: usize> Model<PS> {
         unsafe { bsa_fuzz::fill_from(ptr, from * PS, to * PS, l.seed ^ addr as u64) };
     }
 
+    /// Marks pages `[from, to)` of `l` as owned by `owner` (0: free).
     fn set_owner(&mut self, l: Live, from: usize, to: usize, owner: u64) {
-        for p in &mut self.sections[l.section].owner[l.page + from..l.page + to] {
+        let s = &mut self.sections[l.section];
+        for p in &mut s.owner[l.page + from..l.page + to] {
+            assert!(
+                (*p == 0) != (owner == 0),
+                "model: page {} of section {} already {}",
+                l.page,
+                l.section,
+                if owner == 0 { "free" } else { "owned" }
+            );
             *p = owner;
+        }
+        if owner == 0 {
+            s.free += to - from;
+        } else {
+            s.free -= to - from;
         }
     }
 
@@ -468,17 +510,53 @@ impl<const PS: usize> Model<PS> {
         self.free_addr(buddy, addr, l.count);
     }
 
-    /// Calls `dealloc_pages(addr, count)` and checks the outcome.
+    /// Calls `dealloc_pages(addr, count)` and checks the outcome; for a
+    /// pointer that heads no live allocation, also `page_info`, `contains`
+    /// and `set_tag`, which must classify it the same way.
     fn free_addr(&mut self, buddy: &mut BuddyAllocator<PS>, addr: usize, count: usize) {
+        let ptr = self.arena.at(addr.wrapping_sub(self.arena.addr()));
+        let addr = ptr.as_ptr() as usize;
+        let info = self.classify(addr);
+        assert_eq!(buddy.page_info(ptr.as_ptr()), info, "page_info({addr:#x})");
+        assert_eq!(
+            buddy.contains(ptr.as_ptr()),
+            info != PageInfo::Outside,
+            "contains({addr:#x})"
+        );
+        let located = match info {
+            PageInfo::Outside => Err(AllocError::NotInSection),
+            PageInfo::NotPageAligned => Err(AllocError::NotPageAligned),
+            PageInfo::Free => Err(AllocError::DoubleFree),
+            PageInfo::Inside => Err(AllocError::NotAllocated),
+            PageInfo::Head(_) => Ok(self.live[&addr]),
+        };
+        if let Err(e) = located {
+            // No live allocation at `ptr`: tagging it is refused for the
+            // same reason, and changes nothing.
+            assert_eq!(buddy.set_tag(ptr, 0xA5), Err(e), "set_tag({addr:#x})");
+            assert_eq!(
+                buddy.update_tag(ptr, |_| Some(0xA5)),
+                None,
+                "update_tag({addr:#x})"
+            );
+        }
         let want = if count == 0 {
             Err(AllocError::ZeroCount)
         } else {
-            self.expect_live(addr, count)
+            located.and_then(|l| {
+                if l.count == count {
+                    Ok(l)
+                } else {
+                    Err(AllocError::WrongCount {
+                        expected: l.count,
+                        given: count,
+                    })
+                }
+            })
         };
         if let Ok(l) = want {
             self.check_pattern(addr, l, 0, l.count);
         }
-        let ptr = self.arena.at(addr.wrapping_sub(self.arena.addr()));
         // SAFETY: if the model says this frees a live allocation, nothing
         // uses it afterwards (the model forgets it); otherwise the call must
         // fail without touching memory. `ptr` is never dereferenced here.
@@ -531,6 +609,7 @@ impl<const PS: usize> Model<PS> {
                 .iter()
                 .any(|&o| o != 0)
         {
+            // The pages right after it are not all free pages of its section.
             Err(AllocError::NoMemory)
         } else {
             Ok(())
@@ -552,6 +631,76 @@ impl<const PS: usize> Model<PS> {
         }
     }
 
+    /// Gives the live allocation at `addr` a new tag, through `set_tag` or
+    /// `update_tag` (which must show the allocation as it was).
+    fn retag(&mut self, buddy: &mut BuddyAllocator<PS>, addr: usize, l: Live, which: u16) {
+        let ptr = self.arena.at(addr - self.arena.addr());
+        let tag = (which >> 1) as u8 ^ l.tag.rotate_left(3) ^ 1;
+        let before = Allocation {
+            pages: l.count,
+            tag: l.tag,
+        };
+        if which & 1 == 0 {
+            assert_eq!(buddy.set_tag(ptr, tag), Ok(()), "set_tag({addr:#x})");
+        } else {
+            let got = buddy.update_tag(ptr, |a| {
+                assert_eq!(a, before, "update_tag({addr:#x}) saw another allocation");
+                Some(tag)
+            });
+            assert_eq!(got, Some(before), "update_tag({addr:#x})");
+            // Declining to change it changes nothing.
+            let after = Allocation { tag, ..before };
+            assert_eq!(buddy.update_tag(ptr, |_| None), Some(after));
+        }
+        self.live.get_mut(&addr).unwrap().tag = tag;
+    }
+
+    /// Per section, `prefix[i]` = free pages among its first `i`.
+    fn free_prefix(&self) -> Vec<Vec<usize>> {
+        self.sections
+            .iter()
+            .map(|s| {
+                let mut prefix = Vec::with_capacity(s.owner.len() + 1);
+                let mut n = 0;
+                prefix.push(0);
+                for &o in &s.owner {
+                    n += usize::from(o == 0);
+                    prefix.push(n);
+                }
+                prefix
+            })
+            .collect()
+    }
+
+    /// Whether `[addr, addr + count pages)` is free pages of one section.
+    fn run_is_free(&self, prefix: &[Vec<usize>], addr: usize, count: usize) -> bool {
+        match self.locate(addr) {
+            Some((s, page, true)) => {
+                page + count <= self.sections[s].owner.len()
+                    && prefix[s][page + count] - prefix[s][page] == count
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether some section has an entirely free run of `2^order` pages
+    /// that is naturally aligned (in absolute address, as buddy blocks are).
+    fn aligned_free_run(&self, prefix: &[Vec<usize>], order: usize) -> bool {
+        let run = 1usize << order;
+        self.sections.iter().zip(prefix).any(|(s, prefix)| {
+            let base_pfn = s.info.pages_start / PS;
+            let n = s.owner.len();
+            let mut i = (run - base_pfn % run) % run;
+            while i + run <= n {
+                if prefix[i + run] - prefix[i] == run {
+                    return true;
+                }
+                i += run;
+            }
+            false
+        })
+    }
+
     fn alloc(
         &mut self,
         buddy: &mut BuddyAllocator<PS>,
@@ -559,165 +708,146 @@ impl<const PS: usize> Model<PS> {
         align: usize,
         window: Option<(usize, usize)>,
     ) {
+        let refused = request_error::<PS>(count, align);
+        // The alignment every page run handed out has, and the block size a
+        // request needs: enough pages, and enough alignment.
+        let aligned_to = align.max(PS);
         let order = (count.next_power_of_two().trailing_zeros() as usize)
-            .max((align.max(PS) / PS).trailing_zeros() as usize);
-        let blocks = self.free_blocks();
+            .max((aligned_to / PS).trailing_zeros() as usize);
+        let prefix = self.free_prefix();
+        let capacity = refused.is_none() && self.aligned_free_run(&prefix, order);
         let bytes = count * PS;
-        let accept = |p: usize| window.is_none_or(|(lo, hi)| p >= lo && p + bytes <= hi);
-        // The smallest order that has a block (or, filtered, an accepted
-        // candidate: the first or last aligned sub-run of a block).
-        let mut best: Option<usize> = None;
-        for &(s, page, o) in &blocks {
-            if o < order {
-                continue;
-            }
-            let start = self.sections[s].info.pages_start + page * PS;
-            let last = start + ((1 << o) - (1 << order)) * PS;
-            if (window.is_none() || accept(start) || accept(last)) && best.is_none_or(|b| o < b) {
-                best = Some(o);
-            }
-        }
+        let in_window = |p: usize| window.is_none_or(|(lo, hi)| p >= lo && p + bytes <= hi);
+        let mut offered = 0usize;
+        let mut accepted = Vec::new();
         let r = match window {
             None => buddy.alloc_pages(count, align),
             Some(_) => buddy.alloc_pages_where(count, align, |p, len| {
+                let p = p.as_ptr() as usize;
                 assert_eq!(len, bytes, "predicate asked about {len} bytes, not {bytes}");
-                accept(p.as_ptr() as usize)
+                assert!(
+                    p.is_multiple_of(aligned_to) && self.run_is_free(&prefix, p, count),
+                    "alloc_pages_where({count}, {align}) offered {p:#x}, \
+                     not {count} free pages aligned to {aligned_to}"
+                );
+                offered += 1;
+                let ok = in_window(p);
+                if ok {
+                    accepted.push(p);
+                }
+                ok
             }),
         };
-        let Some(best) = best else {
-            if order > MAX_ORDER {
-                assert_eq!(
-                    r,
-                    Err(AllocError::TooLarge),
-                    "alloc {count} pages align {align}"
-                );
-            } else {
-                assert_eq!(
-                    r,
-                    Err(AllocError::NoMemory),
-                    "alloc {count} pages align {align} {window:?}"
-                );
-            }
-            return;
-        };
+        let what = format!("alloc {count} pages align {align} window {window:?}");
         let p = match r {
+            Err(e) => {
+                if let Some(want) = refused {
+                    assert_eq!(e, want, "{what}");
+                    return;
+                }
+                assert_eq!(e, AllocError::NoMemory, "{what}");
+                assert!(
+                    accepted.is_empty(),
+                    "{what}: NoMemory after accepting {accepted:#x?}"
+                );
+                assert!(
+                    !capacity || (window.is_some() && offered > 0),
+                    "{what}: NoMemory, but an aligned free run of {} pages exists{}",
+                    1usize << order,
+                    if window.is_some() {
+                        " and no candidate was offered"
+                    } else {
+                        ""
+                    }
+                );
+                return;
+            }
             Ok(p) => p.as_ptr() as usize,
-            Err(e) => panic!("alloc {count} pages align {align} {window:?}: {e:?}, but a block of order {best} is free"),
         };
-        assert_eq!(
-            p % align.max(PS),
-            0,
-            "alloc {count} pages align {align}: {p:#x} misaligned"
+        assert_eq!(refused, None, "{what}: succeeded at {p:#x}");
+        assert!(p.is_multiple_of(aligned_to), "{what}: {p:#x} misaligned");
+        if window.is_some() {
+            assert!(
+                accepted.contains(&p),
+                "{what}: returned {p:#x}, which the predicate did not accept"
+            );
+        }
+        assert!(
+            self.regions
+                .iter()
+                .any(|&(s, l)| s <= p && p + bytes <= s + l),
+            "{what}: {p:#x} is outside every region added"
         );
         assert!(
-            accept(p),
-            "alloc_pages_where returned {p:#x} outside {window:?}"
+            self.run_is_free(&prefix, p, count),
+            "{what}: {p:#x} is not {count} free managed pages of one section \
+             (overlaps a live allocation, metadata or a section end)"
         );
-        // It must come from a free block of order `best`, at its first or
-        // last aligned run.
-        let (s, page, _) = self.locate(p).expect("allocation outside every section");
-        let ok = blocks.iter().any(|&(bs, bp, o)| {
-            let run = 1 << order;
-            bs == s
-                && o == best
-                && (page == bp || (window.is_some() && page == bp + (1 << o) - run))
-        });
-        assert!(ok, "alloc {count} pages align {align} {window:?}: {p:#x} is not the start of a free block of order {best}");
+        let (s, page, _) = self.locate(p).expect("checked by run_is_free");
         let l = Live {
             count,
             seed: self.seed(),
+            tag: 0,
             section: s,
             page,
         };
-        assert!(self.sections[s].owner[page..page + count]
-            .iter()
-            .all(|&o| o == 0));
         self.set_owner(l, 0, count, l.seed);
         self.live.insert(p, l);
         self.fill_pattern(p, l, 0, count);
     }
 
-    /// The canonical free blocks `(section, page, order)`.
-    fn free_blocks(&self) -> Vec<(usize, usize, usize)> {
-        let mut out = Vec::new();
-        for (si, s) in self.sections.iter().enumerate() {
-            let n = s.owner.len();
-            // prefix[i] = free pages among the first i.
-            let mut prefix = vec![0usize; n + 1];
-            for i in 0..n {
-                prefix[i + 1] = prefix[i] + usize::from(s.owner[i] == 0);
-            }
-            let mut i = 0;
-            while i < n {
-                if s.owner[i] != 0 {
-                    i += 1;
-                    continue;
-                }
-                let pfn = s.base_pfn + i;
-                let mut o = 0;
-                while o < MAX_ORDER
-                    && pfn % (2 << o) == 0
-                    && i + (2 << o) <= n
-                    && prefix[i + (2 << o)] - prefix[i] == 2 << o
-                {
-                    o += 1;
-                }
-                out.push((si, i, o));
-                i += 1 << o;
-            }
-        }
-        out
-    }
-
-    fn canonical_blocks(&self) -> [usize; ORDERS] {
-        let mut per_order = [0; ORDERS];
-        for (_, _, o) in self.free_blocks() {
-            per_order[o] += 1;
-        }
-        per_order
-    }
-
-    /// Compares every figure the allocator reports with the model.
+    /// Compares the figures the allocator reports with the pages handed out.
     fn check_state(&self, buddy: &BuddyAllocator<PS>) {
-        if let Err(e) = buddy.check_consistency() {
-            panic!("{e}");
-        }
-        let blocks = self.free_blocks();
-        let mut per_order = [0; ORDERS];
-        let mut per_section = vec![[0usize; ORDERS]; self.sections.len()];
-        for &(s, _, o) in &blocks {
-            per_order[o] += 1;
-            per_section[s][o] += 1;
-        }
         let st = buddy.stats();
         let total: usize = self.sections.iter().map(|s| s.owner.len()).sum();
-        let free: usize = self
-            .sections
-            .iter()
-            .map(|s| s.owner.iter().filter(|&&o| o == 0).count())
-            .sum();
+        let free: usize = self.sections.iter().map(|s| s.free).sum();
         assert_eq!(st.sections, self.sections.len(), "section count");
         assert_eq!(st.total_pages, total, "total pages");
         assert_eq!(st.free_pages, free, "free pages");
-        assert_eq!(st.free_blocks_per_order, per_order, "free blocks per order");
-        let largest = per_order.iter().rposition(|&n| n > 0).map_or(0, |o| 1 << o);
-        assert_eq!(st.largest_free_block_pages, largest, "largest free block");
-        for (i, info) in buddy.sections().enumerate() {
-            let s = &self.sections[i];
-            assert_eq!(info.pages_start, s.info.pages_start, "section {i} moved");
-            assert_eq!(
-                info.free_pages,
-                s.owner.iter().filter(|&&o| o == 0).count(),
-                "section {i} free pages"
-            );
-            assert_eq!(
-                info.free_blocks_per_order, per_section[i],
-                "section {i} free blocks"
-            );
+        assert_eq!(buddy.free_pages(), free, "free_pages()");
+        assert_eq!(buddy.total_pages(), total, "total_pages()");
+        assert_eq!(
+            st.largest_free_block_pages == 0,
+            free == 0,
+            "largest free block {} with {free} pages free",
+            st.largest_free_block_pages
+        );
+        assert_eq!(buddy.sections().count(), self.sections.len(), "sections()");
+        for (i, (info, s)) in buddy.sections().zip(&self.sections).enumerate() {
+            // The geometry is fixed; the free pages are those not handed out.
+            let want = SectionInfo {
+                free_pages: s.free,
+                free_blocks_per_order: info.free_blocks_per_order,
+                largest_free_block_pages: info.largest_free_block_pages,
+                ..s.info
+            };
+            assert_eq!(info, want, "section {i}");
         }
         for (&addr, l) in &self.live {
             let a = buddy.allocation(self.arena.at(addr - self.arena.addr()));
-            assert_eq!(a.map(|a| a.pages), Some(l.count), "allocation({addr:#x})");
+            let want = Allocation {
+                pages: l.count,
+                tag: l.tag,
+            };
+            assert_eq!(a, Some(want), "allocation({addr:#x})");
         }
+    }
+}
+
+/// The documented error of `alloc_pages(count, align)` refused before any
+/// block is looked at, in the order the allocator checks: `ZeroCount`,
+/// `BadAlign`, `Overflow`, `TooLarge` (more than `MAX_BLOCK_PAGES` pages or
+/// a larger alignment).
+fn request_error<const PS: usize>(count: usize, align: usize) -> Option<AllocError> {
+    if count == 0 {
+        Some(AllocError::ZeroCount)
+    } else if !align.is_power_of_two() {
+        Some(AllocError::BadAlign)
+    } else if count.checked_mul(PS).is_none() {
+        Some(AllocError::Overflow)
+    } else if count > MAX_BLOCK_PAGES || align.max(PS) / PS > MAX_BLOCK_PAGES {
+        Some(AllocError::TooLarge)
+    } else {
+        None
     }
 }
