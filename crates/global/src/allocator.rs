@@ -15,12 +15,12 @@ use spin::{Mutex, Once};
 use crate::cpus::Published;
 use crate::page_cache::PageCache;
 use crate::platform::PlatformCpu;
-use crate::regions::{Regions, OWNER_MASK};
 use crate::{AllocError, Misuse, MisuseKind, Platform};
+use bsa_slab::{SlabMap, MAX_OWNERS};
 
 /// Most CPU slots an allocator supports (the owner field of the slab map is
 /// 16 bits wide, with 0 meaning "no owner").
-pub const MAX_CPUS: usize = OWNER_MASK as usize - 1;
+pub const MAX_CPUS: usize = MAX_OWNERS;
 
 /// What a live buddy allocation of this allocator is, kept as the
 /// buddy's user tag (`bsa_buddy::Allocation::tag`). Every decision on a
@@ -120,7 +120,7 @@ pub(crate) enum Route {
 pub struct GlobalAllocator<P: Platform, const PAGE_SIZE: usize = 4096> {
     pub(crate) platform: PlatformCpu<P>,
     pub(crate) heap: Mutex<Heap<PAGE_SIZE>>,
-    pub(crate) regions: Regions,
+    pub(crate) regions: SlabMap,
     pub(crate) cpus: Once<Slots>,
     /// Whether [`MisuseKind::UsedBeforeInit`] was reported (once).
     uninit_reported: AtomicBool,
@@ -178,7 +178,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 slab_chunks: 0,
                 page_cache: PageCache::new(),
             }),
-            regions: Regions::new(),
+            regions: SlabMap::new(),
             cpus: Once::new(),
             uninit_reported: AtomicBool::new(false),
             grows: crate::grow::GrowState::new(),

@@ -3,10 +3,9 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::AtomicU32;
 
 use bsa_percpu::CriticalSection;
-use bsa_slab::SizeClass;
+use bsa_slab::{Chunk, SizeClass};
 
 use crate::allocator::{PageKind, Route};
 use crate::misuse::{misuse_kind, Claim};
@@ -106,7 +105,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             self.cpus.get(),
             SizeClass::for_layout(layout),
         ) {
-            if let Some(entry) = self.regions.entry(p.addr().get()) {
+            if let Some(entry) = self.regions.chunk(p.addr().get()) {
                 let cs = CriticalSection::enter(&self.platform);
                 if let Some(mut slot) = self.owned_slot(cpus, &cs, entry) {
                     // SAFETY: `owned_slot` returned the slot: the chunk is a
@@ -134,7 +133,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         p: NonNull<u8>,
         layout: Layout,
         class: SizeClass,
-        entry: &AtomicU32,
+        entry: Chunk<'_>,
     ) {
         let Some(cpus) = self.cpus.get() else {
             return;

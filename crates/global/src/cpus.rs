@@ -33,8 +33,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use bsa_slab::{ClassStats, SlabError, SlabStats, NUM_CLASSES};
 
 use crate::allocator::{PageKind, Slot, Slots};
+use crate::chunk_list::ChunkList;
 use crate::misuse::slab_misuse;
-use crate::regions::ChunkList;
 use crate::small::release_chunk;
 use crate::{GlobalAllocator, Platform};
 
@@ -181,8 +181,8 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let mut release = |chunk: NonNull<u8>| {
             release_chunk(&self.regions, chunk, cpu);
             // SAFETY: the slab cache handed the chunk back (detached,
-            // empty) and its map entry was just cleared with no remote free
-            // in flight: it is ours and unused.
+            // empty) and its map entry was just cleared with no pin left:
+            // it is ours and unused.
             unsafe { chunks.push(chunk) };
         };
         if reqs & REQ_TRIM != 0 {

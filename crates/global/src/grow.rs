@@ -22,7 +22,14 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         reserved: usize,
     ) -> Result<(), AllocError> {
         let mut heap = self.heap.lock();
-        let plan = self.regions.plan(&mut *heap, start, len, reserved)?;
+        let plan = self
+            .regions
+            .plan(&mut *heap, start, len, reserved)
+            .map_err(|e| match e {
+                bsa_slab::MapError::RegionTooSmall => AllocError::RegionTooSmall,
+                bsa_slab::MapError::Overlap => AllocError::Overlap,
+                bsa_slab::MapError::TooManyRegions => AllocError::TooManyRegions,
+            })?;
         // SAFETY: the remainder after the map is inside the region, which is
         // valid, unused and ours for good (caller contract); the buddy only
         // hands its pages out through this allocator.
@@ -33,8 +40,10 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             Err(bsa_buddy::AllocError::TooLarge) => return Err(AllocError::RegionTooSmall),
             Err(_) => return Err(AllocError::RegionTooSmall),
         }
-        // SAFETY: `plan` is fresh from this table under the same buddy lock;
-        // the region's contract is this function's.
+        // SAFETY: `plan` is fresh from this map under the same buddy lock
+        // (the writers' serialisation); the region's contract is this
+        // function's, and only the buddy (through this allocator) and the
+        // slabs the map records use it.
         unsafe { self.regions.publish(&mut *heap, plan) };
         heap.managed_bytes += len;
         Ok(())

@@ -73,40 +73,43 @@
 //!   Anything else (a slab chunk, a page-API block, an interior pointer, a
 //!   free page, a foreign pointer, a wrong count) is refused.
 //! - *Small objects*: a lock-free lookup finds the region containing the
-//!   pointer (a short table, at most [`MAX_REGIONS`]) and its 32 KiB chunk's
-//!   entry in the region's **slab-ownership map**. The entry is 0 unless the
-//!   chunk is a live slab, and then says which CPU slot owns it. Owner bits
+//!   pointer (a short table, at most [`MAX_REGIONS`]) and its 32 KiB chunk
+//!   in the **slab-ownership map**, [`bsa_slab::SlabMap`] (the map and its
+//!   protocol live in the slab crate, `bsa_slab::map`). A chunk's entry
+//!   says whether it is a live slab and which CPU slot owns it. Owner bits
 //!   are set (after the slab header is written) and cleared (before the
-//!   chunk goes back to the buddy) only under the owning slot's lock.
+//!   chunk goes back to the buddy) only by the owning CPU, holding its
+//!   slot.
 //!   - Owner is the current CPU: take the slot (lock it and re-check the
 //!     entry; an exclusive slot needs neither, since only its owner changes
-//!     its owner bits), and free locally. The slab cannot be released while we hold its owner's
-//!     lock, so its header is ours to read; the slab crate then checks the
-//!     magic, class and slot boundary and catches double frees in its
-//!     bitmap (after draining pending remote frees).
-//!   - Owner is another CPU: one `fetch_add` on the entry both reads the
-//!     owner and registers the free as *in flight*; the object is pushed on
-//!     the slab's remote stack, then the count is dropped. Releasing a chunk
-//!     clears its owner with a compare-exchange that only succeeds with no
-//!     free in flight, so a chunk never returns to the buddy while a remote
-//!     free is reading its header — even when that free is a racing double
-//!     free. Remote double frees are caught when the owner drains (before
-//!     it hands out an object of that slab, frees one locally there, or
-//!     resizes one of it). A drain cannot tell who freed twice, so what it
-//!     finds is kept per CPU and reported at that CPU's next refill, or at
-//!     the next [`GlobalAllocator::trim`] /
-//!     [`GlobalAllocator::drain_remote_frees`]: one
-//!     [`MisuseKind::DoubleFree`] (or [`MisuseKind::Corruption`] for a
-//!     chain cut short) report with address 0, covering every double free
-//!     found on that CPU since its previous report; the counts are in
-//!     [`Stats`].
+//!     its owner bits), and free locally. The slab cannot be released while
+//!     we hold its owner's slot, so its header is ours to read; the slab
+//!     crate then checks the class and slot boundary and catches double
+//!     frees in its bitmaps.
+//!   - Owner is another CPU: [`bsa_slab::Chunk::remote_free`], a validated
+//!     entry point with no contract: one `fetch_add` on the entry both
+//!     reads the owner and *pins* the chunk, the object's bit goes into its
+//!     slab's pending bitmap (one `fetch_or`), then the pin is dropped.
+//!     Releasing a chunk clears its owner with a compare-exchange that only
+//!     succeeds with no pin left, so a chunk never returns to the buddy
+//!     while a remote free works on it — even when that free is a racing
+//!     double free. A remote double free is refused at the call when the
+//!     freer can see it (reported as [`MisuseKind::DoubleFree`] at once);
+//!     one it cannot see (two frees racing) is dropped by the owner's
+//!     collect before the object is handed out again. A collect cannot
+//!     tell who freed twice, so what it finds is kept per CPU and reported
+//!     at that CPU's next refill, or at the next [`GlobalAllocator::trim`]
+//!     / [`GlobalAllocator::drain_remote_frees`]: one
+//!     [`MisuseKind::DoubleFree`] report with address 0, covering every
+//!     double free found on that CPU since its previous report; the counts
+//!     are in [`Stats`].
 //!
 //!   Cost on the small-free fast path: one `Acquire` load of the region
 //!   count, a scan of (usually one) region bounds, one load of the map
 //!   entry; the local path adds only the slot lock (none on an exclusive
-//!   CPU), the
-//!   remote path two uncontended atomic RMWs on the map entry next to the
-//!   CAS on the slab's stack. No buddy lock, no global contention.
+//!   CPU), the remote path the pin's two uncontended RMWs on the map entry
+//!   around the `fetch_or` on the slab's pending word. No buddy lock, no
+//!   global contention.
 //!
 //!   `alloc` and `dealloc` are inlined into their callers for the common
 //!   case (an object from, or back to, a slab of the current CPU that
@@ -256,6 +259,7 @@ extern crate std;
 
 mod allocator;
 mod api;
+mod chunk_list;
 mod cpus;
 mod display;
 mod error;
@@ -266,17 +270,16 @@ mod misuse;
 mod page_cache;
 mod pages;
 mod platform;
-mod regions;
 mod sizeless;
 mod small;
 mod stats;
 
 pub use allocator::{GlobalAllocator, MAX_CPUS};
+pub use bsa_slab::MAX_REGIONS;
 pub use error::{AllocError, ConsistencyError};
 #[cfg(feature = "hosted")]
 pub use hosted::HostedPlatform;
 pub use platform::{Misuse, MisuseKind, Platform, RELEASE_MIN_BYTES};
-pub use regions::MAX_REGIONS;
 #[cfg(feature = "check")]
 pub use stats::CHECK_EVERY;
 pub use stats::{Stats, STATS_CPUS};
@@ -285,16 +288,6 @@ pub use stats::{Stats, STATS_CPUS};
 pub use bsa_buddy;
 pub use bsa_percpu;
 pub use bsa_slab;
-
-/// The slab-ownership map protocol, exposed only to the loom model
-/// (`tests/loom.rs`, `--cfg bsa_loom`). Not part of the API.
-#[cfg(bsa_loom)]
-#[doc(hidden)]
-pub mod __loom {
-    pub use crate::regions::{
-        begin_remote, claim, end_remote, release, MapEntry, INFLIGHT, OWNER_MASK,
-    };
-}
 
 #[cfg(test)]
 mod tests;

@@ -10,13 +10,10 @@
 
 use core::ptr::NonNull;
 
-use core::sync::atomic::Ordering;
-
 use bsa_buddy::{BuddyAllocator, PageInfo};
 use bsa_slab::SlabError;
 
 use crate::allocator::PageKind;
-use crate::regions::OWNER_MASK;
 use crate::{GlobalAllocator, MisuseKind, Platform};
 
 /// What a caller claimed a pointer to be, when freeing or resizing it.
@@ -60,10 +57,10 @@ pub(crate) enum Facts {
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// The facts about `ptr` (caller holds the buddy lock: `buddy`).
     pub(crate) fn facts(&self, buddy: &BuddyAllocator<PAGE_SIZE>, ptr: NonNull<u8>) -> Facts {
-        let Some(entry) = self.regions.entry(ptr.addr().get()) else {
+        let Some(chunk) = self.regions.chunk(ptr.addr().get()) else {
             return Facts::Foreign;
         };
-        if entry.load(Ordering::Relaxed) & OWNER_MASK != 0 {
+        if chunk.owner().is_some() {
             return Facts::InSlab;
         }
         match buddy.page_info(ptr.as_ptr()) {

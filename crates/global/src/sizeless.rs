@@ -4,9 +4,9 @@
 //!
 //! - A small object: the slab-ownership map says whether the chunk is a
 //!   live slab and whose; its class is read from the slab header while the
-//!   chunk is pinned (the owner's slot held, or registered in flight on the
-//!   map entry like a remote free), so the slab cannot be released under
-//!   the read. The free then takes the usual small-object path with every
+//!   chunk is pinned (the owner's slot held, or pinned on its map entry
+//!   like a remote free, `bsa_slab::Chunk::class_of`), so the slab cannot
+//!   be released under the read. The free then takes the usual small-object path with every
 //!   check (slot boundary, double free).
 //! - A large block: the buddy's allocation record at `ptr` (count and tag),
 //!   under the buddy lock; then the usual large free.
@@ -15,13 +15,11 @@
 //! refused with the kind a sized free would get.
 
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
 
 use bsa_slab::{SizeClass, SlabAllocator};
 
 use crate::allocator::{PageKind, Route};
 use crate::misuse::{misuse_kind, Claim};
-use crate::regions::{self, OWNER_MASK};
 use crate::{GlobalAllocator, MisuseKind, Platform};
 
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
@@ -30,9 +28,9 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let cpus = self.cpus.get().ok_or(MisuseKind::ForeignPointer)?;
         let entry = self
             .regions
-            .entry(ptr.addr().get())
+            .chunk(ptr.addr().get())
             .ok_or(MisuseKind::ForeignPointer)?;
-        if entry.load(Ordering::Acquire) & OWNER_MASK != 0 {
+        if entry.owner().is_some() {
             let class = self.with_cs(|cs| {
                 if let Some(slot) = self.owned_slot(cpus, cs, entry) {
                     // SAFETY: `owned_slot` returned the slot: the chunk is a
@@ -41,15 +39,8 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                     drop(slot);
                     return Some(c);
                 }
-                let pinned = regions::begin_remote(entry) != 0;
-                let c = pinned.then(|| {
-                    // SAFETY: the chunk is a live slab: its owner bits were
-                    // non-zero in the RMW that registered us in flight, and a
-                    // chunk is only released with nothing in flight.
-                    unsafe { SlabAllocator::class_of(ptr) }
-                });
-                regions::end_remote(entry);
-                c
+                // Another CPU's: read the header pinned.
+                entry.class_of(ptr)
             });
             match class {
                 Some(Ok(c)) => return Ok(Route::Small(c)),

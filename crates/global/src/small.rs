@@ -33,17 +33,14 @@
 //! buddy chunk without routing the layout again or re-running the slab
 //! cache's search.
 
+use bsa_percpu::{CpuIndexError, CriticalSection};
+use bsa_slab::{AllocFailure, Chunk, RemoteFree, SizeClass, SlabError, SlabMap, SLAB_SIZE};
 use core::alloc::Layout;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicU32, Ordering};
-
-use bsa_percpu::{CpuIndexError, CriticalSection};
-use bsa_slab::{AllocFailure, SizeClass, SlabAllocator, SlabError, SLAB_SIZE};
 
 use crate::allocator::{Cs, PageKind, Slot, Slots};
 use crate::cpus::Served;
 use crate::misuse::{misuse_kind, slab_misuse, Claim};
-use crate::regions::{self, Regions, OWNER_MASK};
 use crate::{AllocError, GlobalAllocator, MisuseKind, Platform};
 
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
@@ -92,22 +89,20 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// does not take this CPU's lock for nothing); with a lock, the second
     /// read, under it, is the one that counts; on an exclusive slot nobody
     /// else can change our owner bits, so the first read is exact.
-    /// (`wrapping_add`: `Platform::current_cpu` may return any index, even
-    /// `usize::MAX`; owner bits are never 0 here, so such an index simply
-    /// finds no slot.)
+    /// (`Platform::current_cpu` may return any index; one without a slot
+    /// simply finds none.)
     #[inline(always)]
     pub(crate) fn owned_slot<'s>(
         &self,
         cpus: &'s Slots,
         cs: &'s Cs<'_, P>,
-        entry: &AtomicU32,
+        entry: Chunk<'_>,
     ) -> Option<Slot<'s>> {
-        let owner_bits = cs.cpu().wrapping_add(1) as u32;
-        if entry.load(Ordering::Relaxed) & OWNER_MASK != owner_bits {
+        if entry.owner() != Some(cs.cpu()) {
             return None;
         }
         let slot = self.current_slot(cpus, cs).ok()?;
-        if slot.is_locked() && entry.load(Ordering::Relaxed) & OWNER_MASK != owner_bits {
+        if slot.is_locked() && entry.owner() != Some(cs.cpu()) {
             return None;
         }
         Some(slot)
@@ -161,7 +156,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         drop(slot);
         served.finish(self);
         let chunk = self.buddy_alloc(Self::SLAB_PAGES, SLAB_SIZE, PageKind::Slab, None)?;
-        let Some(entry) = self.regions.entry(chunk.addr().get()) else {
+        let Some(entry) = self.regions.chunk(chunk.addr().get()) else {
             debug_assert!(false, "buddy page outside every region");
             let _ = self.buddy_free(chunk, Self::SLAB_PAGES, PageKind::Slab);
             return Err(AllocError::NoMemory);
@@ -181,7 +176,11 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             // just written). It is tagged SLAB and only returned to the buddy
             // after the slab cache hands it back.
             unsafe { s.add_slab(class, chunk) }?;
-            regions::claim(entry, cpu);
+            // SAFETY: the chunk now holds a slab set up by `add_slab` of the
+            // cache of slot `cpu` (the one cache using this map with that
+            // index), held here; its owner bits are cleared (`release`) on
+            // this CPU before the cache's hand-back goes to the buddy.
+            unsafe { entry.claim(cpu) };
             Ok::<_, SlabError>(s.alloc_class(class))
         });
         match r {
@@ -229,7 +228,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         ptr: NonNull<u8>,
         class: SizeClass,
     ) -> Result<(), MisuseKind> {
-        let Some(entry) = self.regions.entry(ptr.addr().get()) else {
+        let Some(entry) = self.regions.chunk(ptr.addr().get()) else {
             return Err(MisuseKind::ForeignPointer);
         };
         self.free_in_chunk(cpus, cs, entry, ptr, class)
@@ -243,7 +242,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         &self,
         cpus: &Slots,
         cs: &Cs<'_, P>,
-        entry: &AtomicU32,
+        entry: Chunk<'_>,
         ptr: NonNull<u8>,
         class: SizeClass,
     ) -> Result<(), MisuseKind> {
@@ -308,7 +307,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     ) -> Option<Result<(NonNull<u8>, usize), AllocError>> {
         let cpus = self.cpus.get()?;
         let (from, to) = (SizeClass::for_layout(old)?, SizeClass::for_layout(new)?);
-        let entry = self.regions.entry(ptr.addr().get())?;
+        let entry = self.regions.chunk(ptr.addr().get())?;
         let cs = CriticalSection::enter(&self.platform);
         let cpu = cs.cpu();
         let mut slot = self.owned_slot(cpus, &cs, entry)?;
@@ -366,64 +365,43 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         &self,
         cpus: &Slots,
         cs: &Cs<'_, P>,
-        entry: &AtomicU32,
+        entry: Chunk<'_>,
         ptr: NonNull<u8>,
         class: SizeClass,
     ) -> Result<(), MisuseKind> {
-        let cpu = cs.cpu();
-        // Announce the free (and re-read the owner) with one RMW.
-        let owner = regions::begin_remote(entry);
-        if owner == 0 {
-            regions::end_remote(entry);
-            return Err(misuse_kind(self.facts_locked(ptr), Claim::Small));
-        }
-        if owner as usize - 1 == cpu {
+        // Pins the chunk and re-reads the owner with one RMW (see
+        // `bsa_slab::map`), then one `fetch_or` on the slab's pending bitmap.
+        match entry.remote_free(ptr, class, cs.cpu()) {
+            RemoteFree::Done(r) => r.map_err(slab_misuse),
             // Ours after all (set up by this CPU after the hint was read):
-            // free it under our lock.
-            regions::end_remote(entry);
-            return self.free_small(cpus, cs, ptr, class);
+            // free it with the owner's checks.
+            RemoteFree::Mine => self.free_small(cpus, cs, ptr, class),
+            RemoteFree::NotASlab => Err(misuse_kind(self.facts_locked(ptr), Claim::Small)),
         }
-        // SAFETY: (1) the chunk containing `ptr` is a live slab of this
-        // allocator: its owner bits were non-zero in the same RMW that
-        // registered us as in flight, and a chunk's pages only go back to the
-        // buddy after `regions::release` saw no free in flight — so the
-        // header memory stays ours, initialised and not released until our
-        // `fetch_sub` below; (2) the header was fully written before the
-        // owner bits were set (`Release` in `claim`, `Acquire` above);
-        // (3) the caller of `dealloc` gives up the object.
-        let r = unsafe { SlabAllocator::remote_free(ptr, class) };
-        regions::end_remote(entry);
-        r.map_err(slab_misuse)
     }
 
     /// Check, without freeing it, that `ptr` is a live object of `class`,
     /// with the misuse kinds a free would get:
     /// - an object of the current CPU, or of a CPU whose slot is locked
     ///   (not exclusive): the checks of a free (map entry, the slab
-    ///   header's class, the slot boundary, the slot's bit in the owner's
-    ///   bitmap after draining its pending remote frees), holding the
-    ///   owner's slot;
-    /// - an object of another CPU whose index is exclusive: registered as
-    ///   in flight on its map entry (so the slab cannot be released), the
-    ///   header checks and a read of the object's bitmap bit, without the
-    ///   owner ([`SlabAllocator::check_live_shared`]). Exact for an object
-    ///   the caller owns and for one its owner took back; one freed from
-    ///   another CPU and not yet collected still reads as live, and its
-    ///   second free is caught by the owner's drain.
+    ///   header's class, the slot boundary, the object's avail,
+    ///   quarantined and pending bits), holding the owner's slot;
+    /// - an object of another CPU whose index is exclusive: pinned on its
+    ///   map entry (so the slab cannot be released), the same checks
+    ///   without the owner ([`bsa_slab::Chunk::check_live`]). Exact for an
+    ///   object the caller owns and for every free the caller can see.
     pub(crate) fn check_small(
         &self,
         cpus: &Slots,
         ptr: NonNull<u8>,
         class: SizeClass,
     ) -> Result<(), MisuseKind> {
-        let Some(entry) = self.regions.entry(ptr.addr().get()) else {
+        let Some(entry) = self.regions.chunk(ptr.addr().get()) else {
             return Err(MisuseKind::ForeignPointer);
         };
-        let owner = entry.load(Ordering::Acquire) & OWNER_MASK;
-        if owner == 0 {
+        let Some(owner_cpu) = entry.owner() else {
             return Err(misuse_kind(self.facts_locked(ptr), Claim::Small));
-        }
-        let owner_cpu = owner as usize - 1;
+        };
         let r = self.with_cs(|cs| {
             if owner_cpu == cs.cpu() {
                 let mut s = self.owned_slot(cpus, cs, entry)?;
@@ -432,24 +410,15 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 return Some(unsafe { s.check_owned(ptr, class) });
             }
             if self.platform.cpu_is_exclusive(owner_cpu) {
-                let now = regions::begin_remote(entry);
-                let r = (now == owner).then(|| {
-                    // SAFETY: the chunk is a live slab: its owner bits were
-                    // non-zero in the RMW that registered us as in flight,
-                    // and a chunk is only released once nothing is in
-                    // flight (`regions::release`), so it stays a live slab
-                    // until `end_remote` below.
-                    unsafe { SlabAllocator::check_live_shared(ptr, class) }
-                });
-                regions::end_remote(entry);
-                return r;
+                // Pinned, validated, without the owner.
+                return entry.check_live(ptr, class, owner_cpu);
             }
             let mut s = self.lock_other(cpus, owner_cpu)?;
             // Owner bits of a chunk only change while its owner's slot is
             // held, as it is now: if they changed since the read above, the
             // chunk was handed back (or set up again) meanwhile, so `ptr`
             // was not a live object of it.
-            if entry.load(Ordering::Relaxed) & OWNER_MASK != owner {
+            if entry.owner() != Some(owner_cpu) {
                 return None;
             }
             // SAFETY: the map entry says the chunk is a live slab owned by
@@ -466,9 +435,9 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
 }
 
 /// Clear the map entry of a chunk the slab cache of `cpu` just handed back.
-pub(crate) fn release_chunk(regions: &Regions, chunk: NonNull<u8>, cpu: usize) {
-    match regions.entry(chunk.addr().get()) {
-        Some(entry) => regions::release(entry, cpu),
+pub(crate) fn release_chunk(regions: &SlabMap, chunk: NonNull<u8>, cpu: usize) {
+    match regions.chunk(chunk.addr().get()) {
+        Some(entry) => entry.release(cpu),
         None => debug_assert!(false, "slab chunk outside every region"),
     }
 }

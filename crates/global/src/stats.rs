@@ -1,13 +1,10 @@
 //! `stats()` and `check_consistency()`. Neither allocates: every figure is
 //! in a fixed-size array.
 
-use core::sync::atomic::Ordering;
-
 use bsa_slab::{ClassStats, SlabStats, NUM_CLASSES, SLAB_SIZE};
 
 use crate::allocator::{PageKind, Slot};
 use crate::cpus::{Published, REQ_STATS};
-use crate::regions::OWNER_MASK;
 use crate::{ConsistencyError, GlobalAllocator, Platform};
 
 /// With the `check` feature, one page-level change in this many runs the
@@ -189,7 +186,12 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     #[inline]
     pub(crate) fn check_sampled(&self) {
         #[cfg(feature = "check")]
-        if self.check_ticks.fetch_add(1, Ordering::Relaxed) % CHECK_EVERY == 0 {
+        if self
+            .check_ticks
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed)
+            % CHECK_EVERY
+            == 0
+        {
             if let Err(e) = self.check_consistency() {
                 panic!("bsa-global consistency check failed: {e}");
             }
@@ -244,12 +246,8 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         let slabs = s.stats().total().slabs();
         let owned = self
             .regions
-            .iter()
-            .map(|r| {
-                r.chunks()
-                    .filter(|(_, e)| e.load(Ordering::Relaxed) & OWNER_MASK == cpu as u32 + 1)
-                    .count()
-            })
+            .regions()
+            .map(|r| r.chunks().filter(|(_, c)| c.owner() == Some(cpu)).count())
             .sum::<usize>();
         if owned != slabs {
             return Err(bad("slab map ownership differs from the CPU's slab count"));
@@ -292,23 +290,21 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
                 ));
             }
             let mut owned = 0;
-            for r in self.regions.iter() {
+            for r in self.regions.regions() {
                 if r.end <= r.start {
                     return Err(ConsistencyError::new("empty region in the table"));
                 }
-                for (addr, e) in r.chunks() {
-                    let v = e.load(Ordering::Relaxed);
-                    let owner = v & OWNER_MASK;
-                    if owner == 0 {
+                for (addr, c) in r.chunks() {
+                    let Some(owner) = c.owner() else {
                         continue;
-                    }
+                    };
                     owned += 1;
                     let bad = |what| ConsistencyError {
                         what,
-                        cpu: Some(owner as usize - 1),
+                        cpu: Some(owner),
                         addr: Some(addr),
                     };
-                    if owner as usize > cpus.cpu_count() {
+                    if owner >= cpus.cpu_count() {
                         return Err(bad("slab map owner out of range"));
                     }
                     let Some(chunk) = self.chunk_ptr(addr) else {

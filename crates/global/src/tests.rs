@@ -7,13 +7,13 @@ mod common;
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 use std::vec::Vec;
 
 use bsa_slab::{SizeClass, SLAB_SIZE};
 use common::{check, fill, heap, set_cpu, Heap, Region, TestPlatform};
 
-use crate::regions::{self, ChunkList, Regions, INFLIGHT, OWNER_MASK};
+use crate::chunk_list::ChunkList;
 use crate::{AllocError, MisuseKind};
 
 const MIB: usize = 1 << 20;
@@ -195,52 +195,6 @@ fn init_twice_and_lowmem() {
     // SAFETY: allocated above with 4 pages.
     unsafe { h.dealloc_pages(p, 4) }.unwrap();
     drop(h);
-}
-
-#[test]
-fn region_map_claim_release_and_lookup() {
-    let region = Region::new(256 << 10);
-    let regions = Regions::new();
-    let mut writer = ();
-    let plan = regions
-        .plan(&mut writer, region.all().cast(), region.len(), 0)
-        .unwrap();
-    assert!(plan.rest_len < region.len());
-    // SAFETY: fresh plan under our (single-threaded) writer; the region
-    // outlives `regions`.
-    unsafe { regions.publish(&mut writer, plan) };
-    assert_eq!(regions.len(), 1);
-    assert!(regions.entry(region.start() - 1).is_none());
-    assert!(regions.entry(region.start() + region.len()).is_none());
-    let e = regions.entry(region.start() + 100_000).unwrap();
-    assert_eq!(e.load(Ordering::Relaxed), 0);
-    // Overlap is refused.
-    assert!(matches!(
-        regions.plan(&mut writer, region.all().cast(), 4096, 0),
-        Err(AllocError::Overlap)
-    ));
-    regions::claim(e, 3);
-    assert_eq!(e.load(Ordering::Relaxed) & OWNER_MASK, 4);
-    // A remote free in flight delays the release until it is done.
-    e.fetch_add(INFLIGHT, Ordering::Acquire);
-    let released = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            regions::release(e, 3);
-            released.store(true, Ordering::SeqCst);
-        });
-        for _ in 0..50 {
-            std::thread::yield_now();
-        }
-        assert!(
-            !released.load(Ordering::SeqCst),
-            "released with a free in flight"
-        );
-        e.fetch_sub(INFLIGHT, Ordering::Release);
-    });
-    assert!(released.load(Ordering::SeqCst));
-    assert_eq!(e.load(Ordering::Relaxed), 0);
-    let _: &AtomicU32 = e;
 }
 
 #[test]

@@ -1,14 +1,13 @@
-//! loom models of the slab-ownership map protocol (see `regions.rs` and the
-//! crate docs, "Validating a free"): a remote free registers itself as in
-//! flight with the same RMW that reads the chunk's owner, and the owner
-//! releases a chunk only once nothing is in flight.
+//! loom models of bsa-global's cross-CPU protocols on the real
+//! `bsa-percpu` slots and the real slab-ownership map of `bsa-slab` (its
+//! public API, `bsa_slab::map`): a trim request, and a hotplug flush, each
+//! racing a remote free. The map's own protocol (claim, pin, release) is
+//! model-checked in `bsa-slab`'s `tests/loom.rs`, with its mutants.
 //!
 //! The chunk's memory (slab header, then whatever the buddy hands the pages
 //! to next) is a loom `UnsafeCell`, so any access of a remote free that is
 //! not ordered before the chunk's reuse — or not ordered after the header's
-//! initialisation — is a causality violation loom reports. Under
-//! `--cfg bsa_loom_mutant` the protocol's Release/Acquire pairs are
-//! weakened to Relaxed and these models must fail.
+//! initialisation — is a causality violation loom reports.
 //!
 //! ```text
 //! RUSTFLAGS="--cfg bsa_loom" LOOM_MAX_PREEMPTIONS=3 \
@@ -16,106 +15,78 @@
 //! ```
 #![cfg(bsa_loom)]
 
-use bsa_global::__loom::{begin_remote, claim, end_remote, release, OWNER_MASK};
+use std::alloc::Layout;
+
+use bsa_global::bsa_slab::{Chunk, SlabMap, SLAB_SIZE};
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
-/// The "memory" of one chunk: 1 = slab header of CPU 0, 2 = reused by the
-/// buddy for something else.
-struct Chunk {
-    entry: AtomicU32,
+/// A published map region of two chunks, the second being the model's;
+/// its "memory": 1 = slab header of its owner, 2 = reused by the buddy.
+struct World {
+    map: SlabMap,
+    mem: usize,
     memory: UnsafeCell<u32>,
 }
 
-/// A remote free from another CPU: read the header only while registered.
-/// Returns whether the free went ahead.
-fn remote_free(c: &Chunk) -> bool {
-    let owner = begin_remote(&c.entry);
-    let went = owner != 0;
-    if went {
-        // SAFETY (model): reading the header is what the real remote free does.
-        let v = c.memory.with(|m| unsafe { *m });
-        assert_eq!(
-            v, 1,
-            "a registered remote free saw a chunk that is not a slab"
-        );
+fn layout() -> Layout {
+    Layout::from_size_align(2 * SLAB_SIZE, SLAB_SIZE).unwrap()
+}
+
+impl World {
+    fn new() -> Arc<World> {
+        // SAFETY: non-zero size.
+        let mem = unsafe { std::alloc::alloc_zeroed(layout()) };
+        assert!(!mem.is_null());
+        let map = SlabMap::new();
+        let plan = map.plan(&mut (), mem, layout().size(), 0).unwrap();
+        // SAFETY: fresh plan, single writer; the memory outlives the map.
+        unsafe { map.publish(&mut (), plan) };
+        Arc::new(World {
+            map,
+            mem: mem.addr(),
+            memory: UnsafeCell::new(0),
+        })
     }
-    end_remote(&c.entry);
-    went
-}
 
-/// The owner releases the slab while a remote free (a racing double free)
-/// may be in flight; the pages are then reused. The free either completes
-/// before the reuse or refuses.
-#[test]
-fn release_waits_for_in_flight_remote_free() {
-    loom::model(|| {
-        let c = Arc::new(Chunk {
-            entry: AtomicU32::new(0),
-            memory: UnsafeCell::new(0),
-        });
-        // SAFETY (model): set up before any other thread exists.
-        c.memory.with_mut(|m| unsafe { *m = 1 });
-        claim(&c.entry, 0);
-        let c2 = Arc::clone(&c);
-        let t = thread::spawn(move || remote_free(&c2));
-        release(&c.entry, 0);
-        // SAFETY (model): the buddy hands the pages to a new user.
-        c.memory.with_mut(|m| unsafe { *m = 2 });
-        t.join().unwrap();
-        assert_eq!(c.entry.load(loom::sync::atomic::Ordering::Relaxed), 0);
-    });
-}
+    fn chunk(&self) -> Chunk<'_> {
+        self.map.chunk(self.mem + SLAB_SIZE).unwrap()
+    }
 
-/// A chunk becomes a slab (header written, then claimed) while a remote
-/// free races in: it sees either no owner, or the initialised header.
-#[test]
-fn claim_publishes_the_header() {
-    loom::model(|| {
-        let c = Arc::new(Chunk {
-            entry: AtomicU32::new(0),
-            memory: UnsafeCell::new(0),
-        });
-        let c2 = Arc::clone(&c);
-        let t = thread::spawn(move || remote_free(&c2));
+    /// The owner writes the header, then claims the chunk.
+    fn set_up(&self, cpu: usize) {
         // SAFETY (model): add_slab writes the header.
-        c.memory.with_mut(|m| unsafe { *m = 1 });
-        claim(&c.entry, 0);
-        t.join().unwrap();
-        let v = c.entry.load(loom::sync::atomic::Ordering::Relaxed);
-        assert_eq!(v & OWNER_MASK, 1);
-        assert_eq!(v >> 16, 0, "every in-flight count was dropped");
-    });
+        self.memory.with_mut(|m| unsafe { *m = 1 });
+        // SAFETY (model): the chunk "holds" CPU `cpu`'s slab from now on.
+        unsafe { self.chunk().claim(cpu) };
+    }
+
+    /// The buddy hands the released pages to a new user.
+    fn reuse(&self) {
+        // SAFETY (model): the pages are reused.
+        self.memory.with_mut(|m| unsafe { *m = 2 });
+    }
 }
 
-/// Two remote frees and a release: both frees finish or refuse, the
-/// release completes, and no count is left behind.
-#[test]
-fn two_remote_frees_and_a_release() {
-    loom::model(|| {
-        let c = Arc::new(Chunk {
-            entry: AtomicU32::new(0),
-            memory: UnsafeCell::new(0),
-        });
-        // SAFETY (model): set up before any other thread exists.
-        c.memory.with_mut(|m| unsafe { *m = 1 });
-        claim(&c.entry, 0);
-        let ts: Vec<_> = (0..2)
-            .map(|_| {
-                let c = Arc::clone(&c);
-                thread::spawn(move || remote_free(&c))
-            })
-            .collect();
-        release(&c.entry, 0);
-        // SAFETY (model): the pages are reused.
-        c.memory.with_mut(|m| unsafe { *m = 2 });
-        for t in ts {
-            t.join().unwrap();
+impl Drop for World {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { std::alloc::dealloc(self.mem as *mut u8, layout()) };
+    }
+}
+
+/// A remote free from another CPU: reads the header only while pinned.
+fn remote_free(w: &World) -> bool {
+    w.chunk().pinned(|owner| {
+        if owner.is_some() {
+            // SAFETY (model): reading the header, as the real free does.
+            let v = w.memory.with(|m| unsafe { *m });
+            assert_eq!(v, 1, "a pinned remote free saw a chunk that is not a slab");
         }
-        assert_eq!(c.entry.load(loom::sync::atomic::Ordering::Relaxed), 0);
-    });
+        owner.is_some()
+    })
 }
 
 /// The owner of the slab (its CPU slot, exclusive) serves a trim request
@@ -128,13 +99,8 @@ fn a_trim_request_races_a_remote_free() {
     /// `REQ_TRIM` of `cpus.rs` (the bit's value does not matter here).
     const TRIM: u32 = 2;
     loom::model(|| {
-        let c = Arc::new(Chunk {
-            entry: AtomicU32::new(0),
-            memory: UnsafeCell::new(0),
-        });
-        // SAFETY (model): the owner writes the header before claiming.
-        c.memory.with_mut(|m| unsafe { *m = 1 });
-        claim(&c.entry, 0);
+        let c = World::new();
+        c.set_up(0);
         let slots = slots(1);
         let poster = {
             let slots = Arc::clone(&slots);
@@ -150,17 +116,16 @@ fn a_trim_request_races_a_remote_free() {
             // SAFETY (model): this thread is CPU 0, the slot's only user.
             let slot = unsafe { slots.exclusive_cpu(0) }.unwrap();
             if slot.take_requests() & TRIM != 0 {
-                release(&c.entry, 0);
+                c.chunk().release(0);
                 released = true;
             }
             drop(slot);
             thread::yield_now();
         }
-        // SAFETY (model): the buddy hands the pages to a new user.
-        c.memory.with_mut(|m| unsafe { *m = 2 });
+        c.reuse();
         poster.join().unwrap();
         freer.join().unwrap();
-        assert_eq!(c.entry.load(loom::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!((c.chunk().owner(), c.chunk().pins()), (None, 0));
     });
 }
 
@@ -170,10 +135,7 @@ fn a_trim_request_races_a_remote_free() {
 #[test]
 fn a_hotplug_flush_races_a_remote_free() {
     loom::model(|| {
-        let c = Arc::new(Chunk {
-            entry: AtomicU32::new(0),
-            memory: UnsafeCell::new(0),
-        });
+        let c = World::new();
         let slots = slots(2);
         let parked = Arc::new(AtomicBool::new(false));
         let cpu1 = {
@@ -181,9 +143,8 @@ fn a_hotplug_flush_races_a_remote_free() {
             thread::spawn(move || {
                 // SAFETY (model): CPU 1 alone uses slot 1 until it parks.
                 let mut slot = unsafe { slots.exclusive_cpu(1) }.unwrap();
-                // SAFETY (model): the slab is CPU 1's (header, then claim).
-                c.memory.with_mut(|m| unsafe { *m = 1 });
-                claim(&c.entry, 1);
+                // The slab is CPU 1's (header, then claim).
+                c.set_up(1);
                 *slot += 1; // its cache now holds the slab
                 drop(slot);
                 parked.store(true, Ordering::Release);
@@ -199,14 +160,14 @@ fn a_hotplug_flush_races_a_remote_free() {
         // SAFETY (model): CPU 1 parked; its work happens before (Acquire).
         let mut slot = unsafe { slots.exclusive_cpu(1) }.unwrap();
         assert_eq!(*slot, 1, "the flush sees the parked CPU's cache");
-        release(&c.entry, 1);
+        c.chunk().release(1);
         *slot -= 1;
         drop(slot);
-        // SAFETY (model): the pages go back to the buddy and are reused.
-        c.memory.with_mut(|m| unsafe { *m = 2 });
+        // The pages go back to the buddy and are reused.
+        c.reuse();
         cpu1.join().unwrap();
         freer.join().unwrap();
-        assert_eq!(c.entry.load(loom::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!((c.chunk().owner(), c.chunk().pins()), (None, 0));
     });
 }
 

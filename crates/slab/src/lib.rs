@@ -64,13 +64,18 @@
 //! from the offset with a precomputed reciprocal multiply (`(off *
 //! ceil(2^32 / size)) >> 32`, exact for every offset of a slab, an exact shift
 //! for powers of two; no hardware division), and the pointer must be exactly
-//! on a slot. The crate cannot tell by itself whether arbitrary memory is
-//! one of its slabs: the caller must guarantee that the aligned block around
-//! a pointer is readable memory (the `global` crate first looks the
-//! pointer up in its lock-free slab-ownership map, which knows which
-//! 32 KiB chunks are live slabs and which CPU owns each, and then calls
-//! [`SlabAllocator::free_owned`], which skips the magic and owner checks
-//! that map already made).
+//! on a slot. The header alone cannot tell whether arbitrary memory is one
+//! of the slabs: the raw entry points ([`SlabAllocator::free`],
+//! [`SlabAllocator::remote_free`], ...) make the caller guarantee that the
+//! aligned block around a pointer is readable memory. The
+//! **slab-ownership map** ([`SlabMap`], module [`map`]) removes that
+//! contract: over memory regions the caller registers, it records which
+//! 32 KiB chunks are live slabs and which CPU's allocator owns each, and
+//! its validated cross-CPU entry points ([`Chunk::remote_free`],
+//! [`Chunk::check_live`], [`Chunk::class_of`]) pin the chunk while they
+//! work on it (`bsa-global` uses it for every free; its owner path then
+//! calls [`SlabAllocator::free_owned`], which skips the magic and owner
+//! checks the map already made).
 //!
 //! Header, bitmap, alignment padding and the unusable tail cost at most 1/16
 //! of a slab for every class (compile-time check): the worst is 2048 B, whose
@@ -211,7 +216,8 @@
 //!    a double free in flight only touches its pending word (`fetch_or`,
 //!    `fetch_and`), which is why `remote_free`'s contract asks the caller
 //!    to keep a released slab's memory from being set up again until such
-//!    calls return (`bsa-global` does that with its ownership map).
+//!    calls return ([`SlabMap`] does that: its chunks are pinned while a
+//!    cross-CPU operation works on them).
 //!
 //! A use after free can no longer corrupt the allocator's metadata: no
 //! link lives in a free object.
@@ -270,6 +276,7 @@ extern crate std;
 
 mod cache;
 mod header;
+pub mod map;
 mod remote;
 mod size_class;
 mod stats;
@@ -286,6 +293,7 @@ struct ReadmeDoctest;
 use core::fmt;
 
 pub use cache::SlabAllocator;
+pub use map::{Chunk, MapEntry, MapError, RemoteFree, SlabMap, MAX_OWNERS, MAX_REGIONS};
 pub use size_class::{SizeClass, MAX_SMALL_SIZE, NUM_CLASSES, SLAB_SIZE};
 pub use stats::{ClassStats, SlabConsistencyError, SlabState, SlabStats};
 

@@ -2,9 +2,9 @@
 //! builds and `loom` under `--cfg bsa_loom`, so that the loom models in
 //! `tests/loom.rs` run this crate's real code.
 //!
-//! Under loom every word the protocol orders through is a loom atomic: the
-//! pending words and summary, the inbox head and links, and the owner's
-//! bitmap words (a remote freer reads them after its `fetch_or` to judge a
+//! Under loom every word the protocols order through is a loom atomic: the
+//! slab-ownership map's entries (`map.rs`), the pending words and summary,
+//! the inbox head and links, and the owner's bitmap words (a remote freer reads them after its `fetch_or` to judge a
 //! double free, so a weakened ordering must be able to show it a stale
 //! word). They are created in place in slab memory when a slab is set up.
 
@@ -21,12 +21,12 @@ pub(crate) type MagicWord = core::sync::atomic::AtomicUsize;
 
 #[cfg(not(bsa_loom))]
 mod imp {
-    pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU64};
+    pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
 }
 
 #[cfg(bsa_loom)]
 mod imp {
-    pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU64};
+    pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
 }
 
 pub(crate) use imp::*;

@@ -21,14 +21,20 @@
 //!   assertion (`--cfg bsa_loom_mutant_step` skips the remote freer's
 //!   judgement against the owner's bitmap, so a stale second free of a
 //!   collected object frees it again while it is handed out).
+//!
+//! Models (7)–(9) check the slab-ownership map (`map.rs`): a chunk's
+//! memory is a loom cell, so a pinned operation not ordered after the
+//! header's setup or before the chunk's reuse is a causality violation
+//! (the mutant weakens the map's Release/Acquire pairs too).
 #![cfg(bsa_loom)]
 
 use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::vec::Vec;
 
-use bsa_slab::{AllocFailure, SizeClass, SlabAllocator, SlabError, SLAB_SIZE};
+use bsa_slab::{AllocFailure, Chunk, SizeClass, SlabAllocator, SlabError, SlabMap, SLAB_SIZE};
 use loom::cell::UnsafeCell;
+use loom::sync::Arc;
 use loom::thread;
 
 /// Offset of the model's payload cell in each object.
@@ -328,5 +334,132 @@ fn release_races_remote_free() {
         w.alloc.check_consistency().unwrap();
         // SAFETY: allocated in `setup` with this layout; handed back.
         unsafe { std::alloc::dealloc(w.mem.as_ptr(), slab_layout()) };
+    });
+}
+
+// ------------------------------------------------ slab-ownership map
+
+/// One published map region of two chunks; the second is the model's
+/// chunk. Its "memory" is a loom cell: 1 = the slab header of its owner,
+/// 2 = reused by the page allocator for something else, so an access of a
+/// cross-CPU operation that is not ordered after the header's setup, or
+/// not ordered before the reuse, is a causality violation loom reports.
+struct MapWorld {
+    map: SlabMap,
+    mem: usize,
+    memory: UnsafeCell<u32>,
+}
+
+impl MapWorld {
+    fn new() -> Arc<MapWorld> {
+        let layout = map_layout();
+        // SAFETY: non-zero size.
+        let mem = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!mem.is_null());
+        let map = SlabMap::new();
+        let plan = map.plan(&mut (), mem, layout.size(), 0).unwrap();
+        // SAFETY: fresh plan, single writer; the memory outlives the map
+        // (freed in `drop`).
+        unsafe { map.publish(&mut (), plan) };
+        Arc::new(MapWorld {
+            map,
+            mem: mem.addr(),
+            memory: UnsafeCell::new(0),
+        })
+    }
+
+    fn chunk(&self) -> Chunk<'_> {
+        self.map.chunk(self.mem + SLAB_SIZE).unwrap()
+    }
+
+    /// The owner sets up its slab (header, then claim).
+    fn set_up(&self, cpu: usize) {
+        // SAFETY (model): add_slab writes the header.
+        self.memory.with_mut(|m| unsafe { *m = 1 });
+        // SAFETY (model): the chunk "holds" CPU `cpu`'s slab from now on.
+        unsafe { self.chunk().claim(cpu) };
+    }
+
+    /// The owner releases the chunk and the page allocator reuses it.
+    fn release_and_reuse(&self, cpu: usize) {
+        self.chunk().release(cpu);
+        // SAFETY (model): the pages are handed to a new user.
+        self.memory.with_mut(|m| unsafe { *m = 2 });
+    }
+
+    /// A cross-CPU operation: reads the header only while pinned, and only
+    /// if the chunk has an owner. Returns whether it went ahead.
+    fn remote_op(&self) -> bool {
+        self.chunk().pinned(|owner| {
+            if owner.is_some() {
+                // SAFETY (model): reading the header, as a remote free does.
+                let v = self.memory.with(|m| unsafe { *m });
+                assert_eq!(v, 1, "a pinned operation saw a chunk that is not a slab");
+            }
+            owner.is_some()
+        })
+    }
+}
+
+impl Drop for MapWorld {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; the map is dropped
+        // with us and not used any more.
+        unsafe { std::alloc::dealloc(self.mem as *mut u8, map_layout()) };
+    }
+}
+
+fn map_layout() -> Layout {
+    Layout::from_size_align(2 * SLAB_SIZE, SLAB_SIZE).unwrap()
+}
+
+/// (7) The owner releases its slab while a cross-CPU operation (a racing
+/// double free) may be pinning it; the pages are then reused. The
+/// operation completes before the reuse, or refuses.
+#[test]
+fn map_release_waits_for_a_pin() {
+    loom::model(|| {
+        let w = MapWorld::new();
+        w.set_up(0);
+        let w2 = Arc::clone(&w);
+        let t = thread::spawn(move || w2.remote_op());
+        w.release_and_reuse(0);
+        t.join().unwrap();
+        assert_eq!((w.chunk().owner(), w.chunk().pins()), (None, 0));
+    });
+}
+
+/// (8) A chunk becomes a slab (header written, then claimed) while a
+/// cross-CPU operation races in: it sees no owner, or the header.
+#[test]
+fn map_claim_publishes_the_header() {
+    loom::model(|| {
+        let w = MapWorld::new();
+        let w2 = Arc::clone(&w);
+        let t = thread::spawn(move || w2.remote_op());
+        w.set_up(0);
+        t.join().unwrap();
+        assert_eq!((w.chunk().owner(), w.chunk().pins()), (Some(0), 0));
+    });
+}
+
+/// (9) Two cross-CPU operations and a release: both finish or refuse, the
+/// release completes, and no pin is left behind.
+#[test]
+fn map_two_pins_and_a_release() {
+    loom::model(|| {
+        let w = MapWorld::new();
+        w.set_up(0);
+        let ts: Vec<_> = (0..2)
+            .map(|_| {
+                let w = Arc::clone(&w);
+                thread::spawn(move || w.remote_op())
+            })
+            .collect();
+        w.release_and_reuse(0);
+        for t in ts {
+            t.join().unwrap();
+        }
+        assert_eq!((w.chunk().owner(), w.chunk().pins()), (None, 0));
     });
 }

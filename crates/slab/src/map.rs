@@ -1,0 +1,578 @@
+//! The slab-ownership map: which `SLAB_SIZE` chunks of a caller's memory
+//! regions are live slabs, and which CPU's [`SlabAllocator`] owns each.
+//! The one place that answers "is this pointer in a live slab, and whose?",
+//! and the home of the validated cross-CPU entry points
+//! ([`Chunk::remote_free`], [`Chunk::check_live`], [`Chunk::class_of`])
+//! that need no contract from their caller.
+//!
+//! A [`SlabMap`] is an append-only table of up to [`MAX_REGIONS`] regions.
+//! Each region gets one 32-bit entry per `SLAB_SIZE`-aligned chunk of its
+//! address range, in storage the caller supplies (carved from the region's
+//! own start by [`SlabMap::plan`]: 4 bytes per 32 KiB, 0.012 %). An entry
+//! holds
+//!
+//! - in its low 16 bits: 0 if the chunk is not a live slab, or `cpu + 1`
+//!   if it is a slab of the allocator of CPU slot `cpu`;
+//! - in its high 16 bits: the number of cross-CPU operations pinning the
+//!   chunk right now (a remote free, a liveness check, a class lookup).
+//!
+//! ## Protocol (model-checked in `tests/loom.rs`)
+//!
+//! 1. Owner bits change only on the owning CPU: set by [`Chunk::claim`]
+//!    after the slab's header is written (`Release`), cleared by
+//!    [`Chunk::release`] before the chunk's memory is used for anything
+//!    else, which first waits until no pin is left (`Acquire`).
+//! 2. A cross-CPU operation pins the chunk with the same RMW that reads
+//!    the owner (`Acquire`: it sees the header), works on the slab only
+//!    if the owner bits were non-zero, and unpins when done (`Release`:
+//!    its accesses happen before the release that waits for it). So while
+//!    pinned, a chunk with an owner stays that owner's live slab.
+//! 3. The owner reads its own bits without pinning (`Relaxed`): nobody
+//!    else changes them.
+//!
+//! The table is append-only: writers are serialised by the caller (they
+//! pass a `&mut` of whatever serialises them as proof, e.g. their page
+//! allocator), readers are lock-free (`count` is published with `Release`
+//! after the entry's fields).
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr as CoreAtomicPtr, AtomicUsize, Ordering};
+
+use crate::sync::AtomicU32;
+use crate::{SizeClass, SlabAllocator, SlabError, SLAB_SIZE};
+
+/// Most regions one map covers.
+pub const MAX_REGIONS: usize = 64;
+
+/// Most CPU slots a map distinguishes (16 owner bits, 0 = no owner).
+pub const MAX_OWNERS: usize = OWNER_MASK as usize - 1;
+
+/// Owner part of an entry.
+const OWNER_MASK: u32 = 0xFFFF;
+/// One pin.
+const PIN: u32 = 1 << 16;
+
+/// Ordering that publishes (weakened to `Relaxed` in the loom mutant, to
+/// prove the models notice).
+#[cfg(not(all(bsa_loom, bsa_loom_mutant)))]
+const PUBLISH: Ordering = Ordering::Release;
+#[cfg(all(bsa_loom, bsa_loom_mutant))]
+const PUBLISH: Ordering = Ordering::Relaxed;
+/// Ordering that observes a publication (weakened in the mutant).
+#[cfg(not(all(bsa_loom, bsa_loom_mutant)))]
+const OBSERVE: Ordering = Ordering::Acquire;
+#[cfg(all(bsa_loom, bsa_loom_mutant))]
+const OBSERVE: Ordering = Ordering::Relaxed;
+
+/// One chunk's entry.
+#[repr(transparent)]
+pub struct MapEntry(AtomicU32);
+
+impl MapEntry {
+    /// An entry of a chunk that is not a slab.
+    #[cfg(not(bsa_loom))]
+    pub const fn new() -> MapEntry {
+        MapEntry(AtomicU32::new(0))
+    }
+
+    /// An entry of a chunk that is not a slab (not `const` under loom).
+    #[cfg(bsa_loom)]
+    pub fn new() -> MapEntry {
+        MapEntry(AtomicU32::new(0))
+    }
+}
+
+impl Default for MapEntry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why a region cannot be added to a map.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// Null, wrapping, or too small to hold its entries and anything else.
+    RegionTooSmall,
+    /// It overlaps a region of the map.
+    Overlap,
+    /// The map already covers [`MAX_REGIONS`] regions.
+    TooManyRegions,
+}
+
+struct Region {
+    /// First byte of the region.
+    start: AtomicUsize,
+    /// One past the last byte of the region.
+    end: AtomicUsize,
+    /// `start` rounded down to `SLAB_SIZE`: chunk 0 of the entries.
+    base: AtomicUsize,
+    /// `(end - base).div_ceil(SLAB_SIZE)` entries.
+    entries: CoreAtomicPtr<MapEntry>,
+}
+
+impl Region {
+    const fn empty() -> Region {
+        Region {
+            start: AtomicUsize::new(0),
+            end: AtomicUsize::new(0),
+            base: AtomicUsize::new(0),
+            entries: CoreAtomicPtr::new(core::ptr::null_mut()),
+        }
+    }
+}
+
+/// A region split into its entries and the rest (see [`SlabMap::plan`]).
+pub struct Plan {
+    start: usize,
+    end: usize,
+    base: usize,
+    chunks: usize,
+    entries: NonNull<MapEntry>,
+    /// What is left after the reserved head and the entries.
+    pub rest: *mut u8,
+    /// Length of `rest`.
+    pub rest_len: usize,
+}
+
+/// A published region, as stats and consistency checkers see it.
+pub struct RegionView<'a> {
+    /// First byte of the region.
+    pub start: usize,
+    /// One past its last byte.
+    pub end: usize,
+    base: usize,
+    entries: &'a [MapEntry],
+}
+
+impl<'a> RegionView<'a> {
+    /// `(chunk address, chunk)` for every chunk of the region.
+    pub fn chunks(&self) -> impl Iterator<Item = (usize, Chunk<'a>)> + '_ {
+        let base = self.base;
+        self.entries.iter().enumerate().map(move |(i, e)| {
+            let addr = base + i * SLAB_SIZE;
+            (addr, Chunk { entry: e, addr })
+        })
+    }
+}
+
+/// The slab-ownership map of one allocator (see the module docs).
+pub struct SlabMap {
+    regions: [Region; MAX_REGIONS],
+    count: AtomicUsize,
+}
+
+impl Default for SlabMap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SlabMap {
+    /// An empty map; usable in statics.
+    pub const fn new() -> Self {
+        Self {
+            regions: [const { Region::empty() }; MAX_REGIONS],
+            count: AtomicUsize::new(0),
+        }
+    }
+
+    /// Number of published regions.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Whether no region is published.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Splits `[start, start + len)` into a reserved head of `reserved`
+    /// bytes (the caller's), the region's entries and the rest. The whole
+    /// range counts for overlap checks and lookups. Checks bounds, overlap
+    /// with every published region and the table capacity; writes nothing.
+    /// `_writer` proves the caller serialises writers.
+    pub fn plan<W>(
+        &self,
+        _writer: &mut W,
+        start: *mut u8,
+        len: usize,
+        reserved: usize,
+    ) -> Result<Plan, MapError> {
+        if start.is_null() || reserved > len {
+            return Err(MapError::RegionTooSmall);
+        }
+        let s = start.addr();
+        let end = s.checked_add(len).ok_or(MapError::RegionTooSmall)?;
+        let n = self.count.load(Ordering::Relaxed);
+        for r in &self.regions[..n] {
+            let (rs, re) = (
+                r.start.load(Ordering::Relaxed),
+                r.end.load(Ordering::Relaxed),
+            );
+            if s < re && rs < end {
+                return Err(MapError::Overlap);
+            }
+        }
+        if n >= MAX_REGIONS {
+            return Err(MapError::TooManyRegions);
+        }
+        let base = s & !(SLAB_SIZE - 1);
+        let chunks = (end - base).div_ceil(SLAB_SIZE);
+        let map_start = start.wrapping_add(reserved);
+        let pad = map_start.align_offset(core::mem::align_of::<MapEntry>());
+        let head = chunks
+            .checked_mul(core::mem::size_of::<MapEntry>())
+            .and_then(|b| b.checked_add(pad))
+            .and_then(|b| b.checked_add(reserved))
+            .ok_or(MapError::RegionTooSmall)?;
+        if head >= len {
+            return Err(MapError::RegionTooSmall);
+        }
+        // `reserved + pad < head < len`: the entries and `rest` are inside
+        // the region.
+        let entries = NonNull::new(map_start.wrapping_add(pad).cast::<MapEntry>())
+            .ok_or(MapError::RegionTooSmall)?;
+        Ok(Plan {
+            start: s,
+            end,
+            base,
+            chunks,
+            entries,
+            rest: start.wrapping_add(head),
+            rest_len: len - head,
+        })
+    }
+
+    /// Initialises the entries of `plan` and publishes the region.
+    ///
+    /// # Safety
+    /// - `plan` came from [`plan`](Self::plan) on this map, with no other
+    ///   region published since, and the caller still serialises writers
+    ///   (proved by `_writer`).
+    /// - The region passed to `plan` is valid for reads and writes, used by
+    ///   nothing else except through this map and the slabs it records,
+    ///   and stays so for the lifetime of `self`.
+    pub unsafe fn publish<W>(&self, _writer: &mut W, plan: Plan) {
+        for i in 0..plan.chunks {
+            // SAFETY: (1) the entries lie inside the region, valid for
+            // writes and unused by anyone else (obligation 2), at an
+            // address aligned for `MapEntry` (`plan` added the padding);
+            // (2) `i < chunks`, and the `chunks * 4` bytes end before
+            // `rest`, inside the region.
+            unsafe { plan.entries.add(i).write(MapEntry::new()) };
+        }
+        let n = self.count.load(Ordering::Relaxed);
+        let r = &self.regions[n];
+        r.start.store(plan.start, Ordering::Relaxed);
+        r.end.store(plan.end, Ordering::Relaxed);
+        r.base.store(plan.base, Ordering::Relaxed);
+        r.entries.store(plan.entries.as_ptr(), Ordering::Relaxed);
+        // Publishes the fields above and the initialised entries.
+        self.count.store(n + 1, Ordering::Release);
+    }
+
+    fn view(&self, i: usize) -> RegionView<'_> {
+        let r = &self.regions[i];
+        let start = r.start.load(Ordering::Relaxed);
+        let end = r.end.load(Ordering::Relaxed);
+        let base = r.base.load(Ordering::Relaxed);
+        let entries = r.entries.load(Ordering::Relaxed);
+        let chunks = (end - base).div_ceil(SLAB_SIZE);
+        // SAFETY: region `i < count` was published (the caller loaded
+        // `count` with `Acquire`, which synchronises with the `Release`
+        // store in `publish`), so `entries` points to `chunks` initialised
+        // entries inside a region that lives as long as `self` (contract of
+        // `publish`). They are only ever accessed atomically.
+        let entries = unsafe { core::slice::from_raw_parts(entries, chunks) };
+        RegionView {
+            start,
+            end,
+            base,
+            entries,
+        }
+    }
+
+    /// Every published region.
+    pub fn regions(&self) -> impl Iterator<Item = RegionView<'_>> + '_ {
+        let n = self.count.load(Ordering::Acquire);
+        (0..n).map(move |i| self.view(i))
+    }
+
+    /// The chunk containing `addr`, if `addr` lies in a region of this map.
+    /// Lock-free; linear in the number of regions (at most
+    /// [`MAX_REGIONS`], usually a handful), oldest first.
+    #[inline]
+    pub fn chunk(&self, addr: usize) -> Option<Chunk<'_>> {
+        let n = self.count.load(Ordering::Acquire);
+        for r in &self.regions[..n] {
+            let start = r.start.load(Ordering::Relaxed);
+            let end = r.end.load(Ordering::Relaxed);
+            if addr >= start && addr < end {
+                let base = r.base.load(Ordering::Relaxed);
+                let entries = r.entries.load(Ordering::Relaxed);
+                let i = (addr - base) / SLAB_SIZE;
+                // SAFETY: the region is published (see `view`); `addr < end`
+                // so `i < (end - base).div_ceil(SLAB_SIZE)`, the number of
+                // entries. They live as long as `self`.
+                let entry = unsafe { &*entries.add(i) };
+                return Some(Chunk {
+                    entry,
+                    addr: base + i * SLAB_SIZE,
+                });
+            }
+        }
+        None
+    }
+}
+
+/// What [`Chunk::remote_free`] did.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RemoteFree {
+    /// The object's remote free is pending on its owner's slab (or was
+    /// refused with the slab error).
+    Done(Result<(), SlabError>),
+    /// The chunk is a slab of the calling CPU after all: free it on the
+    /// owner's path (nothing was done).
+    Mine,
+    /// The chunk is not a live slab (nothing was done).
+    NotASlab,
+}
+
+/// One `SLAB_SIZE` chunk of a map's region: its address and its entry.
+#[derive(Copy, Clone)]
+pub struct Chunk<'a> {
+    entry: &'a MapEntry,
+    addr: usize,
+}
+
+impl core::fmt::Debug for Chunk<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Chunk")
+            .field("addr", &format_args!("{:#x}", self.addr))
+            .field("owner", &self.owner())
+            .finish()
+    }
+}
+
+/// A pin on a chunk (protocol step 2), dropped when the operation is done.
+struct Pin<'a> {
+    entry: &'a MapEntry,
+    owner: Option<usize>,
+}
+
+impl Drop for Pin<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.entry.0.fetch_sub(PIN, PUBLISH);
+    }
+}
+
+#[inline]
+fn decode(v: u32) -> Option<usize> {
+    match v & OWNER_MASK {
+        0 => None,
+        o => Some(o as usize - 1),
+    }
+}
+
+#[inline]
+fn relax() {
+    #[cfg(bsa_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(bsa_loom))]
+    core::hint::spin_loop();
+}
+
+impl<'a> Chunk<'a> {
+    /// The chunk's first byte.
+    pub fn addr(self) -> usize {
+        self.addr
+    }
+
+    /// Whether `ptr` lies in this chunk.
+    #[inline]
+    fn holds(self, ptr: NonNull<u8>) -> bool {
+        ptr.addr().get() & !(SLAB_SIZE - 1) == self.addr
+    }
+
+    /// The CPU slot whose allocator owns the chunk as a live slab, `None`
+    /// if it is not one. `Relaxed`: exact for the owner itself (only it
+    /// changes its bits), a hint for anyone else.
+    #[inline(always)]
+    pub fn owner(self) -> Option<usize> {
+        decode(self.entry.0.load(Ordering::Relaxed))
+    }
+
+    /// Cross-CPU operations pinning the chunk right now (a snapshot).
+    pub fn pins(self) -> u32 {
+        self.entry.0.load(Ordering::Relaxed) >> 16
+    }
+
+    #[inline]
+    fn pin(self) -> Pin<'a> {
+        let v = self.entry.0.fetch_add(PIN, OBSERVE);
+        Pin {
+            entry: self.entry,
+            owner: decode(v),
+        }
+    }
+
+    /// Runs `f` with the chunk pinned (protocol step 2), passing it the
+    /// owner read by the pinning RMW: while `f` runs, a chunk with an owner
+    /// stays that owner's live slab (its header may be read), and a chunk
+    /// without one is not touched by its owner's release either.
+    pub fn pinned<R>(self, f: impl FnOnce(Option<usize>) -> R) -> R {
+        let pin = self.pin();
+        f(pin.owner)
+    }
+
+    /// Records the chunk as a live slab of CPU slot `cpu`'s allocator.
+    /// `Release`: a cross-CPU operation that sees the owner sees the header.
+    ///
+    /// # Safety
+    /// - The chunk holds a slab set up by `add_slab` of the allocator of
+    ///   CPU slot `cpu` (`cpu < 0xFFFF`), the one allocator that uses this
+    ///   map with that index, and it stays one until
+    ///   [`release`](Self::release) is called, on that CPU.
+    pub unsafe fn claim(self, cpu: usize) {
+        debug_assert!(cpu < OWNER_MASK as usize);
+        // Only pins of stray (misuse) operations can be present.
+        let old = self.entry.0.fetch_add(cpu as u32 + 1, PUBLISH);
+        debug_assert_eq!(old & OWNER_MASK, 0, "chunk claimed twice");
+    }
+
+    /// Clears the owner of a chunk owned by `cpu`, waiting until no pin is
+    /// left. Called on the owning CPU before the slab's memory is used for
+    /// anything else. Afterwards no cross-CPU operation touches the chunk:
+    /// a later one reads no owner and refuses, and every earlier one has
+    /// unpinned (`Acquire` on success pairs with the unpin's `Release`).
+    pub fn release(self, cpu: usize) {
+        let owned = cpu as u32 + 1;
+        while let Err(v) = self
+            .entry
+            .0
+            .compare_exchange_weak(owned, 0, OBSERVE, Ordering::Relaxed)
+        {
+            debug_assert_eq!(v & OWNER_MASK, owned, "released chunk not owned");
+            if v & OWNER_MASK != owned {
+                return;
+            }
+            relax();
+        }
+    }
+
+    /// Frees `ptr`, an object of `class` in this chunk, from CPU slot
+    /// `me`: pins the chunk, and if it is a live slab of another CPU,
+    /// frees the object there ([`SlabAllocator::remote_free`]: one
+    /// `fetch_or` on its pending bitmap), then unpins.
+    ///
+    /// The caller must no longer use the object if this returns
+    /// `Done(Ok(()))`; that is the caller's side of the free, not a
+    /// memory-safety contract of this call: everything it reads or writes
+    /// is validated or pinned.
+    #[inline]
+    pub fn remote_free(self, ptr: NonNull<u8>, class: SizeClass, me: usize) -> RemoteFree {
+        if !self.holds(ptr) {
+            return RemoteFree::NotASlab;
+        }
+        let pin = self.pin();
+        match pin.owner {
+            None => RemoteFree::NotASlab,
+            Some(o) if o == me => RemoteFree::Mine,
+            // SAFETY: (1, 2) the chunk containing `ptr` is a live slab: its
+            // owner bits were set in the RMW that pinned it, `claim`'s
+            // contract, and it is not released (nor set up again) while
+            // pinned (protocol); its owner allocator does not move while it
+            // holds the slab (`add_slab`'s contract, which `claim`'s
+            // includes). (3) Giving up the object is the caller's side.
+            Some(_) => RemoteFree::Done(unsafe { SlabAllocator::remote_free(ptr, class) }),
+        }
+    }
+
+    /// Checks from any CPU that `ptr` is a live object of `class` in this
+    /// chunk ([`SlabAllocator::check_live_shared`], pinned). `None`: the
+    /// chunk is not a live slab, or not `owner`'s any more.
+    pub fn check_live(
+        self,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+        owner: usize,
+    ) -> Option<Result<(), SlabError>> {
+        if !self.holds(ptr) {
+            return None;
+        }
+        let pin = self.pin();
+        (pin.owner == Some(owner)).then(|| {
+            // SAFETY: a live slab while pinned (as in `remote_free`).
+            unsafe { SlabAllocator::check_live_shared(ptr, class) }
+        })
+    }
+
+    /// The size class of the slab holding `ptr` (validated header, pinned).
+    /// `None`: the chunk is not a live slab.
+    pub fn class_of(self, ptr: NonNull<u8>) -> Option<Result<SizeClass, SlabError>> {
+        if !self.holds(ptr) {
+            return None;
+        }
+        let pin = self.pin();
+        pin.owner.map(|_| {
+            // SAFETY: a live slab while pinned (as in `remote_free`).
+            unsafe { SlabAllocator::class_of(ptr) }
+        })
+    }
+}
+
+#[cfg(all(test, not(bsa_loom)))]
+mod tests {
+    use super::*;
+    use core::sync::atomic::AtomicBool;
+    use std::alloc::{alloc_zeroed, dealloc, Layout};
+
+    #[test]
+    fn claim_release_lookup_and_pins() {
+        let layout = Layout::from_size_align(256 << 10, 4096).unwrap();
+        // SAFETY: non-zero size.
+        let mem = unsafe { alloc_zeroed(layout) };
+        assert!(!mem.is_null());
+        let map = SlabMap::new();
+        let mut writer = ();
+        let plan = map.plan(&mut writer, mem, layout.size(), 0).unwrap();
+        assert!(plan.rest_len < layout.size());
+        // SAFETY: fresh plan under our (single-threaded) writer; the memory
+        // outlives `map` (freed at the end, after its last use).
+        unsafe { map.publish(&mut writer, plan) };
+        assert_eq!(map.len(), 1);
+        assert!(map.chunk(mem.addr() - 1).is_none());
+        assert!(map.chunk(mem.addr() + layout.size()).is_none());
+        let c = map.chunk(mem.addr() + 100_000).unwrap();
+        assert_eq!(c.addr() % SLAB_SIZE, 0);
+        assert_eq!((c.owner(), c.pins()), (None, 0));
+        assert!(matches!(
+            map.plan(&mut writer, mem, 4096, 0),
+            Err(MapError::Overlap)
+        ));
+        // SAFETY: test only: nothing reads the chunk as a slab here.
+        unsafe { c.claim(3) };
+        assert_eq!(c.owner(), Some(3));
+        // A pin delays the release until it is dropped.
+        let released = AtomicBool::new(false);
+        assert_eq!(c.pinned(|owner| owner), Some(3));
+        let pin = c.pin();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                c.release(3);
+                released.store(true, Ordering::SeqCst);
+            });
+            for _ in 0..50 {
+                std::thread::yield_now();
+            }
+            assert!(!released.load(Ordering::SeqCst), "released while pinned");
+            assert_eq!(c.pins(), 1);
+            drop(pin);
+        });
+        assert!(released.load(Ordering::SeqCst));
+        assert_eq!((c.owner(), c.pins()), (None, 0));
+        // SAFETY: allocated above with `layout`; `map` is not used again.
+        unsafe { dealloc(mem, layout) };
+    }
+}
