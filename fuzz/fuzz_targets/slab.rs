@@ -58,7 +58,7 @@ use std::ptr::NonNull;
 use arbitrary::Arbitrary;
 use bsa_fuzz::Arena;
 use bsa_slab::{
-    AllocFailure, SizeClass, SlabAllocator, SlabError, SlabStats, NUM_CLASSES, SLAB_SIZE,
+    AllocFailure, Inbox, SizeClass, SlabAllocator, SlabError, SlabStats, NUM_CLASSES, SLAB_SIZE,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -227,6 +227,8 @@ fn run(input: &Input) {
     let chunks = 4 + input.chunks as usize % 32;
     let empty_keep = input.empty_keep as usize % 3;
     let arena = Arena::new((chunks + 1) * SLAB_SIZE, SLAB_SIZE, true);
+    // One inbox per allocator, outliving every slab (dropped after `m`).
+    let inboxes: Vec<Inbox> = (0..ncpu).map(|_| Inbox::new()).collect();
     // The junk chunk: arbitrary bytes that are no slab header.
     let junk = arena.at(chunks * SLAB_SIZE);
     // SAFETY: the last chunk of the arena, which nothing else uses.
@@ -241,9 +243,14 @@ fn run(input: &Input) {
         held: BTreeMap::new(),
         objects: BTreeMap::new(),
         freed: Vec::new(),
-        cpus: (0..ncpu)
-            .map(|i| {
-                SlabAllocator::new(if input.same_owner { 0 } else { i as u32 })
+        cpus: inboxes
+            .iter()
+            .enumerate()
+            .map(|(i, inbox)| {
+                let owner = if input.same_owner { 0 } else { i as u32 };
+                // SAFETY: the inbox outlives the model (declared before it)
+                // and serves this allocator alone.
+                unsafe { SlabAllocator::with_inbox(owner, core::ptr::NonNull::from(inbox)) }
                     .with_empty_keep(empty_keep)
             })
             .collect(),

@@ -16,7 +16,7 @@ use crate::cpus::Published;
 use crate::page_cache::PageCache;
 use crate::platform::PlatformCpu;
 use crate::{AllocError, Misuse, MisuseKind, Platform};
-use bsa_slab::{SlabMap, MAX_OWNERS};
+use bsa_slab::{Inbox, SlabMap, MAX_OWNERS};
 
 /// Most CPU slots an allocator supports (the owner field of the slab map is
 /// 16 bits wide, with 0 meaning "no owner").
@@ -283,20 +283,46 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         if start.is_null() {
             return Err(AllocError::RegionTooSmall);
         }
+        // The slab caches' inboxes first (where other CPUs queue slabs with
+        // pending frees; outside the slots, which are handed out as `&mut`),
+        // then the slots.
+        let inbox_pad = start.align_offset(core::mem::align_of::<Inbox>());
+        let inboxes = cpu_count
+            .checked_mul(core::mem::size_of::<Inbox>())
+            .and_then(|b| b.checked_add(inbox_pad));
         let storage = Slots::storage_size(cpu_count)
+            .zip(inboxes)
+            .and_then(|(s, i)| s.checked_add(i))
             .filter(|&s| s < len)
             .ok_or(AllocError::RegionTooSmall)?;
         if !Self::holds_a_slab(start.addr(), len, storage) {
             return Err(AllocError::RegionTooSmall);
         }
+        let inbox_bytes = inboxes.unwrap_or(0);
+        let first_inbox = start.wrapping_add(inbox_pad).cast::<Inbox>();
+        for i in 0..cpu_count {
+            // SAFETY: `inbox_bytes < storage < len`: the inbox array lies in
+            // the region, which is valid for writes and ours for good
+            // (caller contract), aligned for `Inbox` (`inbox_pad`).
+            unsafe { first_inbox.add(i).write(Inbox::new()) };
+        }
         // SAFETY: `start` is non-null and valid for reads and writes of `len
         // > storage` bytes, exclusively ours for good (caller contract), so
-        // its first `storage` bytes can be viewed as an exclusive `'static`
-        // slice of possibly-uninitialised bytes.
-        let mem: &'static mut [MaybeUninit<u8>] =
-            unsafe { core::slice::from_raw_parts_mut(start.cast(), storage) };
-        let (cpus, rest) = Slots::new_in_shared(mem, cpu_count, |i| SlabAllocator::new(i as u32))
-            .map_err(|_| AllocError::RegionTooSmall)?;
+        // its bytes `inbox_bytes..storage` can be viewed as an exclusive
+        // `'static` slice of possibly-uninitialised bytes (the inboxes
+        // before them are not part of it).
+        let mem: &'static mut [MaybeUninit<u8>] = unsafe {
+            core::slice::from_raw_parts_mut(start.add(inbox_bytes).cast(), storage - inbox_bytes)
+        };
+        let (cpus, rest) = Slots::new_in_shared(mem, cpu_count, |i| {
+            // SAFETY: inbox `i` was initialised above, in region memory that
+            // stays ours for the allocator's life and is used by this slot's
+            // cache alone.
+            unsafe {
+                SlabAllocator::with_inbox(i as u32, NonNull::new_unchecked(first_inbox.add(i)))
+            }
+        })
+        .map_err(|_| AllocError::RegionTooSmall)?;
         let used = storage - rest.len();
         // SAFETY: the region is valid, unused and ours for good (caller
         // contract); its first `used` bytes hold the per-CPU slots and are

@@ -110,7 +110,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
 
     /// An allocation whose fast path (`SlabAllocator::try_alloc_fast`)
     /// declined, continuing with the slot the fast path holds: serves the
-    /// requests other CPUs posted, runs the slab cache's full path (drains,
+    /// requests other CPUs posted, runs the slab cache's full path (collects,
     /// list changes) and, when the class has no object left, refills.
     #[inline(never)]
     pub(crate) fn alloc_small_slow(
@@ -140,7 +140,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     }
 
     /// The current CPU's cache (held as `slot`) has no object of `class`:
-    /// take what its drains found, let go of the slot, get a slab chunk
+    /// take what its collects found, let go of the slot, get a slab chunk
     /// from the buddy (no slot held), hand it to the cache and allocate
     /// from it.
     #[cold]
@@ -255,8 +255,8 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// A free into a slab of the current CPU (held as `slot`) that the fast
     /// path (`SlabAllocator::try_free_fast`) declined: serves posted
     /// requests, then frees with every check (class, slot boundary, double
-    /// free after draining the slab's remote frees) and hands a surplus
-    /// empty slab back to the buddy.
+    /// free against the object's avail, quarantined and pending bits) and
+    /// hands a surplus empty slab back to the buddy.
     #[inline(never)]
     pub(crate) fn free_owned_slow(
         &self,

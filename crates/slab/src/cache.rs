@@ -95,16 +95,12 @@ impl ClassCache {
 /// `&mut self` are for the owner CPU (under its lock);
 /// [`remote_free`](Self::remote_free) is for any CPU and takes no lock.
 ///
-/// Its slabs point at its inbox (where remote freers queue slabs with
-/// pending frees), so an allocator that holds slabs must stay where it is
-/// ([`add_slab`](Self::add_slab)'s contract; it panics if it finds itself
-/// moved while holding slabs).
+/// Its slabs point at its [`Inbox`] (where remote freers queue slabs with
+/// pending frees), which lives outside it: the allocator may move.
 pub struct SlabAllocator {
-    /// Slabs with pending remote frees, queued by the freers.
-    inbox: Inbox,
-    /// Where `inbox` was when the first slab was added (null while the
-    /// allocator holds no slab).
-    home: *const Inbox,
+    /// Slabs with pending remote frees, queued by the freers (`new`'s
+    /// `'static` reference or `with_inbox`'s contract keeps it valid).
+    inbox: NonNull<Inbox>,
     owner: u32,
     /// Unique identity stamped into our slab headers (0 until the first
     /// slab is added, so `new` can stay `const`).
@@ -134,24 +130,29 @@ impl core::fmt::Debug for SlabAllocator {
 }
 
 impl SlabAllocator {
-    /// An allocator for CPU `owner_cpu` with no slabs and `empty_keep = 1`.
-    /// Usable in statics and arrays.
-    #[cfg(not(bsa_loom))]
-    pub const fn new(owner_cpu: u32) -> Self {
-        Self::with_inbox(owner_cpu, Inbox::new())
+    /// An allocator for CPU `owner_cpu` with no slabs and `empty_keep = 1`,
+    /// whose slabs queue remote frees on `inbox` (one inbox per allocator:
+    /// `static INBOX: Inbox = Inbox::new();`). Usable in statics.
+    pub const fn new(owner_cpu: u32, inbox: &'static Inbox) -> Self {
+        // SAFETY: a `'static` inbox outlives every slab.
+        unsafe {
+            Self::with_inbox(
+                owner_cpu,
+                NonNull::new_unchecked(inbox as *const Inbox as *mut Inbox),
+            )
+        }
     }
 
-    /// An allocator for CPU `owner_cpu` (not `const` under loom, whose
-    /// atomics cannot be created in a constant).
-    #[cfg(bsa_loom)]
-    pub fn new(owner_cpu: u32) -> Self {
-        Self::with_inbox(owner_cpu, Inbox::new())
-    }
-
-    const fn with_inbox(owner_cpu: u32, inbox: Inbox) -> Self {
+    /// [`new`](Self::new) with an inbox in memory the caller manages (e.g.
+    /// next to per-CPU slots carved from a region).
+    ///
+    /// # Safety
+    /// - `inbox` points to an initialised [`Inbox`] that stays valid (not
+    ///   moved, dropped or reused) while any slab of this allocator is
+    ///   live, i.e. until every slab was handed back.
+    pub const unsafe fn with_inbox(owner_cpu: u32, inbox: NonNull<Inbox>) -> Self {
         SlabAllocator {
             inbox,
-            home: core::ptr::null(),
             owner: owner_cpu,
             instance: 0,
             empty_keep: 1,
@@ -335,7 +336,7 @@ impl SlabAllocator {
     /// next free, drain or trim can hand them back.
     fn take_inbox(&mut self, class: Option<SizeClass>) -> bool {
         let mut gained = false;
-        let mut cur = self.inbox.take();
+        let mut cur = self.inbox().take();
         while let Some(hdr) = cur {
             // SAFETY: `hdr` is on the chain we just took and still QUEUED
             // (only `collect(slab, true)` below clears it).
@@ -369,12 +370,6 @@ impl SlabAllocator {
     ///   [`drain_remote`](Self::drain_remote), [`trim`](Self::trim) or
     ///   [`release_all`](Self::release_all): nothing else reads or writes
     ///   it, except through objects allocated from it.
-    /// - `self` is not moved or dropped while it holds slabs (they point at
-    ///   its inbox, where remote freers queue them): keep the allocator in
-    ///   a static, a per-CPU array or other memory that stays put, and hand
-    ///   every slab back (e.g. [`release_all`](Self::release_all)) before
-    ///   moving it. A move is caught at the next `add_slab` (panic), not
-    ///   before: remote frees in between would queue into the old place.
     pub unsafe fn add_slab(&mut self, class: SizeClass, mem: NonNull<u8>) -> Result<(), SlabError> {
         if mem.addr().get() & (SLAB_SIZE - 1) != 0 {
             return Err(SlabError::BadSlabMemory);
@@ -388,17 +383,14 @@ impl SlabAllocator {
         if self.instance == 0 {
             self.instance = NEXT_INSTANCE.fetch_add(1, IdOrdering::Relaxed);
         }
-        let here: *const Inbox = &self.inbox;
-        if self.home != here {
-            assert!(
-                self.home.is_null() || self.holds_no_slab(),
-                "bsa-slab: SlabAllocator moved while it holds slabs"
-            );
-            self.home = here;
-        }
-        // SAFETY: obligations 1 and 2; alignment checked above; obligation 3
-        // keeps the inbox where it is while the slab lives.
-        let slab = unsafe { header::init(mem, class, self.owner, self.instance, here) };
+        assert!(
+            self.inbox().bind(self.instance),
+            "bsa-slab: one Inbox is used by two SlabAllocators"
+        );
+        // SAFETY: obligations 1 and 2; alignment checked above; the inbox
+        // outlives the slab (`new`'s `'static`, `with_inbox`'s contract).
+        let slab =
+            unsafe { header::init(mem, class, self.owner, self.instance, self.inbox.as_ptr()) };
         self.settle(slab, false);
         #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
@@ -786,7 +778,7 @@ impl SlabAllocator {
     /// afterwards and can be fed new slabs (or moved).
     pub fn release_all(&mut self, mut release: impl FnMut(NonNull<u8>)) {
         // Queued slabs are released below with the rest; forget the chain.
-        let _ = self.inbox.take();
+        let _ = self.inbox().take();
         for c in 0..NUM_CLASSES {
             if let Some(slab) = self.classes[c].current.take() {
                 release(slab.release());
@@ -798,22 +790,22 @@ impl SlabAllocator {
                 }
             }
         }
-        self.home = core::ptr::null();
         #[cfg(any(test, feature = "check"))]
         self.debug_check(None);
     }
 
-    /// Whether the allocator holds no slab.
-    fn holds_no_slab(&self) -> bool {
-        self.classes[..NUM_CLASSES]
-            .iter()
-            .all(|c| c.current.is_none() && c.lists.iter().all(|l| l.len == 0))
+    /// The allocator's inbox.
+    #[inline]
+    fn inbox(&self) -> &Inbox {
+        // SAFETY: valid while the allocator may have slabs (`new`'s
+        // `'static`, `with_inbox`'s contract); it holds only atomics.
+        unsafe { self.inbox.as_ref() }
     }
 
     /// Whether remote freers queued slabs that no collect took yet (a
     /// snapshot).
     pub fn has_queued_remote_frees(&self) -> bool {
-        !self.inbox.is_empty()
+        !self.inbox().is_empty()
     }
 
     /// Takes (and clears) the last problem a collect found in the remote

@@ -229,13 +229,15 @@
 //! ## Example: the slab allocator alone, fed with pages from std
 //!
 //! ```
-//! use bsa_slab::{AllocFailure, SlabAllocator, SLAB_SIZE};
+//! use bsa_slab::{AllocFailure, Inbox, SlabAllocator, SLAB_SIZE};
 //! use core::alloc::Layout;
 //! use core::ptr::NonNull;
 //!
 //! extern crate std;
 //! let slab_layout = Layout::from_size_align(SLAB_SIZE, SLAB_SIZE).unwrap();
-//! let mut slabs = SlabAllocator::new(0);
+//! // Where remote freers queue this allocator's slabs (one per allocator).
+//! static INBOX: Inbox = Inbox::new();
+//! let mut slabs = SlabAllocator::new(0, &INBOX);
 //! let layout = Layout::new::<[u64; 4]>();
 //!
 //! let p = loop {
@@ -294,6 +296,7 @@ use core::fmt;
 
 pub use cache::SlabAllocator;
 pub use map::{Chunk, MapEntry, MapError, RemoteFree, SlabMap, MAX_OWNERS, MAX_REGIONS};
+pub use remote::Inbox;
 pub use size_class::{SizeClass, MAX_SMALL_SIZE, NUM_CLASSES, SLAB_SIZE};
 pub use stats::{ClassStats, SlabConsistencyError, SlabState, SlabStats};
 

@@ -3,36 +3,74 @@
 //! The protocol and its invariants are in the crate docs ("Remote frees").
 
 use core::ptr::NonNull;
+use core::sync::atomic::AtomicUsize;
 
 use crate::header::{Located, SharedView, SlabHeader, QUEUED};
 use crate::sync::{AtomicPtr, Ordering, DEQUEUE, QUEUE, SET};
 use crate::SlabError;
 
-/// The inbox of one `SlabAllocator`: a lock-free stack of its slabs that
-/// received a remote free into an idle pending word, threaded through the
-/// slab headers (`inbox_next`). Remote freers push (one CAS, only for the
-/// first pending free of a slab since the owner last took it off); the
-/// owner takes the whole stack with one swap when it needs objects.
+/// The inbox of one [`SlabAllocator`](crate::SlabAllocator): a lock-free
+/// stack of its slabs that received a remote free into an idle pending
+/// word, threaded through the slab headers. Remote freers push (one CAS,
+/// only for the first pending free of a slab since the owner last took it
+/// off); the owner takes the whole stack with one swap when it needs
+/// objects. Pop-all plus push is ABA-safe: a push links to whatever head
+/// its CAS replaces.
 ///
-/// Pop-all plus push is ABA-safe: a push links to whatever head its CAS
-/// replaces.
+/// It lives outside the allocator (in a `static`, or in memory the caller
+/// sets aside, as `bsa-global` does next to its per-CPU slots) because the
+/// allocator's slabs point at it: the allocator itself may then move. One
+/// inbox serves one allocator (checked: a second allocator adding a slab
+/// with it panics).
 #[repr(align(64))]
-pub(crate) struct Inbox {
+pub struct Inbox {
     head: AtomicPtr<SlabHeader>,
+    /// Instance of the allocator that uses it (0: none yet).
+    bound: AtomicUsize,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("empty", &self.is_empty())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Inbox {
+    /// An empty inbox; usable in statics.
     #[cfg(not(bsa_loom))]
-    pub(crate) const fn new() -> Inbox {
+    pub const fn new() -> Inbox {
         Inbox {
             head: AtomicPtr::new(core::ptr::null_mut()),
+            bound: AtomicUsize::new(0),
         }
     }
 
+    /// An empty inbox (not `const` under loom).
     #[cfg(bsa_loom)]
-    pub(crate) fn new() -> Inbox {
+    pub fn new() -> Inbox {
         Inbox {
             head: AtomicPtr::new(core::ptr::null_mut()),
+            bound: AtomicUsize::new(0),
+        }
+    }
+
+    /// Binds the inbox to allocator `instance`; `false` if another one
+    /// uses it.
+    pub(crate) fn bind(&self, instance: usize) -> bool {
+        match self
+            .bound
+            .compare_exchange(0, instance, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => true,
+            Err(b) => b == instance,
         }
     }
 
@@ -47,8 +85,8 @@ impl Inbox {
         NonNull::new(self.head.swap(core::ptr::null_mut(), DEQUEUE))
     }
 
-    /// Whether anything is queued (a snapshot).
-    pub(crate) fn is_empty(&self) -> bool {
+    /// Whether nothing is queued (a snapshot).
+    pub fn is_empty(&self) -> bool {
         self.head.load(Ordering::Relaxed).is_null()
     }
 }

@@ -3,7 +3,7 @@
 use core::fmt;
 
 use crate::cache::SlabAllocator;
-use crate::header::{Slab, CURRENT, EMPTY, FULL, PARTIAL};
+use crate::header::{Slab, CURRENT, EMPTY, FULL, PARTIAL, QUEUED};
 use crate::size_class::{SizeClass, NUM_CLASSES};
 
 /// Per-class numbers of one [`SlabAllocator`]. The class's current slab
@@ -200,7 +200,7 @@ impl SlabAllocator {
                 }
                 st.live_objects += (slab.count() - slab.free()) as usize;
                 st.free_objects += slab.free() as usize;
-                st.remote_pending_slabs += usize::from(slab.pending_summary() != 0);
+                st.remote_pending_slabs += usize::from(slab.pending_summary() & !QUEUED != 0);
             }
             for list in lists {
                 let mut cur = list.head;
@@ -212,7 +212,7 @@ impl SlabAllocator {
                     n += 1;
                     st.live_objects += (slab.count() - slab.free()) as usize;
                     st.free_objects += slab.free() as usize;
-                    st.remote_pending_slabs += usize::from(slab.pending_summary() != 0);
+                    st.remote_pending_slabs += usize::from(slab.pending_summary() & !QUEUED != 0);
                     cur = slab.next();
                 }
             }

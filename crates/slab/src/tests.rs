@@ -9,6 +9,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::vec::Vec;
 
 use crate::header::{self, Slab};
+use crate::Inbox;
+
+/// A fresh inbox for each allocator a test makes (an inbox serves one).
+fn inbox() -> &'static Inbox {
+    static POOL: [Inbox; 1024] = [const { Inbox::new() }; 1024];
+    static NEXT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    let i = NEXT.fetch_add(1, Ordering::Relaxed);
+    POOL.get(i)
+        .expect("more allocators than the test inbox pool")
+}
 use crate::{AllocFailure, SizeClass, SlabAllocator, SlabError, MAX_SMALL_SIZE, NUM_CLASSES};
 use crate::{SlabConsistencyError, SLAB_SIZE};
 
@@ -282,7 +292,7 @@ fn reciprocal_index_is_exact_for_every_offset() {
 #[test]
 fn alloc_asks_for_slab_then_fills_it() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(3);
+    let mut a = SlabAllocator::new(3, inbox());
     assert_eq!(a.owner(), 3);
     let layout = Layout::from_size_align(100, 16).unwrap();
     let class = SizeClass::for_layout(layout).unwrap();
@@ -328,7 +338,7 @@ fn alloc_asks_for_slab_then_fills_it() {
 #[test]
 fn free_everything_caches_one_empty_slab_and_returns_the_rest() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(1024);
     let n = class.objects_per_slab();
     let objs: Vec<_> = (0..3 * n)
@@ -368,7 +378,7 @@ fn free_everything_caches_one_empty_slab_and_returns_the_rest() {
 #[test]
 fn single_object_ping_pong_keeps_the_slab() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(64);
     for _ in 0..if cfg!(miri) { 100 } else { 1000 } {
         let p = alloc(&mut a, &mut pool, class);
@@ -383,7 +393,7 @@ fn single_object_ping_pong_keeps_the_slab() {
 #[test]
 fn single_object_keeps_its_slab_current_and_on_no_list() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(64);
     let cached = alloc(&mut a, &mut pool, class);
     // SAFETY: live object.
@@ -422,7 +432,7 @@ fn single_object_keeps_its_slab_current_and_on_no_list() {
 #[test]
 fn emptied_current_slab_yields_to_partial_slabs_and_counts_towards_empty_keep() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(2048);
     let n = class.objects_per_slab();
     // Two full slabs, then a third one current with one object.
@@ -475,7 +485,7 @@ fn emptied_current_slab_yields_to_partial_slabs_and_counts_towards_empty_keep() 
 #[test]
 fn free_owned_checks_class_slot_and_double_free() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(2);
+    let mut a = SlabAllocator::new(2, inbox());
     let class = class_of_size(96);
     let p = alloc(&mut a, &mut pool, class);
     let q = alloc(&mut a, &mut pool, class);
@@ -517,7 +527,7 @@ fn free_owned_checks_class_slot_and_double_free() {
 #[test]
 fn fast_paths_serve_the_common_case_and_decline_the_rest_unchanged() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(256);
     let n = class.objects_per_slab();
     // No current slab yet: declined.
@@ -593,7 +603,7 @@ fn fast_paths_serve_the_common_case_and_decline_the_rest_unchanged() {
 #[test]
 fn check_owned_tells_live_objects_from_free_ones() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(1);
+    let mut a = SlabAllocator::new(1, inbox());
     let class = class_of_size(128);
     let n = class.objects_per_slab();
     // Fill one slab so that a remote free turns it from full to partial.
@@ -642,7 +652,7 @@ fn check_owned_tells_live_objects_from_free_ones() {
 fn empty_keep_zero_and_two() {
     for keep in [0usize, 2] {
         let mut pool = Pool::new();
-        let mut a = SlabAllocator::new(0).with_empty_keep(keep);
+        let mut a = SlabAllocator::new(0, inbox()).with_empty_keep(keep);
         assert_eq!(a.empty_keep(), keep);
         let class = class_of_size(2048);
         let n = class.objects_per_slab();
@@ -673,7 +683,7 @@ fn empty_keep_zero_and_two() {
 #[test]
 fn allocation_prefers_partial_over_empty() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0).with_empty_keep(4);
+    let mut a = SlabAllocator::new(0, inbox()).with_empty_keep(4);
     let class = class_of_size(2048);
     let n = class.objects_per_slab();
     let first: Vec<_> = (0..n).map(|_| alloc(&mut a, &mut pool, class)).collect();
@@ -695,7 +705,7 @@ fn allocation_prefers_partial_over_empty() {
 #[test]
 fn local_double_free() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(48);
     let p = alloc(&mut a, &mut pool, class);
     let q = alloc(&mut a, &mut pool, class);
@@ -718,7 +728,7 @@ fn local_double_free() {
 #[test]
 fn remote_then_local_double_free() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(128);
     let p = alloc(&mut a, &mut pool, class);
     let _q = alloc(&mut a, &mut pool, class);
@@ -744,7 +754,7 @@ fn remote_then_local_double_free() {
 #[test]
 fn local_then_remote_double_free_is_refused_at_the_call() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(256);
     let p = alloc(&mut a, &mut pool, class);
     let q = alloc(&mut a, &mut pool, class);
@@ -778,7 +788,7 @@ fn remote_double_free_of_an_avail_object_is_refused_and_it_is_handed_out_once() 
     // allocatable, so nothing on the owner's alloc path would see a
     // pending bit before handing it out again.
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(8);
     let p = alloc(&mut a, &mut pool, class);
     let keep = alloc(&mut a, &mut pool, class);
@@ -810,7 +820,7 @@ fn remote_double_free_of_an_avail_object_is_refused_and_it_is_handed_out_once() 
 #[test]
 fn remote_double_free_while_pending_is_refused_and_loses_nothing() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(32);
     let objs: Vec<_> = (0..5).map(|_| alloc(&mut a, &mut pool, class)).collect();
     // SAFETY: live objects; objs[2] is freed twice while still pending.
@@ -843,7 +853,7 @@ fn remote_double_free_while_pending_is_refused_and_loses_nothing() {
 #[test]
 fn collect_drops_a_pending_bit_of_a_free_object() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(64);
     let p = alloc(&mut a, &mut pool, class);
     let q = alloc(&mut a, &mut pool, class);
@@ -881,7 +891,7 @@ fn collect_drops_a_pending_bit_of_a_free_object() {
 #[test]
 fn a_local_free_is_quarantined_until_the_next_collect() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(2048);
     let n = class.objects_per_slab();
     let p = alloc(&mut a, &mut pool, class);
@@ -900,7 +910,7 @@ fn a_local_free_is_quarantined_until_the_next_collect() {
 #[test]
 fn a_full_slab_is_found_through_the_inbox_without_a_walk() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(1024);
     let n = class.objects_per_slab();
     let objs: Vec<_> = (0..n).map(|_| alloc(&mut a, &mut pool, class)).collect();
@@ -925,7 +935,7 @@ fn a_full_slab_is_found_through_the_inbox_without_a_walk() {
 #[test]
 fn use_after_free_writes_cannot_corrupt_the_allocator() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(64);
     let objs: Vec<_> = (0..4).map(|_| alloc(&mut a, &mut pool, class)).collect();
     // SAFETY: live objects freed (remotely and locally), then scribbled on
@@ -948,26 +958,38 @@ fn use_after_free_writes_cannot_corrupt_the_allocator() {
 }
 
 #[test]
-#[should_panic(expected = "moved while it holds slabs")]
-fn moving_an_allocator_that_holds_slabs_is_caught() {
+fn an_allocator_may_move_while_it_holds_slabs() {
+    // Its slabs point at its inbox, which stays put.
     let mut pool = Pool::new();
-    let mut a = std::boxed::Box::new(SlabAllocator::new(0));
+    let class = class_of_size(1024);
+    let n = class.objects_per_slab();
+    let mut a = SlabAllocator::new(0, inbox());
+    let objs: Vec<_> = (0..n).map(|_| alloc(&mut a, &mut pool, class)).collect();
+    let mut moved = std::boxed::Box::new(a);
+    // SAFETY: a live object of the (moved) allocator's slab.
+    unsafe { SlabAllocator::remote_free(objs[4], class) }.unwrap();
+    assert!(moved.has_queued_remote_frees());
+    assert_eq!(alloc(&mut moved, &mut pool, class), objs[4]);
+    assert_eq!(pool.given, 1);
+    teardown(&mut moved, &mut pool);
+}
+
+#[test]
+#[should_panic(expected = "one Inbox is used by two SlabAllocators")]
+fn one_inbox_for_two_allocators_is_refused() {
+    let mut pool = Pool::new();
+    let shared = inbox();
+    let mut a = SlabAllocator::new(0, shared);
+    let mut b = SlabAllocator::new(1, shared);
     let class = class_of_size(64);
     let _p = alloc(&mut a, &mut pool, class);
-    let mut moved = std::boxed::Box::new(SlabAllocator::new(0));
-    core::mem::swap(&mut *a, &mut *moved);
-    // `moved` now holds the slab at a new address; its next add_slab
-    // notices (before any remote free could queue into the old place in
-    // this test).
-    let mem = pool.raw();
-    // SAFETY: fresh, aligned, exclusively owned memory.
-    let _ = unsafe { moved.add_slab(class, mem) };
+    let _q = alloc(&mut b, &mut pool, class);
 }
 
 #[test]
 fn foreign_memory_is_not_a_slab() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(64);
     let _live = alloc(&mut a, &mut pool, class);
     let raw = pool.raw();
@@ -993,9 +1015,9 @@ fn foreign_memory_is_not_a_slab() {
 #[test]
 fn another_allocators_slab_is_wrong_owner() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
-    let mut same_cpu = SlabAllocator::new(0);
-    let mut other_cpu = SlabAllocator::new(1);
+    let mut a = SlabAllocator::new(0, inbox());
+    let mut same_cpu = SlabAllocator::new(0, inbox());
+    let mut other_cpu = SlabAllocator::new(1, inbox());
     let class = class_of_size(96);
     let mine = alloc(&mut a, &mut pool, class);
     let theirs = alloc(&mut same_cpu, &mut pool, class);
@@ -1025,7 +1047,7 @@ fn another_allocators_slab_is_wrong_owner() {
 #[test]
 fn interior_and_header_pointers_are_rejected() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(80);
     let p = alloc(&mut a, &mut pool, class);
     let base = p.map_addr(|x| core::num::NonZeroUsize::new(x.get() & !(SLAB_SIZE - 1)).unwrap());
@@ -1050,7 +1072,7 @@ fn interior_and_header_pointers_are_rejected() {
 #[test]
 fn wrong_class_is_rejected() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(160);
     let other = class_of_size(192);
     let p = alloc(&mut a, &mut pool, class);
@@ -1073,7 +1095,7 @@ fn wrong_class_is_rejected() {
 #[test]
 fn bad_slab_memory() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(8);
     let raw = pool.raw();
     // SAFETY: readable zeroed memory; misaligned start is rejected before use.
@@ -1095,7 +1117,7 @@ fn bad_slab_memory() {
 #[test]
 fn released_slab_memory_no_longer_validates() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0).with_empty_keep(0);
+    let mut a = SlabAllocator::new(0, inbox()).with_empty_keep(0);
     let class = class_of_size(24);
     let p = alloc(&mut a, &mut pool, class);
     // SAFETY: live object.
@@ -1110,7 +1132,7 @@ fn released_slab_memory_no_longer_validates() {
 #[test]
 fn consistency_checker_sees_corruption() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(512);
     let p = alloc(&mut a, &mut pool, class);
     check(&a);
@@ -1141,7 +1163,7 @@ fn consistency_checker_sees_corruption() {
 #[test]
 fn full_slab_remote_free_then_local_frees_then_refill() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(2048);
     let n = class.objects_per_slab();
     assert_eq!(n, 15);
@@ -1180,7 +1202,7 @@ fn full_slab_remote_free_then_local_frees_then_refill() {
 #[test]
 fn full_slab_regains_objects_through_remote_frees_alone() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(2048);
     let n = class.objects_per_slab();
     let objs: Vec<_> = (0..2 * n)
@@ -1221,7 +1243,7 @@ fn full_slab_regains_objects_through_remote_frees_alone() {
 #[test]
 fn partial_slab_drains_when_its_local_objects_run_out() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0);
+    let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(1536);
     let n = class.objects_per_slab();
     let objs: Vec<_> = (0..n - 2)
@@ -1247,7 +1269,7 @@ fn partial_slab_drains_when_its_local_objects_run_out() {
 #[test]
 fn slab_emptied_by_remote_and_local_frees_goes_back_at_the_drain() {
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0).with_empty_keep(0);
+    let mut a = SlabAllocator::new(0, inbox()).with_empty_keep(0);
     let class = class_of_size(2048);
     let n = class.objects_per_slab();
     let objs: Vec<_> = (0..n).map(|_| alloc(&mut a, &mut pool, class)).collect();
@@ -1313,7 +1335,7 @@ fn randomized_against_a_model_with_remote_threads() {
     let keep = 1;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut pool = Pool::new();
-    let mut a = SlabAllocator::new(0).with_empty_keep(keep);
+    let mut a = SlabAllocator::new(0, inbox()).with_empty_keep(keep);
     // Classes exercised: small, odd, power of two, large.
     let classes = [8, 24, 48, 112, 256, 448, 1280, 2048].map(class_of_size);
     let mut live: BTreeMap<usize, (NonNull<u8>, Live)> = BTreeMap::new();

@@ -32,7 +32,9 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 use std::vec::Vec;
 
-use bsa_slab::{AllocFailure, Chunk, SizeClass, SlabAllocator, SlabError, SlabMap, SLAB_SIZE};
+use bsa_slab::{
+    AllocFailure, Chunk, Inbox, SizeClass, SlabAllocator, SlabError, SlabMap, SLAB_SIZE,
+};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
@@ -79,6 +81,8 @@ struct World {
     alloc: SlabAllocator,
     mem: NonNull<u8>,
     objs: Vec<Obj>,
+    /// The allocator's inbox (its loom atomics belong to this iteration).
+    _inbox: Box<Inbox>,
 }
 
 /// One owner with one full slab of the 2048 B class; every object carries a
@@ -86,7 +90,9 @@ struct World {
 fn setup() -> World {
     // SAFETY: non-zero size.
     let mem = NonNull::new(unsafe { std::alloc::alloc_zeroed(slab_layout()) }).unwrap();
-    let mut alloc = SlabAllocator::new(0);
+    let inbox = Box::new(Inbox::new());
+    // SAFETY: the inbox lives in the world, as long as the allocator's slab.
+    let mut alloc = unsafe { SlabAllocator::with_inbox(0, NonNull::from(&*inbox)) };
     // SAFETY: fresh, zeroed, aligned, exclusively owned until teardown.
     unsafe { alloc.add_slab(class(), mem) }.unwrap();
     let n = class().objects_per_slab();
@@ -105,7 +111,12 @@ fn setup() -> World {
                 .write(UnsafeCell::new(0))
         };
     }
-    World { alloc, mem, objs }
+    World {
+        alloc,
+        mem,
+        objs,
+        _inbox: inbox,
+    }
 }
 
 fn teardown(mut w: World) {

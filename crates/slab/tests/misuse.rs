@@ -25,6 +25,14 @@ use core::ptr::NonNull;
 
 const PAGE: usize = 4096;
 
+/// A fresh inbox for each allocator (an inbox serves one).
+fn inbox() -> &'static bsa_slab::Inbox {
+    static POOL: [bsa_slab::Inbox; 256] = [const { bsa_slab::Inbox::new() }; 256];
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    POOL.get(i).expect("more allocators than the inbox pool")
+}
+
 fn layout(size: usize, align: usize) -> Layout {
     Layout::from_size_align(size, align).expect("valid layout")
 }
@@ -96,7 +104,7 @@ impl Env {
         Env {
             _mem: mem,
             free_chunks,
-            s: SlabAllocator::new(owner),
+            s: SlabAllocator::new(owner, inbox()),
         }
     }
 
