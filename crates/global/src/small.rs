@@ -98,11 +98,11 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         cs: &'s Cs<'_, P>,
         entry: Chunk<'_>,
     ) -> Option<Slot<'s>> {
-        if entry.owner() != Some(cs.cpu()) {
+        if !entry.owned_by(cs.cpu()) {
             return None;
         }
         let slot = self.current_slot(cpus, cs).ok()?;
-        if slot.is_locked() && entry.owner() != Some(cs.cpu()) {
+        if slot.is_locked() && !entry.owned_by(cs.cpu()) {
             return None;
         }
         Some(slot)

@@ -442,7 +442,7 @@ impl SlabAllocator {
         // header with our instance identity is only written by our
         // `add_slab`: the slab is one of ours and is live.
         let slab = unsafe { Slab::from_header(loc.hdr) };
-        let r = self.free_in(slab, loc.index);
+        let r = self.free_in(slab, class, loc.index);
         #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
         r
@@ -468,7 +468,7 @@ impl SlabAllocator {
     ) -> Result<Option<NonNull<u8>>, SlabError> {
         // SAFETY: obligation 1 is `locate_owned`'s.
         let r = match unsafe { self.locate_owned(ptr, class) } {
-            Ok((slab, index)) => self.free_in(slab, index),
+            Ok((slab, index)) => self.free_in(slab, class, index),
             Err(e) => Err(e),
         };
         #[cfg(any(test, feature = "check"))]
@@ -543,7 +543,7 @@ impl SlabAllocator {
             _ => false,
         };
         // `free_local` changes nothing when the object is already freed.
-        let done = stays && slab.free_local(index);
+        let done = stays && slab.free_local(class.geometry(), index);
         #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
         done
@@ -571,7 +571,7 @@ impl SlabAllocator {
     ) -> Result<(), SlabError> {
         // SAFETY: the caller's obligation is `locate_owned`'s.
         let (slab, index) = unsafe { self.locate_owned(ptr, class) }?;
-        let r = if slab.is_freed(index) {
+        let r = if slab.is_freed(class.geometry(), index) {
             Err(SlabError::DoubleFree)
         } else {
             Ok(())
@@ -584,8 +584,13 @@ impl SlabAllocator {
     /// Returns object `index` (validated: a slot of `slab`) to `slab`'s
     /// quarantine.
     #[inline]
-    fn free_in(&mut self, slab: Slab, index: usize) -> Result<Option<NonNull<u8>>, SlabError> {
-        if !slab.free_local(index) {
+    fn free_in(
+        &mut self,
+        slab: Slab,
+        class: SizeClass,
+        index: usize,
+    ) -> Result<Option<NonNull<u8>>, SlabError> {
+        if !slab.free_local(class.geometry(), index) {
             return Err(SlabError::DoubleFree);
         }
         if slab.list() == CURRENT {

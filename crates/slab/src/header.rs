@@ -554,9 +554,18 @@ impl Slab {
     /// Pending word `w` (`w < words`).
     #[inline(always)]
     pub(crate) fn pending_word(self, w: usize) -> &'static sync::PendingWord {
-        // SAFETY: type invariant and `w < words` (callers pass indices of
-        // this slab's words).
-        unsafe { pending_cell(self.base(), self.geometry(), w) }
+        self.pending_word_in(self.geometry(), w)
+    }
+
+    /// Pending word `w` of this slab, whose geometry the caller knows
+    /// (saves reading the class from the header's shared line, which
+    /// remote freers write).
+    #[inline(always)]
+    fn pending_word_in(self, g: &Geometry, w: usize) -> &'static sync::PendingWord {
+        debug_assert!(core::ptr::eq(g, self.geometry()));
+        // SAFETY: type invariant, `g` is this slab's geometry, and `w <
+        // words` (callers pass indices of this slab's words).
+        unsafe { pending_cell(self.base(), g, w) }
     }
 
     /// Summary of avail words.
@@ -611,10 +620,10 @@ impl Slab {
     /// word: a remote free that is not visible yet is caught when the slab
     /// is collected, before the object can be handed out again.
     #[inline(always)]
-    pub(crate) fn is_freed(self, i: usize) -> bool {
+    pub(crate) fn is_freed(self, g: &Geometry, i: usize) -> bool {
         let (w, bit) = (i / 64, 1u64 << (i % 64));
         let (a, q) = self.cells(w);
-        let p = self.pending_word(w).load(Ordering::Relaxed);
+        let p = self.pending_word_in(g, w).load(Ordering::Relaxed);
         (a.load(Ordering::Relaxed) | q.load(Ordering::Relaxed) | p) & bit != 0
     }
 
@@ -622,11 +631,11 @@ impl Slab {
     /// after the next collect). Returns `false` (and changes nothing) if it
     /// is already free, quarantined or pending: a double free.
     #[inline(always)]
-    pub(crate) fn free_local(self, i: usize) -> bool {
+    pub(crate) fn free_local(self, g: &Geometry, i: usize) -> bool {
         let (w, bit) = (i / 64, 1u64 << (i % 64));
         let (a, q) = self.cells(w);
         let qw = q.load(Ordering::Relaxed);
-        let p = self.pending_word(w).load(Ordering::Relaxed);
+        let p = self.pending_word_in(g, w).load(Ordering::Relaxed);
         if (a.load(Ordering::Relaxed) | qw | p) & bit != 0 {
             return false;
         }

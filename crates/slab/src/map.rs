@@ -315,9 +315,10 @@ impl SlabMap {
                 // so `i < (end - base).div_ceil(SLAB_SIZE)`, the number of
                 // entries. They live as long as `self`.
                 let entry = unsafe { &*entries.add(i) };
+                // `base` is `SLAB_SIZE`-aligned, so chunk `i` starts here.
                 return Some(Chunk {
                     entry,
-                    addr: base + i * SLAB_SIZE,
+                    addr: addr & !(SLAB_SIZE - 1),
                 });
             }
         }
@@ -401,6 +402,15 @@ impl<'a> Chunk<'a> {
     #[inline(always)]
     pub fn owner(self) -> Option<usize> {
         decode(self.entry.0.load(Ordering::Relaxed))
+    }
+
+    /// Whether the chunk is a live slab of CPU slot `cpu`'s allocator (as
+    /// [`owner`](Self::owner)` == Some(cpu)`, in fewer instructions: the
+    /// owner's fast paths ask this on every free).
+    #[inline(always)]
+    pub fn owned_by(self, cpu: usize) -> bool {
+        let bits = self.entry.0.load(Ordering::Relaxed) & OWNER_MASK;
+        bits as usize == cpu.wrapping_add(1) && bits != 0
     }
 
     /// Cross-CPU operations pinning the chunk right now (a snapshot).

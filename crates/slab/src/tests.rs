@@ -127,7 +127,7 @@ fn bitmap_says_free(p: NonNull<u8>) -> bool {
     // SAFETY: tests only pass objects of live slabs owned by the caller.
     let loc = unsafe { header::locate(p) }.unwrap();
     // SAFETY: validated header of a slab the calling test owns.
-    unsafe { Slab::from_header(loc.hdr) }.is_freed(loc.index)
+    unsafe { Slab::from_header(loc.hdr) }.is_freed(loc.class.geometry(), loc.index)
 }
 
 #[derive(Copy, Clone)]
