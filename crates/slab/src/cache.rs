@@ -319,7 +319,7 @@ impl SlabAllocator {
         // cached one if that makes one too many.
         if cache.lists[EMPTY as usize].len >= self.empty_keep {
             let victim = cache.lists[EMPTY as usize].head?;
-            if victim.pending_summary() != 0 {
+            if !victim.try_retire() {
                 return None;
             }
             cache.lists[EMPTY as usize].unlink(victim);
@@ -341,8 +341,10 @@ impl SlabAllocator {
             // SAFETY: `hdr` is on the chain we just took and still QUEUED
             // (only `collect(slab, true)` below clears it).
             cur = unsafe { remote::next_queued(hdr) };
-            // SAFETY: only our slabs carry our inbox's address, and a
-            // queued slab is live (never released while QUEUED).
+            // SAFETY: only our slabs carry our inbox's address, and a slab
+            // on the inbox is live: only the freer that set its QUEUED
+            // pushes it, and a slab is released only after a CAS from a
+            // zero summary, i.e. after a collect took it off (below).
             let slab = unsafe { Slab::from_header(hdr) };
             let got = self.collect(slab, true);
             if got.freed > 0 && class.is_none_or(|c| c == slab.class()) {
@@ -623,7 +625,11 @@ impl SlabAllocator {
     ///   concurrently (a double free racing the owner) only if the block
     ///   stays valid for reads and writes and is not set up again until the
     ///   call returns (the header's magic and the bitmaps are atomic for
-    ///   that case), and its owner `SlabAllocator` stays where it is.
+    ///   that case). A legitimate free may also still be at work when a
+    ///   collect took its bit and the slab was handed back (the crate
+    ///   docs, invariant 4): the same applies. [`SlabMap`](crate::SlabMap)'s
+    ///   [`Chunk::remote_free`](crate::Chunk::remote_free) meets all of
+    ///   this by pinning the chunk.
     /// - The caller no longer uses the object once the call succeeds.
     pub unsafe fn remote_free(ptr: NonNull<u8>, class: SizeClass) -> Result<(), SlabError> {
         // SAFETY: obligations 1 and 2 give `locate`'s.
@@ -729,7 +735,10 @@ impl SlabAllocator {
                 let mut cur = self.classes[c].lists[tag as usize].head;
                 while let Some(slab) = cur {
                     cur = slab.next();
-                    if slab.pending_summary() != 0 || slab.quarantined() != 0 {
+                    if slab.pending_summary() != 0
+                        || slab.quarantined() != 0
+                        || slab.probation() != 0
+                    {
                         self.collect(slab, false);
                         if let Some(mem) = self.settle(slab, true) {
                             release(mem);
@@ -770,7 +779,7 @@ impl SlabAllocator {
                 break;
             }
             cur = slab.next();
-            if slab.pending_summary() == 0 {
+            if slab.try_retire() {
                 self.classes[c].lists[EMPTY as usize].unlink(slab);
                 release(slab.release());
             }
@@ -786,11 +795,13 @@ impl SlabAllocator {
         let _ = self.inbox().take();
         for c in 0..NUM_CLASSES {
             if let Some(slab) = self.classes[c].current.take() {
+                slab.retire();
                 release(slab.release());
             }
             for tag in [PARTIAL, FULL, EMPTY] {
                 while let Some(slab) = self.classes[c].lists[tag as usize].head {
                     self.classes[c].lists[tag as usize].unlink(slab);
+                    slab.retire();
                     release(slab.release());
                 }
             }
@@ -874,7 +885,7 @@ impl SlabAllocator {
         if want == EMPTY
             && may_release
             && self.classes[c].empty_slabs() >= self.empty_keep
-            && slab.pending_summary() == 0
+            && slab.try_retire()
         {
             return Some(slab.release());
         }

@@ -10,11 +10,15 @@
 //! ^ slab start = obj_addr & !(SLAB_SIZE - 1)
 //! ```
 //!
-//! Three bitmaps, one bit per object each:
-//! - *avail* (owner): free and allocatable;
-//! - *quarantined* (owner): freed locally since the last collect, not
-//!   allocatable yet; stored interleaved with *avail* (word `w` of both in
-//!   one 16-byte pair, so a remote freer reads both with one cache line);
+//! An object is in one of four owner states, kept in two owner bitmaps
+//! (word `w` of both in one 16-byte pair), plus a remote one:
+//! - *free* word `F` (owner writes, remote freers read) and *extra* word
+//!   `X` (owner only): `F & !X` *avail* (free and allocatable), `F & X`
+//!   *quarantined* (freed locally, allocatable after the slab's next
+//!   collect), `!F & X` on *probation* (freed from another CPU and taken
+//!   in by the last collect, allocatable after the next one, which first
+//!   makes them free, then takes the pending bits of their words), `!F &
+//!   !X` allocated;
 //! - *pending* (remote freers, `fetch_or`): freed from another CPU, not yet
 //!   collected; on cache lines of their own, which the owner only touches
 //!   when it collects.
@@ -66,8 +70,8 @@ pub(crate) struct Shared {
     pub(crate) pending: sync::PendingWord,
     /// Next slab on the owner's inbox (meaningful while `QUEUED`).
     pub(crate) inbox_next: AtomicPtr<SlabHeader>,
-    /// The owner's inbox (the owning `SlabAllocator` does not move while
-    /// it holds slabs: `add_slab`'s contract).
+    /// The owner's inbox (it outlives the slab: `SlabAllocator::new`'s
+    /// `'static` or `with_inbox`'s contract).
     pub(crate) inbox: *const Inbox,
     magic: MagicWord,
     /// Identity of the owning `SlabAllocator` (several may share a CPU).
@@ -84,12 +88,16 @@ struct Own {
     list: ListTag,
     /// Objects whose avail bit is set.
     avail: u32,
-    /// Objects whose quarantined bit is set.
+    /// Objects free but not avail (quarantined local frees).
     quarantined: u32,
+    /// Objects whose probation bit is set.
+    probation: u32,
     /// Bit `w` set iff avail word `w` is non-zero.
     avail_words: u64,
-    /// Bit `w` set iff quarantined word `w` is non-zero.
+    /// Bit `w` set iff word `w` has quarantined objects.
     quarantined_words: u64,
+    /// Bit `w` set iff probation word `w` is non-zero.
+    probation_words: u64,
     prev: *mut SlabHeader,
     next: *mut SlabHeader,
 }
@@ -110,8 +118,8 @@ pub(crate) struct SlabHeader {
 
 const _: () = assert!(core::mem::offset_of!(SlabHeader, own) == 64);
 
-/// Offset of the owner bitmap (avail and quarantined words interleaved) in
-/// a slab.
+/// Offset of the owner bitmaps (free and extra words interleaved) in a
+/// slab.
 pub(crate) const BITMAP_OFFSET: usize = size_of::<SlabHeader>().next_multiple_of(8);
 
 /// What a pointer's slab header says about it (see [`locate`]).
@@ -222,15 +230,15 @@ impl SharedView {
         unsafe { pending_cell(self.hdr.cast(), self.g, w) }
     }
 
-    /// Whether object `index` is free for the owner (avail or quarantined),
-    /// two `Relaxed` loads of the owner's words (the owner may be writing
-    /// them meanwhile).
+    /// Whether object `index` is free for the owner (its free bit: avail
+    /// or quarantined), one `Relaxed` load of the owner's word (the owner
+    /// may be writing it meanwhile). Objects on probation read as not free.
     #[inline]
     pub(crate) fn owner_free(&self, index: usize) -> bool {
         let w = index / 64;
         // SAFETY: type invariant; `owner_cells`' bounds (`index < count`).
-        let (a, q) = unsafe { owner_cells(self.hdr.cast(), w) };
-        (a.load(Ordering::Relaxed) | q.load(Ordering::Relaxed)) & (1u64 << (index % 64)) != 0
+        let (f, _) = unsafe { owner_cells(self.hdr.cast(), w) };
+        f.load(Ordering::Relaxed) & (1u64 << (index % 64)) != 0
     }
 
     /// The slab as an inbox entry.
@@ -240,9 +248,10 @@ impl SharedView {
     }
 }
 
-/// Whether object `index` of the slab whose header is `hdr` is allocated:
-/// not avail, not quarantined, not pending. Read from any CPU (`Relaxed`
-/// loads; the owner and remote freers may be writing meanwhile).
+/// Whether object `index` of the slab whose header is `hdr` is allocated
+/// as far as another CPU can tell: not free (avail or quarantined), not
+/// pending. (One on probation reads as allocated.) Read from any CPU
+/// (`Relaxed` loads; the owner and remote freers may be writing meanwhile).
 ///
 /// # Safety
 /// - `loc` came from [`locate`] and its slab stays initialized (not
@@ -296,8 +305,10 @@ pub(crate) unsafe fn init(
                 list: DETACHED,
                 avail: count as u32,
                 quarantined: 0,
+                probation: 0,
                 avail_words: all_words,
                 quarantined_words: 0,
+                probation_words: 0,
                 prev: ptr::null_mut(),
                 next: ptr::null_mut(),
             },
@@ -309,18 +320,15 @@ pub(crate) unsafe fn init(
         } else {
             (1u64 << (count - w * 64)) - 1
         };
-        // SAFETY: words `w < words` of both bitmaps lie between
+        // SAFETY: words `w < words` of the bitmaps lie between
         // BITMAP_OFFSET and `g.first` (geometry guarantees it), inside our
         // exclusively owned slab, 8-aligned; creating the atomics in place
         // initializes them.
         unsafe {
             let base = mem.as_ptr();
-            base.add(BITMAP_OFFSET + 16 * w)
-                .cast::<BitmapWord>()
-                .write(BitmapWord::new(bits));
-            base.add(BITMAP_OFFSET + 16 * w + 8)
-                .cast::<BitmapWord>()
-                .write(BitmapWord::new(0));
+            let pair = base.add(BITMAP_OFFSET + OWNER_WORDS * 8 * w);
+            pair.cast::<BitmapWord>().write(BitmapWord::new(bits));
+            pair.add(8).cast::<BitmapWord>().write(BitmapWord::new(0));
             base.add(g.pending as usize + 8 * w)
                 .cast::<sync::PendingWord>()
                 .write(sync::PendingWord::new(0));
@@ -329,18 +337,21 @@ pub(crate) unsafe fn init(
     Slab(hdr)
 }
 
-/// The avail and quarantined words `w` of the slab starting at `base`.
+/// Owner bitmap words per 64 objects (free, extra).
+pub(crate) const OWNER_WORDS: usize = 2;
+
+/// The free and extra words `w` of the slab starting at `base`.
 ///
 /// # Safety
 /// - `base` starts a slab set up by [`init`] that stays initialized while
 ///   the references are used, and `w < words` of its geometry.
 #[inline(always)]
 unsafe fn owner_cells<'a>(base: NonNull<u8>, w: usize) -> (&'a BitmapWord, &'a BitmapWord) {
-    // SAFETY: the caller's obligations: both words are inside the slab's
-    // owner bitmap, 8-aligned, initialized by `init` as atomics and only
+    // SAFETY: the caller's obligations: the words are inside the slab's
+    // owner bitmaps, 8-aligned, initialized by `init` as atomics and only
     // ever accessed atomically.
     unsafe {
-        let p = base.as_ptr().add(BITMAP_OFFSET + 16 * w);
+        let p = base.as_ptr().add(BITMAP_OFFSET + OWNER_WORDS * 8 * w);
         (&*p.cast::<BitmapWord>(), &*p.add(8).cast::<BitmapWord>())
     }
 }
@@ -481,11 +492,18 @@ impl Slab {
         unsafe { (*self.own()).quarantined }
     }
 
-    /// Objects free for the owner (avail or quarantined; pending remote
-    /// frees not included until collected).
+    /// Objects on probation (remote frees the last collect took in).
+    #[inline(always)]
+    pub(crate) fn probation(self) -> u32 {
+        // SAFETY: type invariant; owner field.
+        unsafe { (*self.own()).probation }
+    }
+
+    /// Objects free for the owner (avail, quarantined or on probation;
+    /// pending remote frees not included until collected).
     #[inline(always)]
     pub(crate) fn free(self) -> u32 {
-        self.avail() + self.quarantined()
+        self.avail() + self.quarantined() + self.probation()
     }
 
     #[inline]
@@ -527,9 +545,10 @@ impl Slab {
         unsafe { (*self.own()).next = raw }
     }
 
-    /// Avail and quarantined words `w` (`w < words`), as the atomics they
-    /// are accessed as: the owner writes them with plain stores (`Relaxed`;
-    /// only the owner writes), a remote freer may read them meanwhile.
+    /// Free and extra words `w` (`w < words`), as the atomics they are
+    /// accessed as: the owner writes them with plain stores (`Relaxed`;
+    /// only the owner writes), a remote freer may read the free word
+    /// meanwhile.
     #[inline(always)]
     fn cells(self, w: usize) -> (&'static BitmapWord, &'static BitmapWord) {
         debug_assert!(w < self.geometry().words());
@@ -539,16 +558,24 @@ impl Slab {
         unsafe { owner_cells(self.base(), w) }
     }
 
-    /// Avail word `w`.
+    /// Avail objects of word `w` (free, not quarantined).
     #[inline(always)]
     pub(crate) fn avail_word(self, w: usize) -> u64 {
+        let (f, x) = self.cells(w);
+        f.load(Ordering::Relaxed) & !x.load(Ordering::Relaxed)
+    }
+
+    /// Free word `w` (avail or quarantined).
+    #[inline(always)]
+    pub(crate) fn free_word(self, w: usize) -> u64 {
         self.cells(w).0.load(Ordering::Relaxed)
     }
 
-    /// Quarantined word `w`.
+    /// Probation objects of word `w`.
     #[inline(always)]
-    pub(crate) fn quarantined_word(self, w: usize) -> u64 {
-        self.cells(w).1.load(Ordering::Relaxed)
+    pub(crate) fn probation_word(self, w: usize) -> u64 {
+        let (f, x) = self.cells(w);
+        !f.load(Ordering::Relaxed) & x.load(Ordering::Relaxed)
     }
 
     /// Pending word `w` (`w < words`).
@@ -575,11 +602,18 @@ impl Slab {
         unsafe { (*self.own()).avail_words }
     }
 
-    /// Summary of quarantined words.
+    /// Summary of words with quarantined objects.
     #[inline(always)]
     pub(crate) fn quarantined_words(self) -> u64 {
         // SAFETY: type invariant; owner field.
         unsafe { (*self.own()).quarantined_words }
+    }
+
+    /// Summary of probation words.
+    #[inline(always)]
+    pub(crate) fn probation_words(self) -> u64 {
+        // SAFETY: type invariant; owner field.
+        unsafe { (*self.own()).probation_words }
     }
 
     /// Takes the lowest avail object, if any: two `trailing_zeros`, no
@@ -593,12 +627,13 @@ impl Slab {
             return None;
         }
         let w = summary.trailing_zeros() as usize;
-        let cell = self.cells(w).0;
-        let word = cell.load(Ordering::Relaxed);
+        let (f_cell, x_cell) = self.cells(w);
+        let f = f_cell.load(Ordering::Relaxed);
+        let word = f & !x_cell.load(Ordering::Relaxed);
         let bit = word.trailing_zeros() as usize;
         let rest = word & word.wrapping_sub(1);
         // Only the owner writes: a load and a store, not an RMW.
-        cell.store(rest, Ordering::Relaxed);
+        f_cell.store(f & !(1u64 << bit), Ordering::Relaxed);
         let own = self.own();
         // SAFETY: type invariant; owner fields, exclusive via the allocator.
         unsafe {
@@ -615,31 +650,34 @@ impl Slab {
         Some(unsafe { self.base().add(g.first as usize + i * g.size as usize) })
     }
 
-    /// Whether object `i` is free or freed: avail, quarantined, or pending
-    /// (a remote free not collected yet). `Relaxed` load of the pending
-    /// word: a remote free that is not visible yet is caught when the slab
-    /// is collected, before the object can be handed out again.
+    /// Whether object `i` is free or freed: free (avail or quarantined), on
+    /// probation, or pending (a remote free not collected yet). `Relaxed`
+    /// load of the pending word: a remote free that is not visible yet is
+    /// caught when the slab is collected, before the object can be handed
+    /// out again.
     #[inline(always)]
     pub(crate) fn is_freed(self, g: &Geometry, i: usize) -> bool {
         let (w, bit) = (i / 64, 1u64 << (i % 64));
-        let (a, q) = self.cells(w);
+        let (f, x) = self.cells(w);
         let p = self.pending_word_in(g, w).load(Ordering::Relaxed);
-        (a.load(Ordering::Relaxed) | q.load(Ordering::Relaxed) | p) & bit != 0
+        (f.load(Ordering::Relaxed) | x.load(Ordering::Relaxed) | p) & bit != 0
     }
 
-    /// A local free of object `i`: it goes into quarantine (allocatable
-    /// after the next collect). Returns `false` (and changes nothing) if it
-    /// is already free, quarantined or pending: a double free.
+    /// A local free of object `i`: it goes into quarantine (its free bit,
+    /// not its avail bit: allocatable after the next collect). Returns
+    /// `false` (and changes nothing) if it is already free, on probation or
+    /// pending: a double free.
     #[inline(always)]
     pub(crate) fn free_local(self, g: &Geometry, i: usize) -> bool {
         let (w, bit) = (i / 64, 1u64 << (i % 64));
-        let (a, q) = self.cells(w);
-        let qw = q.load(Ordering::Relaxed);
+        let (f, x) = self.cells(w);
+        let (fw, xw) = (f.load(Ordering::Relaxed), x.load(Ordering::Relaxed));
         let p = self.pending_word_in(g, w).load(Ordering::Relaxed);
-        if (a.load(Ordering::Relaxed) | qw | p) & bit != 0 {
+        if (fw | xw | p) & bit != 0 {
             return false;
         }
-        q.store(qw | bit, Ordering::Relaxed);
+        f.store(fw | bit, Ordering::Relaxed);
+        x.store(xw | bit, Ordering::Relaxed);
         let own = self.own();
         // SAFETY: type invariant; owner fields, exclusive via the allocator.
         unsafe {
@@ -649,22 +687,29 @@ impl Slab {
         true
     }
 
-    /// Whether the pending summary says remote frees (or an inbox entry)
-    /// are outstanding (one `Relaxed` load of the shared line).
+    /// Whether the pending summary says remote frees (or an inbox entry,
+    /// or a retirement) are outstanding (one `Relaxed` load of the shared
+    /// line).
     #[inline]
     pub(crate) fn pending_summary(self) -> u64 {
         self.shared().pending.load(Ordering::Relaxed)
     }
 
-    /// Collects the slab: quarantined objects and the pending remote frees
-    /// of the words the summary names become avail. With `dequeue` (the
-    /// slab was just taken off the inbox) the summary is taken whole, which
-    /// clears [`QUEUED`]; otherwise `QUEUED` is kept (the slab may still be
-    /// on the inbox).
+    /// Collects the slab, word by word for the words the summary names and
+    /// those with quarantined or probation objects:
+    /// 1. the objects on probation become free, and every free object
+    ///    avail (plain stores of the owner's words);
+    /// 2. then the word's pending bits are taken (`swap`, AcqRel; for a
+    ///    word with probation objects even if the summary does not name
+    ///    it): a bit of an object that is free now is a double free,
+    ///    dropped and counted; the others go on probation.
     ///
-    /// A pending bit of an object that is free (avail or quarantined) is a
-    /// double free: it is dropped and counted. See the crate docs ("Remote
-    /// frees") for why that is exact.
+    /// Step 1 before step 2 is what makes a stale second free of an object
+    /// either land before the `swap` (then it is judged here) or see the
+    /// object free when it reads the free word after its `fetch_or` (which
+    /// acquires the `swap`). With `dequeue` (the slab was just taken off
+    /// the inbox) the summary is taken whole, which clears [`QUEUED`];
+    /// otherwise `QUEUED` is kept (the slab may still be on the inbox).
     pub(crate) fn collect(self, dequeue: bool) -> Collected {
         let mut out = Collected::default();
         let shared = self.shared();
@@ -676,46 +721,72 @@ impl Slab {
             0
         };
         let pending_words = summary & !QUEUED;
-        let mut words = pending_words | self.quarantined_words();
+        let probation_words = self.probation_words();
+        let mut words = pending_words | probation_words | self.quarantined_words();
         let own = self.own();
-        let (mut avail, mut quarantined, mut avail_words) =
-            (self.avail(), self.quarantined(), self.avail_words());
+        let (mut avail, mut probation, mut avail_words, mut new_probation_words) =
+            (self.avail(), self.probation(), self.avail_words(), 0u64);
         while words != 0 {
             let w = words.trailing_zeros() as usize;
             words &= words - 1;
-            let (a_cell, q_cell) = self.cells(w);
-            let (a, q) = (
-                a_cell.load(Ordering::Relaxed),
-                q_cell.load(Ordering::Relaxed),
+            let (f_cell, x_cell) = self.cells(w);
+            let (f, x) = (
+                f_cell.load(Ordering::Relaxed),
+                x_cell.load(Ordering::Relaxed),
             );
-            let p = if pending_words & (1u64 << w) != 0 {
+            let (a, r) = (f & !x, !f & x);
+            // Probation objects become free (and every free object avail)
+            // before the word's pending bits are taken.
+            let now = f | x;
+            f_cell.store(now, Ordering::Relaxed);
+            let take = (pending_words | probation_words) & (1u64 << w) != 0;
+            let p = if take {
                 self.pending_word(w).swap(0, sync::TAKE)
             } else {
                 0
             };
-            let dup = p & (a | q);
-            let taken = p & !(a | q);
-            let now = a | q | taken;
-            a_cell.store(now, Ordering::Relaxed);
-            q_cell.store(0, Ordering::Relaxed);
+            let dup = p & now;
+            let fresh = p & !now;
+            x_cell.store(fresh, Ordering::Relaxed);
             avail += now.count_ones() - a.count_ones();
-            quarantined -= q.count_ones();
+            probation = probation + fresh.count_ones() - r.count_ones();
             avail_words |= u64::from(now != 0) << w;
-            out.freed += taken.count_ones();
+            new_probation_words |= u64::from(fresh != 0) << w;
+            out.freed += fresh.count_ones();
             out.double_frees += dup.count_ones();
         }
         // SAFETY: type invariant; owner fields, exclusive via the allocator.
         unsafe {
             (*own).avail = avail;
-            (*own).quarantined = quarantined;
+            (*own).quarantined = 0;
+            (*own).probation = probation;
             (*own).avail_words = avail_words;
             (*own).quarantined_words = 0;
+            (*own).probation_words = new_probation_words;
         }
         out
     }
 
-    /// Clears the magic and hands the memory back. The handle must not be
-    /// used afterwards.
+    /// Marks the slab retired in its pending summary (`QUEUED` on a zero
+    /// summary, one CAS) if nothing is pending and it is not queued: a
+    /// remote freer that announces later then never queues it. `false`:
+    /// remote frees are outstanding; keep the slab.
+    #[inline]
+    pub(crate) fn try_retire(self) -> bool {
+        self.shared()
+            .pending
+            .compare_exchange(0, QUEUED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Marks the slab retired whatever its summary says (tear-down).
+    pub(crate) fn retire(self) {
+        self.shared().pending.store(QUEUED, Ordering::Release);
+    }
+
+    /// Clears the magic and hands the memory back (after
+    /// [`try_retire`](Self::try_retire) or [`retire`](Self::retire)). The
+    /// handle must not be used afterwards.
     pub(crate) fn release(self) -> NonNull<u8> {
         // The magic is atomic: a stray remote free may be reading it right
         // now (it then sees the old or the cleared value), and stale frees

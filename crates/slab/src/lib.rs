@@ -121,8 +121,9 @@
 //! | 1920 | 128 | 16 | 2048 | 6.2% |
 //! | 2048 | 2048 | 15 | 2048 | 6.2% |
 //!
-//! (64-bit targets; the header is 96 bytes — the fields other CPUs touch
-//! on one cache line, the owner's on the next — plus 8 bytes of bitmap per
+//! (64-bit targets; the header is 128 bytes — the fields other CPUs touch
+//! on one cache line, the owner's on the next — plus 16 bytes of owner
+//! bitmaps and 8 bytes of pending bitmap (on cache lines of its own) per
 //! 64 objects. [`SizeClass::objects_per_slab`] and [`SizeClass::slab_overhead`]
 //! give the numbers at run time.)
 //!
@@ -135,45 +136,55 @@
 //! ## Remote frees
 //!
 //! [`SlabAllocator::remote_free`] may run on any CPU without the owner's
-//! lock. Each slab has three bitmaps (one bit per object): *avail* and
-//! *quarantined*, written only by the owner (plain stores), and *pending*,
-//! on cache lines of its own, written only by remote freers (`fetch_or`)
-//! and taken by the owner (`swap`). A pending *summary* word in the
-//! header's shared line names the pending words that may be non-zero, and
-//! one bit of it (`QUEUED`) says the slab is on its owner's *inbox*, a
-//! lock-free stack of slabs with pending frees.
+//! lock. Per object, the owner keeps two bits (plain stores, `Relaxed`
+//! atomics): its *free* bit `F` (avail or quarantined — the one remote
+//! freers read) and an *extra* bit `X`: `F & !X` avail, `F & X`
+//! quarantined (freed locally), `!F & X` on probation (freed remotely and
+//! taken in, not yet allocatable). Remote freers own a *pending* bitmap on
+//! cache lines of their own (`fetch_or`), named by a *summary* word in the
+//! header's shared line, one bit of which (`QUEUED`) says the slab is on its
+//! owner's [`Inbox`], a lock-free stack of slabs with pending frees.
 //!
 //! **A remote free** validates the header (magic, class, slot), then:
 //! 1. `fetch_or` of the object's bit into its pending word (AcqRel) — the
 //!    one atomic RMW in the steady state. The object itself is never
-//!    written. A bit already set: the object's remote free is already
-//!    pending, a double free, refused (`DoubleFree`).
-//! 2. It reads the object's avail and quarantined bits. Set: the object
-//!    is free for the owner, a double free; it takes its bit back
-//!    (`fetch_and`) and refuses. (If the bit is gone, the owner collected
-//!    it meanwhile and judged it, see below; the call returns `Ok`.)
+//!    written. A bit already set: its remote free is still pending, a
+//!    double free, refused (`DoubleFree`).
+//! 2. It reads the object's free bit. Set: the object is free for the
+//!    owner — a double free, or this free's own bit was collected and the
+//!    object made free meanwhile. It takes its bit back (`fetch_and`,
+//!    AcqRel): gone, the owner collected it and judged it (`Ok`); there and
+//!    the object still free, refused (`DoubleFree`); there but the object
+//!    handed out again since (free bit clear on a second read), the bit is
+//!    the new holder's free — put back, `Ok`.
 //! 3. Only if the pending word was zero: it sets the word's bit in the
 //!    summary (AcqRel), and if `QUEUED` was clear, pushes the slab on the
 //!    owner's inbox (one CAS). So a slab costs one summary RMW per word
 //!    that goes from idle to pending, and one inbox push per idle period.
 //!
 //! **The owner collects on demand**, never as a condition for handing out
-//! an object it has: its allocations take avail objects only, and it
-//! collects a slab (takes the summary, `swap`s the named pending words to
-//! zero, merges quarantined and taken objects into avail) when that slab is
-//! the class's current slab and has no avail object left, when a slab
-//! becomes current, when the class has no free object at all (then it takes
-//! its whole inbox and collects every queued slab: no list is ever walked to
-//! find remote frees), and at [`SlabAllocator::drain_remote`] and
-//! [`SlabAllocator::trim`]. A pending bit whose object is avail or
-//! quarantined at the collect is a double free: dropped, counted in
-//! [`SlabStats::remote_double_frees`], reported by
-//! [`SlabAllocator::take_remote_error`] and `log::error!`.
+//! an object it has: allocations take avail objects only. It collects a
+//! slab when it is the class's current slab and has no avail object left,
+//! when it becomes current, when the class has no free object at all (then
+//! it takes its whole inbox and collects every queued slab: no list is
+//! ever walked to find remote frees), and at [`SlabAllocator::drain_remote`]
+//! and [`SlabAllocator::trim`]. Per word: (1) objects on probation become
+//! free and every free object avail (plain stores); (2) then the word's
+//! pending bits are taken (`swap`, AcqRel; for every word the summary
+//! names and every word with probation objects): a bit of an object that
+//! is free is a double free, dropped, counted in
+//! [`SlabStats::remote_double_frees`] and reported by
+//! [`SlabAllocator::take_remote_error`] and `log::error!`; the others go on
+//! probation.
 //!
-//! **Local frees go to quarantine:** a local free sets the object's
-//! quarantined bit (after checking that none of its three bits is set:
-//! else `DoubleFree` at the call); the object becomes avail at the slab's
-//! next collect.
+//! **Local frees go to quarantine:** a local free sets the object's free
+//! and extra bits (after checking that it is not free, on probation or
+//! visibly pending: else `DoubleFree` at the call); the object becomes
+//! avail at the slab's next collect.
+//!
+//! **Release:** an empty slab is handed back only if one CAS turns its
+//! summary from 0 (nothing pending, not queued) into `QUEUED` (retired): a
+//! freer that announces later sees `QUEUED` and never queues it.
 //!
 //! ### Invariants (proved in `tests/loom.rs` on this code)
 //!
@@ -182,42 +193,42 @@
 //!    Release, the owner's `swap` that takes the bit an Acquire.
 //! 2. *No lost free.* Every pending bit is taken by some collect: the
 //!    freer that finds its word zero sets the summary bit after its own
-//!    bit (Release; the owner's take of the summary is an Acquire, so the
-//!    owner's later `swap` of the word sees the bit); freers that find the
-//!    word non-zero rely on the one that did (who announces them even if it
+//!    bit (Release; the owner's take of the summary is an Acquire, so its
+//!    later `swap` of the word sees the bit); freers that find the word
+//!    non-zero rely on the one that did (who announces them even if it
 //!    takes its own bit back); a summary bit set again after a take queues
 //!    the slab again if `QUEUED` was cleared. The inbox is a Treiber stack
 //!    taken whole (ABA-free); a slab's link is read before its `QUEUED` is
-//!    cleared.
+//!    cleared. A bit a freer takes back that was a later free's is put back.
 //! 3. *No object handed out twice; exact double frees.* An object is
-//!    handed out only from avail, and it became avail at a collect `c`
-//!    that `swap`ped its pending word (or at slab setup). A second free
-//!    `f2` of an object whose first free `f1` happens before `f2`, and
-//!    which itself happens before the object is handed out again, is
-//!    refused or dropped: if `f1` is local, `f2` (remote) sees the
-//!    quarantined or avail bit, or, local, sees it too; if `f1` is remote
-//!    and still pending, `f2` finds the pending bit (remote) or sees it
-//!    (local; if it does not, `f2` quarantines the object and the collect
-//!    that takes `f1`'s bit finds both and drops one); if `f1` was
-//!    collected by `c`, `f2`'s `fetch_or` comes after `c`'s `swap` on that
-//!    word (else `c` would have dropped it), so `c` happens before `f2`'s
-//!    bitmap read, which sees the object avail. The bit `f2` takes back
-//!    cannot be another free's: every legitimate free of the object
-//!    happens after it is handed out again. (Frees of one object racing
-//!    each other on two CPUs, neither ordered before the other, are a data
-//!    race in the caller; they are caught when the collect or the bitmap
-//!    read sees both, not in every interleaving. What no allocator can
-//!    catch: a stale free of an object that has been handed out again — to
-//!    the allocator that is a free of the new allocation.)
-//! 4. *Release.* A slab is only handed back when every object is free and
-//!    its summary is zero (nothing pending, not queued). A legitimate
-//!    remote free keeps its object allocated until it has announced it, so
-//!    no legitimate freer still works on a slab that can be handed back;
-//!    a double free in flight only touches its pending word (`fetch_or`,
-//!    `fetch_and`), which is why `remote_free`'s contract asks the caller
-//!    to keep a released slab's memory from being set up again until such
-//!    calls return ([`SlabMap`] does that: its chunks are pinned while a
-//!    cross-CPU operation works on them).
+//!    handed out only while avail, and it became avail at a collect. Let a
+//!    second free `f2` of an object follow its first free `f1` (`f1`
+//!    happens before `f2`) and happen before the object's next hand-out.
+//!    If `f1` is local, the object is quarantined and `f2` (either kind)
+//!    sees its free bit. If `f1` is remote and pending, `f2` finds the
+//!    pending bit (remote) or sees it (local; if not, `f2` quarantines the
+//!    object and the collect that takes `f1`'s bit finds the object free and
+//!    drops it). If a collect `c1` took `f1`'s bit, the object is on
+//!    probation; the collect `c2` that makes it free stores its free bit
+//!    before it `swap`s the word: `f2`'s `fetch_or` lands before that
+//!    `swap` (then `c2` finds the object free and drops the bit) or after
+//!    it (then it acquires the `swap`, so `f2` sees the free bit and is
+//!    refused). (Frees of one object racing each other, neither ordered
+//!    before the other, are a data race in the caller; they are caught
+//!    when a collect or a bitmap read sees both, not in every
+//!    interleaving. What no allocator can catch: a stale free of an object
+//!    that has been handed out again — to the allocator that is a free of
+//!    the new allocation.)
+//! 4. *Release.* A slab is handed back only when every object is free and
+//!    its summary CAS from 0 to `QUEUED` succeeds, so it is never on the
+//!    inbox after its release. A freer may still be between its
+//!    `fetch_or` and its last access when the slab is handed back (a
+//!    double free, or a legitimate free whose bit a collect took at once),
+//!    touching only its pending word, the summary and the free word:
+//!    `remote_free`'s contract asks the caller to keep a released slab's
+//!    memory from being set up again or reused until such calls return
+//!    ([`SlabMap`] does that: its chunks are pinned while a cross-CPU
+//!    operation works on them).
 //!
 //! A use after free can no longer corrupt the allocator's metadata: no
 //! link lives in a free object.

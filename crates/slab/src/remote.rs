@@ -6,7 +6,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::AtomicUsize;
 
 use crate::header::{Located, SharedView, SlabHeader, QUEUED};
-use crate::sync::{AtomicPtr, Ordering, DEQUEUE, QUEUE, SET};
+use crate::sync::{self, AtomicPtr, Ordering, DEQUEUE, QUEUE, SET};
 use crate::SlabError;
 
 /// The inbox of one [`SlabAllocator`](crate::SlabAllocator): a lock-free
@@ -97,11 +97,13 @@ impl Inbox {
 /// 1. `fetch_or` its bit into the pending word (the one atomic RMW of the
 ///    steady state). A bit already set: a second remote free of an object
 ///    still pending; refused.
-/// 2. Read the owner's avail and quarantined bits of the object. Free
-///    there: a double free of a free object. Take the bit back with
-///    `fetch_and`; if it was still ours, refuse. If it was gone, the owner
-///    collected it meanwhile and judged it itself (as a double free if the
-///    object was free before, as this free otherwise).
+/// 2. Read the owner's free bit of the object (avail or quarantined).
+///    Set: a double free of a free object — or this free's own bit was
+///    collected and the object made free meanwhile. Take the bit back
+///    with `fetch_and`: gone, the owner collected it and judged it (`Ok`);
+///    there and the object is still free, refuse (`DoubleFree`); there but
+///    the object handed out again since, the bit is its new holder's free
+///    (ours was collected): put it back (`Ok`).
 /// 3. If the pending word was zero, this free must tell the owner: set the
 ///    word's bit in the summary, and if the slab was not queued, queue it
 ///    on the owner's inbox.
@@ -124,8 +126,21 @@ pub(crate) unsafe fn free(loc: &Located) -> Result<(), SlabError> {
     // bitmap, so a remote double free of a free object is taken as a free.
     #[cfg(not(all(bsa_loom, bsa_loom_mutant_step)))]
     if v.owner_free(loc.index) {
-        let prev = word.fetch_and(!bit, Ordering::Relaxed);
+        // AcqRel: if the bit we find is a later free's (see below), that
+        // free's `fetch_or` happens before the re-read of the free word.
+        let prev = word.fetch_and(!bit, sync::SET);
         if prev & bit == 0 {
+            // The owner collected our bit meanwhile and judged it.
+            return Ok(());
+        }
+        if !v.owner_free(loc.index) {
+            // The object was handed out again since our read: our own bit
+            // was collected (the object became free through it), and the
+            // bit we just took is its new holder's free. Put it back.
+            let again = word.fetch_or(bit, SET);
+            if again == 0 {
+                announce(v, w);
+            }
             return Ok(());
         }
         // Frees that came after ours found the word non-zero and left the
@@ -147,9 +162,9 @@ fn announce(v: SharedView, w: usize) {
     let shared = v.shared();
     let before = shared.pending.fetch_or((1u64 << w) | QUEUED, SET);
     if before & QUEUED == 0 {
-        // SAFETY: the slab is live (`free`'s obligation 1), so its owner,
-        // which holds it, has not moved or gone (`add_slab`'s contract)
-        // and the inbox pointer written at setup is valid.
+        // SAFETY: the slab is live (`free`'s obligation 1), so the inbox
+        // written at setup outlives it (`SlabAllocator::new`'s `'static`
+        // or `with_inbox`'s contract).
         let inbox = unsafe { &*shared.inbox };
         push(inbox, v);
     }
@@ -177,8 +192,9 @@ fn push(inbox: &Inbox, v: SharedView) {
 /// - `hdr` is on a chain the caller took, and its `QUEUED` bit is still
 ///   set (the link is not rewritten until the owner clears it).
 pub(crate) unsafe fn next_queued(hdr: NonNull<SlabHeader>) -> Option<NonNull<SlabHeader>> {
-    // SAFETY: a queued slab is live (a slab with `QUEUED` set is never
-    // released), and `inbox_next` is an atomic of its shared line.
+    // SAFETY: a slab on a taken chain is live (it is released only after a
+    // collect took it off and cleared `QUEUED`, see `take_inbox`), and
+    // `inbox_next` is an atomic of its shared line.
     let next = unsafe { &(*hdr.as_ptr()).shared.inbox_next };
     NonNull::new(next.load(Ordering::Relaxed))
 }

@@ -5,7 +5,7 @@
 use core::alloc::Layout;
 use core::fmt;
 
-use crate::header::BITMAP_OFFSET;
+use crate::header::{BITMAP_OFFSET, OWNER_WORDS};
 
 /// Bytes in every slab. Every slab is also aligned to this many bytes, so the
 /// header of the slab holding an object is `addr & !(SLAB_SIZE - 1)`.
@@ -226,7 +226,7 @@ const fn compute_geometry(size: usize) -> Geometry {
     let mut count = SLAB_SIZE / size;
     loop {
         let words = count.div_ceil(64);
-        let pending = (BITMAP_OFFSET + words * 16).next_multiple_of(64);
+        let pending = (BITMAP_OFFSET + words * 8 * OWNER_WORDS).next_multiple_of(64);
         let header = (pending + words * 8).next_multiple_of(64);
         let first = (header + align - 1) & !(align - 1);
         if first + count * size <= SLAB_SIZE {

@@ -292,15 +292,19 @@ impl SlabAllocator {
         }
         let g = class.geometry();
         let (count, free) = (g.count, slab.free());
-        let (mut avail, mut quarantined) = (0, 0);
-        let (mut avail_words, mut quarantined_words) = (0u64, 0u64);
+        let (mut avail, mut quarantined, mut probation) = (0, 0, 0);
+        let (mut avail_words, mut quarantined_words, mut probation_words) = (0u64, 0u64, 0u64);
         let bad = SlabConsistencyError::Bitmap {
             class,
             bits: u32::MAX,
             free,
         };
         for w in 0..g.words() {
-            let (a, q) = (slab.avail_word(w), slab.quarantined_word(w));
+            let (a, f, r) = (
+                slab.avail_word(w),
+                slab.free_word(w),
+                slab.probation_word(w),
+            );
             let p = slab
                 .pending_word(w)
                 .load(core::sync::atomic::Ordering::Relaxed);
@@ -310,23 +314,32 @@ impl SlabAllocator {
                 (1u64 << (count as usize - w * 64)) - 1
             };
             // Pending bits may be set concurrently, but never beyond the
-            // count (remote freers validate the slot).
-            if (a | q | p) & !valid != 0 || a & q != 0 {
+            // count (remote freers validate the slot). Avail is a subset
+            // of free; probation objects are not free yet.
+            if (f | r | p) & !valid != 0 || a & !f != 0 || f & r != 0 {
                 return Err(bad);
             }
             avail += a.count_ones();
-            quarantined += q.count_ones();
+            quarantined += (f & !a).count_ones();
+            probation += r.count_ones();
             avail_words |= u64::from(a != 0) << w;
-            quarantined_words |= u64::from(q != 0) << w;
+            quarantined_words |= u64::from(f & !a != 0) << w;
+            probation_words |= u64::from(r != 0) << w;
         }
-        if avail != slab.avail() || quarantined != slab.quarantined() {
+        if avail != slab.avail()
+            || quarantined != slab.quarantined()
+            || probation != slab.probation()
+        {
             return Err(SlabConsistencyError::Bitmap {
                 class,
-                bits: avail + quarantined,
+                bits: avail + quarantined + probation,
                 free,
             });
         }
-        if avail_words != slab.avail_words() || quarantined_words != slab.quarantined_words() {
+        if avail_words != slab.avail_words()
+            || quarantined_words & !slab.quarantined_words() != 0
+            || probation_words != slab.probation_words()
+        {
             return Err(SlabConsistencyError::Summary { class });
         }
         // The current slab always has an object to hand out.

@@ -228,7 +228,7 @@ fn geometry_fits_and_wastes_at_most_a_sixteenth() {
     for c in SizeClass::all() {
         let g = c.geometry();
         assert_eq!(g.size as usize, c.size());
-        let owner_end = header::BITMAP_OFFSET + g.words() * 16;
+        let owner_end = header::BITMAP_OFFSET + g.words() * 8 * header::OWNER_WORDS;
         assert!(owner_end <= g.pending as usize, "{c}: bitmaps overlap");
         assert!(
             (g.pending as usize).is_multiple_of(64),
@@ -245,7 +245,8 @@ fn geometry_fits_and_wastes_at_most_a_sixteenth() {
         assert!(g.first as usize + c.objects_per_slab() * c.size() <= SLAB_SIZE);
         // Maximal: one more object would not fit.
         let words = (c.objects_per_slab() + 1).div_ceil(64);
-        let pending = (header::BITMAP_OFFSET + words * 16).next_multiple_of(64);
+        let pending =
+            (header::BITMAP_OFFSET + words * 8 * header::OWNER_WORDS).next_multiple_of(64);
         let more = (pending + words * 8).next_multiple_of(64);
         assert!(
             more.next_multiple_of(c.align()) + (c.objects_per_slab() + 1) * c.size() > SLAB_SIZE

@@ -315,6 +315,117 @@ fn double_free_of_an_avail_object_before_its_hand_out() {
     });
 }
 
+/// (10) A stale second free landing while the owner collects the first:
+/// the collect makes the object free before it takes the pending word, so
+/// the second free either lands before the take (and is dropped there) or
+/// sees the object free (and is refused). Then the owner hands everything
+/// out: `a` exactly once. (Found in review: the collect used to take the
+/// word first and publish the free bits after.)
+#[test]
+fn stale_free_races_the_collect_of_the_first() {
+    loom::model(|| {
+        let mut w = setup();
+        let (a, b) = (w.objs[1], w.objs[0]);
+        a.remote_free(1);
+        b.remote_free(2);
+        // The second free of `a`: after the first (spawn), before the
+        // owner hands `a` out again (join).
+        // SAFETY: deliberately wrong, on a live slab.
+        let t = thread::spawn(move || unsafe { SlabAllocator::remote_free(a.0, class()) });
+        let first = Obj(w.alloc.alloc_class(class()).unwrap());
+        first.touch(5);
+        let second = t.join().unwrap();
+        let mut got = std::vec![first];
+        alloc_all(&mut w, &mut got, 10);
+        w.alloc.drain_remote(|_| panic!("slab is never empty"));
+        alloc_all(&mut w, &mut got, 20);
+        got.sort();
+        let mut want = [a, b];
+        want.sort();
+        assert_eq!(got, want, "handed out twice ({second:?})");
+        let refused = usize::from(second == Err(SlabError::DoubleFree));
+        let dropped = w.alloc.stats().remote_double_frees as usize;
+        assert_eq!(refused + dropped, 1, "judged once ({second:?})");
+        teardown(w);
+    });
+}
+
+/// (11) A legitimate remote free whose word is already pending, racing a
+/// collect that takes its bit, and a hand-out and free of the same object
+/// by its next holder: the first free is not refused, and no free is lost.
+#[test]
+fn legit_free_races_collect_hand_out_and_refree() {
+    loom::model(|| {
+        let mut w = setup();
+        let (x, m) = (w.objs[0], w.objs[1]);
+        m.remote_free(1);
+        let t = thread::spawn(move || {
+            x.touch(2);
+            // SAFETY: a live object of a live slab, not used after this.
+            unsafe { SlabAllocator::remote_free(x.0, class()) }
+        });
+        w.alloc.drain_remote(|_| panic!("slab is never empty"));
+        let mut got = Vec::new();
+        let mut refree = None;
+        if let Ok(p) = w.alloc.alloc_class(class()) {
+            let p = Obj(p);
+            p.touch(3);
+            if p == x {
+                // SAFETY: the new holder frees it (a legitimate free).
+                refree = Some(unsafe { SlabAllocator::remote_free(x.0, class()) });
+            } else {
+                got.push(p);
+            }
+        }
+        assert_eq!(t.join().unwrap(), Ok(()), "a legitimate free was refused");
+        if let Some(r) = refree {
+            assert_eq!(r, Ok(()));
+        }
+        w.alloc.drain_remote(|_| panic!("slab is never empty"));
+        alloc_all(&mut w, &mut got, 20);
+        got.sort();
+        let mut want = [x, m];
+        want.sort();
+        assert_eq!(got, want, "a free was lost");
+        no_remote_errors(&mut w.alloc);
+        teardown(w);
+    });
+}
+
+/// (12) Two remote double frees into an empty slab racing its release:
+/// the slab is handed back once, and never queued on the inbox after that
+/// (the release retires its summary with one CAS; a late announce then
+/// sees the slab retired). (Found in review.)
+#[test]
+fn double_frees_race_the_release_of_an_empty_slab() {
+    loom::model(|| {
+        let mut w = setup();
+        for o in &w.objs {
+            // SAFETY: live objects of our slab.
+            assert_eq!(unsafe { w.alloc.free(o.0, class()) }, Ok(None));
+        }
+        let (a, b) = (w.objs[0], w.objs[1]);
+        // SAFETY: deliberately wrong (the objects are free); the memory
+        // stays allocated until after the joins.
+        let ta = thread::spawn(move || unsafe { SlabAllocator::remote_free(a.0, class()) });
+        // SAFETY: as above.
+        let tb = thread::spawn(move || unsafe { SlabAllocator::remote_free(b.0, class()) });
+        let mut released = Vec::new();
+        w.alloc.trim(|m| released.push(m));
+        let (ra, rb) = (ta.join().unwrap(), tb.join().unwrap());
+        if released.is_empty() {
+            w.alloc.trim(|m| released.push(m));
+        }
+        assert_eq!(released, [w.mem], "{ra:?} {rb:?}");
+        assert!(
+            !w.alloc.has_queued_remote_frees(),
+            "a released slab is queued ({ra:?} {rb:?})"
+        );
+        // SAFETY: allocated in `setup` with this layout; handed back.
+        unsafe { std::alloc::dealloc(w.mem.as_ptr(), slab_layout()) };
+    });
+}
+
 /// (6) A slab emptied by a remote free racing the owner's trim: the slab
 /// is handed back at most once, never while the freer still has to queue
 /// it (it would then sit on the inbox after its release), and the counts
