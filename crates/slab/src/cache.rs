@@ -788,7 +788,8 @@ impl SlabAllocator {
 
     /// Tear-down: hands every slab to `release`, whether or not it still
     /// holds live objects (their pointers dangle once the memory is reused;
-    /// freeing them later is the caller's bug). The allocator is empty
+    /// freeing them later is the caller's bug). No remote free may be in
+    /// flight into these slabs (it could still queue one on the inbox). The allocator is empty
     /// afterwards and can be fed new slabs (or moved).
     pub fn release_all(&mut self, mut release: impl FnMut(NonNull<u8>)) {
         // Queued slabs are released below with the rest; forget the chain.

@@ -230,15 +230,21 @@ impl SharedView {
         unsafe { pending_cell(self.hdr.cast(), self.g, w) }
     }
 
-    /// Whether object `index` is free for the owner (its free bit: avail
-    /// or quarantined), one `Relaxed` load of the owner's word (the owner
-    /// may be writing it meanwhile). Objects on probation read as not free.
+    /// Whether object `index` is free for the owner (avail, quarantined
+    /// or on probation: its free or extra bit), `Relaxed` loads of the
+    /// owner's words (the owner may be writing them meanwhile).
     #[inline]
     pub(crate) fn owner_free(&self, index: usize) -> bool {
         let w = index / 64;
         // SAFETY: type invariant; `owner_cells`' bounds (`index < count`).
-        let (f, _) = unsafe { owner_cells(self.hdr.cast(), w) };
-        f.load(Ordering::Relaxed) & (1u64 << (index % 64)) != 0
+        let (f, x) = unsafe { owner_cells(self.hdr.cast(), w) };
+        // The extra word first, with Acquire: the owner stores it with
+        // Release after the free word (a local free; a collect turning
+        // probation objects free), so seeing its newer value means seeing
+        // the free word as new. Otherwise a collect's "probation now free"
+        // could read as neither.
+        let xv = x.load(Ordering::Acquire);
+        (f.load(Ordering::Relaxed) | xv) & (1u64 << (index % 64)) != 0
     }
 
     /// The slab as an inbox entry.
@@ -249,9 +255,9 @@ impl SharedView {
 }
 
 /// Whether object `index` of the slab whose header is `hdr` is allocated
-/// as far as another CPU can tell: not free (avail or quarantined), not
-/// pending. (One on probation reads as allocated.) Read from any CPU
-/// (`Relaxed` loads; the owner and remote freers may be writing meanwhile).
+/// as far as another CPU can tell: not free (avail, quarantined or on
+/// probation), not pending. Read from any CPU (`Relaxed` loads; the owner
+/// and remote freers may be writing meanwhile).
 ///
 /// # Safety
 /// - `loc` came from [`locate`] and its slab stays initialized (not
@@ -677,7 +683,9 @@ impl Slab {
             return false;
         }
         f.store(fw | bit, Ordering::Relaxed);
-        x.store(xw | bit, Ordering::Relaxed);
+        // Release: a remote reader that sees this extra bit sees the free
+        // bit too (see `SharedView::owner_free`); a plain store on x86.
+        x.store(xw | bit, Ordering::Release);
         let own = self.own();
         // SAFETY: type invariant; owner fields, exclusive via the allocator.
         unsafe {
@@ -747,7 +755,9 @@ impl Slab {
             };
             let dup = p & now;
             let fresh = p & !now;
-            x_cell.store(fresh, Ordering::Relaxed);
+            // Release: pairs with the Acquire load in
+            // `SharedView::owner_free` (the free word is stored first).
+            x_cell.store(fresh, Ordering::Release);
             avail += now.count_ones() - a.count_ones();
             probation = probation + fresh.count_ones() - r.count_ones();
             avail_words |= u64::from(now != 0) << w;

@@ -150,13 +150,14 @@
 //!    one atomic RMW in the steady state. The object itself is never
 //!    written. A bit already set: its remote free is still pending, a
 //!    double free, refused (`DoubleFree`).
-//! 2. It reads the object's free bit. Set: the object is free for the
-//!    owner — a double free, or this free's own bit was collected and the
-//!    object made free meanwhile. It takes its bit back (`fetch_and`,
+//! 2. It reads the object's extra bit (Acquire) and free bit. Either set:
+//!    the object is free for the owner (avail, quarantined or on
+//!    probation) — a double free, or this free's own bit was collected
+//!    meanwhile. It takes its bit back (`fetch_and`,
 //!    AcqRel): gone, the owner collected it and judged it (`Ok`); there and
 //!    the object still free, refused (`DoubleFree`); there but the object
-//!    handed out again since (free bit clear on a second read), the bit is
-//!    the new holder's free — put back, `Ok`.
+//!    handed out again since (both bits clear on a second read), the bit
+//!    is the new holder's free — put back (announcing the word), `Ok`.
 //! 3. Only if the pending word was zero: it sets the word's bit in the
 //!    summary (AcqRel), and if `QUEUED` was clear, pushes the slab on the
 //!    owner's inbox (one CAS). So a slab costs one summary RMW per word
@@ -209,16 +210,23 @@
 //!    pending bit (remote) or sees it (local; if not, `f2` quarantines the
 //!    object and the collect that takes `f1`'s bit finds the object free and
 //!    drops it). If a collect `c1` took `f1`'s bit, the object is on
-//!    probation; the collect `c2` that makes it free stores its free bit
-//!    before it `swap`s the word: `f2`'s `fetch_or` lands before that
-//!    `swap` (then `c2` finds the object free and drops the bit) or after
-//!    it (then it acquires the `swap`, so `f2` sees the free bit and is
-//!    refused). (Frees of one object racing each other, neither ordered
-//!    before the other, are a data race in the caller; they are caught
-//!    when a collect or a bitmap read sees both, not in every
-//!    interleaving. What no allocator can catch: a stale free of an object
-//!    that has been handed out again — to the allocator that is a free of
-//!    the new allocation.)
+//!    probation, which `f2` sees once `c1` stored the extra bit (Release;
+//!    the freer's Acquire load of it); an `f2` that lands before is caught
+//!    by the collect `c2` that makes the object free: `c2` stores the free
+//!    bit before it `swap`s the word, so `f2`'s bit is either taken by
+//!    that `swap` (and dropped: the object is free) or set after it (then
+//!    `f2` acquires the `swap` and sees the object free). A bit a freer
+//!    takes back that turns out to be a later free's (the object was
+//!    handed out again meanwhile) is put back, so a legitimate free is
+//!    never refused by another's take-back in a correct program.
+//!    Exceptions, none of which hands an object out twice: frees of one
+//!    object racing each other, neither ordered before the other, are a
+//!    data race in the caller and are caught when a collect or a bitmap
+//!    read sees both, not in every interleaving; and a stale free racing
+//!    the object's new holder's own double free (two bugs at once) can be
+//!    missed by a take-back and put-back in between. What no allocator can
+//!    catch: a stale free of an object that has been handed out again — to
+//!    the allocator that is a free of the new allocation.
 //! 4. *Release.* A slab is handed back only when every object is free and
 //!    its summary CAS from 0 to `QUEUED` succeeds, so it is never on the
 //!    inbox after its release. A freer may still be between its
@@ -228,7 +236,8 @@
 //!    `remote_free`'s contract asks the caller to keep a released slab's
 //!    memory from being set up again or reused until such calls return
 //!    ([`SlabMap`] does that: its chunks are pinned while a cross-CPU
-//!    operation works on them).
+//!    operation works on them). [`SlabAllocator::release_all`] (tear-down)
+//!    retires every slab without asking: remote frees must not race it.
 //!
 //! A use after free can no longer corrupt the allocator's metadata: no
 //! link lives in a free object.

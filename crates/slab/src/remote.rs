@@ -97,8 +97,9 @@ impl Inbox {
 /// 1. `fetch_or` its bit into the pending word (the one atomic RMW of the
 ///    steady state). A bit already set: a second remote free of an object
 ///    still pending; refused.
-/// 2. Read the owner's free bit of the object (avail or quarantined).
-///    Set: a double free of a free object — or this free's own bit was
+/// 2. Read the owner's free and extra bits of the object (avail,
+///    quarantined or on probation). Set: a double free of a free object —
+///    or this free's own bit was
 ///    collected and the object made free meanwhile. Take the bit back
 ///    with `fetch_and`: gone, the owner collected it and judged it (`Ok`);
 ///    there and the object is still free, refuse (`DoubleFree`); there but
@@ -138,7 +139,10 @@ pub(crate) unsafe fn free(loc: &Located) -> Result<(), SlabError> {
             // was collected (the object became free through it), and the
             // bit we just took is its new holder's free. Put it back.
             let again = word.fetch_or(bit, SET);
-            if again == 0 {
+            // We may have been the freer responsible for announcing the
+            // word (`old == 0`), or it emptied in between: announce (a
+            // spurious announce only costs the owner a look).
+            if again == 0 || old == 0 {
                 announce(v, w);
             }
             return Ok(());

@@ -16,8 +16,9 @@ pub struct ClassStats {
     pub live_objects: usize,
     /// `live_objects` times the class size.
     pub live_bytes: usize,
-    /// Objects free for the owner (allocatable, or freed locally and
-    /// allocatable after the slab's next collect).
+    /// Objects free for the owner: allocatable, freed locally (allocatable
+    /// after the slab's next collect) or freed remotely and collected (on
+    /// probation, allocatable after the next one).
     pub free_objects: usize,
     /// Slabs with some free and some live objects.
     pub partial_slabs: usize,
@@ -314,9 +315,8 @@ impl SlabAllocator {
                 (1u64 << (count as usize - w * 64)) - 1
             };
             // Pending bits may be set concurrently, but never beyond the
-            // count (remote freers validate the slot). Avail is a subset
-            // of free; probation objects are not free yet.
-            if (f | r | p) & !valid != 0 || a & !f != 0 || f & r != 0 {
+            // count (remote freers validate the slot).
+            if (f | r | p) & !valid != 0 {
                 return Err(bad);
             }
             avail += a.count_ones();
@@ -337,7 +337,7 @@ impl SlabAllocator {
             });
         }
         if avail_words != slab.avail_words()
-            || quarantined_words & !slab.quarantined_words() != 0
+            || quarantined_words != slab.quarantined_words()
             || probation_words != slab.probation_words()
         {
             return Err(SlabConsistencyError::Summary { class });

@@ -426,6 +426,39 @@ fn double_frees_race_the_release_of_an_empty_slab() {
     });
 }
 
+/// (13) A stale remote double free of an avail object `b` races its
+/// hand-out while a legitimate remote free of `c` (same word) lands behind
+/// the stale bit, relying on `b`'s freer to announce the word: when that
+/// freer puts a bit back (its object was handed out meanwhile) it still
+/// announces, so `c`'s free is not stranded. (Found in the second review.)
+#[test]
+fn put_back_still_announces_the_word() {
+    loom::model(|| {
+        let mut w = setup();
+        let (a, b, c) = (w.objs[0], w.objs[1], w.objs[2]);
+        a.remote_free(1);
+        b.remote_free(2);
+        // Collects both, hands out `a`; `b` stays avail.
+        let first = Obj(w.alloc.alloc_class(class()).unwrap());
+        assert_eq!(first, a);
+        first.touch(10);
+        // SAFETY: deliberately wrong (`b` is avail), on a live slab.
+        let t1 = thread::spawn(move || unsafe { SlabAllocator::remote_free(b.0, class()) });
+        let t2 = thread::spawn(move || c.remote_free(3));
+        // The owner hands `b` out, racing the stale free.
+        let second = Obj(w.alloc.alloc_class(class()).unwrap());
+        assert_eq!(second, b);
+        second.touch(11);
+        let _ = t1.join().unwrap();
+        t2.join().unwrap();
+        w.alloc.drain_remote(|_| panic!("slab is never empty"));
+        let mut got = Vec::new();
+        alloc_all(&mut w, &mut got, 20);
+        assert!(got.contains(&c), "c's legitimate free was lost: {got:?}");
+        teardown(w);
+    });
+}
+
 /// (6) A slab emptied by a remote free racing the owner's trim: the slab
 /// is handed back at most once, never while the freer still has to queue
 /// it (it would then sit on the inbox after its release), and the counts
