@@ -683,9 +683,10 @@ impl Slab {
             return false;
         }
         f.store(fw | bit, Ordering::Relaxed);
-        // Release: a remote reader that sees this extra bit sees the free
-        // bit too (see `SharedView::owner_free`); a plain store on x86.
-        x.store(xw | bit, Ordering::Release);
+        // `Relaxed` is enough here: a remote reader that sees either bit
+        // sees the object free (only the collect's clearing of extra bits
+        // needs the Release, see `collect`).
+        x.store(xw | bit, Ordering::Relaxed);
         let own = self.own();
         // SAFETY: type invariant; owner fields, exclusive via the allocator.
         unsafe {
