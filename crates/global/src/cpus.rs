@@ -30,7 +30,7 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use bsa_slab::{ClassStats, SlabError, SlabStats, NUM_CLASSES};
+use bsa_slab::{ClassStats, Reader, SlabError, SlabStats, NUM_CLASSES};
 
 use crate::allocator::{PageKind, Slot, Slots};
 use crate::chunk_list::ChunkList;
@@ -52,9 +52,17 @@ const FIELDS: usize = 7;
 /// without taking anything: the figures of [`SlabAllocator::stats`]
 /// (`bsa_slab`) as of the last request it served, in `Relaxed` atomics
 /// that only the slot's holder writes.
+///
+/// It also holds the CPU's [`Reader`]: a CPU whose index is exclusive
+/// frees into other CPUs' slabs inside a section of it instead of pinning
+/// their chunks (`small.rs`, `free_not_local`), and a chunk handed back is
+/// given to the buddy only after a quiesce over every such reader
+/// ([`GlobalAllocator::quiesce_readers`]; protocol step 4 of
+/// `bsa_slab::map`). The reader has a cache line of its own.
 pub(crate) struct Published {
     classes: [[AtomicUsize; FIELDS]; NUM_CLASSES],
     remote_double_frees: AtomicUsize,
+    pub(crate) reader: Reader,
 }
 
 impl Default for Published {
@@ -62,6 +70,7 @@ impl Default for Published {
         Self {
             classes: [const { [const { AtomicUsize::new(0) }; FIELDS] }; NUM_CLASSES],
             remote_double_frees: AtomicUsize::new(0),
+            reader: Reader::new(),
         }
     }
 }
@@ -131,13 +140,17 @@ impl Served {
         }
     }
 
-    /// Give the chunks back and report the finding. Call with no slot
-    /// held (the buddy lock is taken; `Platform::report` runs). Returns
-    /// the chunks given back.
+    /// Give the chunks back (after a quiesce: their map entries were
+    /// cleared while the slot was held) and report the finding. Call with
+    /// no slot held and outside any reader section (the buddy lock is
+    /// taken; `Platform::report` runs). Returns the chunks given back.
     pub(crate) fn finish<P: Platform, const PAGE_SIZE: usize>(
         mut self,
         heap: &GlobalAllocator<P, PAGE_SIZE>,
     ) -> usize {
+        if !self.chunks.is_empty() {
+            heap.quiesce_readers();
+        }
         let mut n = 0;
         while let Some(chunk) = self.chunks.pop() {
             let freed = heap.buddy_free(
@@ -156,6 +169,23 @@ impl Served {
 }
 
 impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
+    /// Wait until no CPU that frees into other CPUs' slabs without pinning
+    /// (an exclusive index, inside a section of its [`Reader`]) can still
+    /// be at work in a chunk whose map entry was cleared before this call
+    /// (`bsa_slab::SlabMap::quiesce`): the memory of such chunks may then
+    /// go back to the buddy. A fence and one load per exclusive CPU; the
+    /// calling CPU's own reader is never inside a section here.
+    pub(crate) fn quiesce_readers(&self) {
+        let Some(cpus) = self.cpus.get() else {
+            return;
+        };
+        let readers = (0..cpus.cpu_count())
+            .filter(|&c| self.platform.cpu_is_exclusive(c))
+            .filter_map(|c| cpus.shared(c).ok())
+            .map(|p| &p.reader);
+        self.regions.quiesce(readers);
+    }
+
     /// Serve what other CPUs posted to the held slot of `cpu`, if anything
     /// (a plain load when nothing was posted).
     #[inline]

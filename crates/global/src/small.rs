@@ -348,12 +348,14 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
 
     /// A slab chunk the cache of `cpu` (held as `slot`) handed back after
     /// a free: clear its owner bits while holding the slot, like they were
-    /// set, then let go of it and give the chunk back to the buddy (no slot
-    /// is held while the buddy lock is taken).
+    /// set, then let go of it, wait for unpinned remote freers that may
+    /// still be at work in it (a quiesce), and give the chunk back to the
+    /// buddy (no slot is held while the buddy lock is taken).
     #[cold]
     pub(crate) fn return_surplus(&self, slot: Slot<'_>, surplus: NonNull<u8>, cpu: usize) {
         release_chunk(&self.regions, surplus, cpu);
         drop(slot);
+        self.quiesce_readers();
         let freed = self.buddy_free(surplus, Self::SLAB_PAGES, PageKind::Slab);
         debug_assert!(freed.is_ok());
     }
@@ -369,9 +371,33 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
         ptr: NonNull<u8>,
         class: SizeClass,
     ) -> Result<(), MisuseKind> {
-        // Pins the chunk and re-reads the owner with one RMW (see
-        // `bsa_slab::map`), then one `fetch_or` on the slab's pending bitmap.
-        match entry.remote_free(ptr, class, cs.cpu()) {
+        let me = cs.cpu();
+        let reader = self
+            .platform
+            .cpu_is_exclusive(me)
+            .then(|| cpus.shared(me).ok())
+            .flatten()
+            .map(|p| &p.reader);
+        let r = match reader {
+            // An exclusive index: inside a section of this CPU's reader,
+            // one load of the map entry and the slab's one `fetch_or`; a
+            // chunk handed back meanwhile keeps its memory until a quiesce
+            // (`quiesce_readers`) sees the section closed.
+            Some(reader) => {
+                // SAFETY: `Platform`'s contract for an exclusive index: no
+                // other context uses `me` during this critical section, and
+                // this is the one place that enters a reader, for the
+                // duration of this call only (so no other section of it is
+                // open).
+                let section = unsafe { reader.enter() };
+                entry.remote_free_in(&section, ptr, class, me)
+            }
+            // A shared index (several threads may use it at once): pin
+            // the chunk and re-read the owner with one RMW (see
+            // `bsa_slab::map`), then the same `fetch_or`.
+            None => entry.remote_free(ptr, class, me),
+        };
+        match r {
             RemoteFree::Done(r) => r.map_err(slab_misuse),
             // Ours after all (set up by this CPU after the hint was read):
             // free it with the owner's checks.

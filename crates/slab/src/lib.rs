@@ -73,7 +73,10 @@
 //! 32 KiB chunks are live slabs and which CPU's allocator owns each, and
 //! its validated cross-CPU entry points ([`Chunk::remote_free`],
 //! [`Chunk::check_live`], [`Chunk::class_of`]) pin the chunk while they
-//! work on it (`bsa-global` uses it for every free; its owner path then
+//! work on it, or, for a CPU that has a [`Reader`], run inside one of its
+//! [`Section`]s instead ([`Chunk::remote_free_in`]: no RMW on the map; the
+//! chunk's memory waits for a [`SlabMap::quiesce`] after its release).
+//! `bsa-global` uses the map for every free; its owner path then
 //! calls [`SlabAllocator::free_owned`], which skips the magic and owner
 //! checks the map already made).
 //!
@@ -236,7 +239,8 @@
 //!    `remote_free`'s contract asks the caller to keep a released slab's
 //!    memory from being set up again or reused until such calls return
 //!    ([`SlabMap`] does that: its chunks are pinned while a cross-CPU
-//!    operation works on them). [`SlabAllocator::release_all`] (tear-down)
+//!    operation works on them, or the operation runs inside a reader's
+//!    section and the memory waits for a quiesce). [`SlabAllocator::release_all`] (tear-down)
 //!    retires every slab without asking: remote frees must not race it.
 //!
 //! A use after free can no longer corrupt the allocator's metadata: no
@@ -315,7 +319,9 @@ struct ReadmeDoctest;
 use core::fmt;
 
 pub use cache::SlabAllocator;
-pub use map::{Chunk, MapEntry, MapError, RemoteFree, SlabMap, MAX_OWNERS, MAX_REGIONS};
+pub use map::{
+    Chunk, MapEntry, MapError, Reader, RemoteFree, Section, SlabMap, MAX_OWNERS, MAX_REGIONS,
+};
 pub use remote::Inbox;
 pub use size_class::{SizeClass, MAX_SMALL_SIZE, NUM_CLASSES, SLAB_SIZE};
 pub use stats::{ClassStats, SlabConsistencyError, SlabState, SlabStats};

@@ -29,6 +29,25 @@
 //!    pinned, a chunk with an owner stays that owner's live slab.
 //! 3. The owner reads its own bits without pinning (`Relaxed`): nobody
 //!    else changes them.
+//! 4. A cross-CPU operation may instead run *unpinned*, inside a
+//!    [`Section`] of its CPU's [`Reader`] ([`Chunk::remote_free_in`]: the
+//!    remote free's one `fetch_or` is then its only RMW). Entering stores
+//!    an odd sequence number in the reader's own cache line (`Release`:
+//!    it ends the previous section too, for a quiesce that reads it) and
+//!    issues a `SeqCst` fence before the operation reads the owner
+//!    (`Acquire`); leaving stores the next even number (`Release`). A released chunk's
+//!    memory may be reused only after [`SlabMap::quiesce`] over every
+//!    reader whose sections use this map, called after the
+//!    [`release`](Chunk::release): it issues a `SeqCst` fence, then waits
+//!    until every reader it finds odd has moved on. Either the operation's
+//!    fence comes first in the fences' total order, and then the quiesce
+//!    sees its odd number (and waits for the `Release` that ends it), or
+//!    the quiesce's fence comes first, and then the operation reads the
+//!    cleared owner and refuses without touching the chunk. Readers are
+//!    per CPU (one context at a time, e.g. a CPU inside a critical
+//!    section: [`Reader::enter`]'s contract), so leaving and entering are
+//!    plain stores: no RMW on any shared line. Releases pay instead (a
+//!    fence and one load per reader), and they are rare.
 //!
 //! The table is append-only: writers are serialised by the caller (they
 //! pass a `&mut` of whatever serialises them as proof, e.g. their page
@@ -63,6 +82,103 @@ const PUBLISH: Ordering = Ordering::Relaxed;
 const OBSERVE: Ordering = Ordering::Acquire;
 #[cfg(all(bsa_loom, bsa_loom_mutant))]
 const OBSERVE: Ordering = Ordering::Relaxed;
+
+/// Ordering of the fences of protocol step 4 (weakened to `AcqRel`, which
+/// orders no store before a later load, in the loom mutant).
+#[cfg(not(all(bsa_loom, bsa_loom_mutant)))]
+const FENCE: Ordering = Ordering::SeqCst;
+#[cfg(all(bsa_loom, bsa_loom_mutant))]
+const FENCE: Ordering = Ordering::AcqRel;
+
+/// One CPU's record of its unpinned cross-CPU operations (module docs,
+/// protocol step 4): a sequence number, odd while a [`Section`] is open,
+/// alone on its cache line (only its CPU writes it; a
+/// [`quiesce`](SlabMap::quiesce) reads it).
+#[repr(align(64))]
+pub struct Reader {
+    seq: AtomicU32,
+}
+
+impl Reader {
+    /// A reader with no section open.
+    #[cfg(not(bsa_loom))]
+    pub const fn new() -> Reader {
+        Reader {
+            seq: AtomicU32::new(0),
+        }
+    }
+
+    /// A reader with no section open (not `const` under loom).
+    #[cfg(bsa_loom)]
+    pub fn new() -> Reader {
+        Reader {
+            seq: AtomicU32::new(0),
+        }
+    }
+
+    /// Opens a section: until it is dropped, a chunk whose owner an
+    /// operation inside it reads as set keeps its memory (it may be
+    /// released meanwhile, not reused). Two plain stores and a fence, no
+    /// RMW.
+    ///
+    /// # Safety
+    /// No other section of this reader is open, and no other context
+    /// enters it concurrently: one reader per CPU, used inside a critical
+    /// section (or by one thread) at a time. (Two contexts could otherwise
+    /// leave the number even while one of them is still inside, and a
+    /// quiesce would not wait for it.)
+    #[inline(always)]
+    pub unsafe fn enter(&self) -> Section<'_> {
+        // Only this context writes `seq` (contract): a load and a store.
+        // `Release` too: a quiesce waiting for the previous section to end
+        // may read this number instead of that section's even one, and
+        // must then see that section's accesses (a later plain store does
+        // not continue a release sequence).
+        let seq = self.seq.load(Ordering::Relaxed) | 1;
+        self.seq.store(seq, PUBLISH);
+        // Orders the store before the owner reads of the operations inside
+        // (a store followed by a load: only a SeqCst fence does).
+        #[cfg(not(all(bsa_loom, bsa_loom_mutant_step)))]
+        crate::sync::fence(FENCE);
+        Section { reader: self, seq }
+    }
+}
+
+impl Default for Reader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl core::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Reader")
+            .field("seq", &self.seq.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// An open section of a [`Reader`] ([`Reader::enter`]); leaving it (drop)
+/// publishes that its operations are done.
+pub struct Section<'r> {
+    reader: &'r Reader,
+    seq: u32,
+}
+
+impl Drop for Section<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // Release: every access inside happens before a quiesce that reads
+        // this number.
+        self.reader.seq.store(self.seq.wrapping_add(1), PUBLISH);
+    }
+}
+
+impl core::fmt::Debug for Section<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Section").field("seq", &self.seq).finish()
+    }
+}
 
 /// One chunk's entry.
 #[repr(transparent)]
@@ -252,6 +368,11 @@ impl SlabMap {
     /// - The region passed to `plan` is valid for reads and writes, used by
     ///   nothing else except through this map and the slabs it records,
     ///   and stays so for the lifetime of `self`.
+    /// - The memory of a chunk released with [`Chunk::release`] is used for
+    ///   anything else only after a [`quiesce`](Self::quiesce), called
+    ///   after the release returned, over every [`Reader`] whose sections
+    ///   run operations on this map (protocol step 4; nothing to do if
+    ///   none does).
     pub unsafe fn publish<W>(&self, _writer: &mut W, plan: Plan) {
         for i in 0..plan.chunks {
             // SAFETY: (1) the entries lie inside the region, valid for
@@ -289,6 +410,27 @@ impl SlabMap {
             end,
             base,
             entries,
+        }
+    }
+
+    /// Waits until no unpinned operation that could have read an owner
+    /// cleared before this call is still at work (module docs, protocol
+    /// step 4): after it, the memory of every chunk released before the
+    /// call may be reused, as far as operations inside sections of
+    /// `readers` are concerned (pinned ones were waited for by the
+    /// release). A `SeqCst` fence, one load per reader, and a wait for
+    /// each reader found inside a section (operations are short and
+    /// lock-free).
+    pub fn quiesce<'r>(&self, readers: impl IntoIterator<Item = &'r Reader>) {
+        crate::sync::fence(FENCE);
+        for r in readers {
+            let seq = r.seq.load(OBSERVE);
+            if seq & 1 == 0 {
+                continue;
+            }
+            while r.seq.load(OBSERVE) == seq {
+                relax();
+            }
         }
     }
 
@@ -495,6 +637,44 @@ impl<'a> Chunk<'a> {
             // pinned (protocol); its owner allocator does not move while it
             // holds the slab (`add_slab`'s contract, which `claim`'s
             // includes). (3) Giving up the object is the caller's side.
+            Some(_) => RemoteFree::Done(unsafe { SlabAllocator::remote_free(ptr, class) }),
+        }
+    }
+
+    /// The owner as an unpinned operation inside `section` reads it
+    /// (`Acquire`: the header is visible if it is set). While the section
+    /// is open, a chunk read with an owner keeps its memory: it may be
+    /// released, not reused (protocol step 4).
+    #[inline(always)]
+    pub fn owner_in(self, _section: &Section<'_>) -> Option<usize> {
+        decode(self.entry.0.load(OBSERVE))
+    }
+
+    /// [`remote_free`](Self::remote_free) without a pin, inside `section`
+    /// (protocol step 4): one load of the entry and the slab's one
+    /// `fetch_or`, no RMW on the map. Same outcomes and the same caller's
+    /// side of the free.
+    #[inline]
+    pub fn remote_free_in(
+        self,
+        section: &Section<'_>,
+        ptr: NonNull<u8>,
+        class: SizeClass,
+        me: usize,
+    ) -> RemoteFree {
+        if !self.holds(ptr) {
+            return RemoteFree::NotASlab;
+        }
+        match self.owner_in(section) {
+            None => RemoteFree::NotASlab,
+            Some(o) if o == me => RemoteFree::Mine,
+            // SAFETY: (1, 2) the chunk containing `ptr` is a live slab: its
+            // owner bits were set when read, inside the section (`claim`'s
+            // contract; `Acquire` makes the header visible), and its memory
+            // is not reused before the section ends (protocol step 4,
+            // `publish`'s contract); a release meanwhile is one that
+            // `SlabAllocator::remote_free` allows. Its owner allocator does
+            // not move while it holds the slab. (3) The caller's side.
             Some(_) => RemoteFree::Done(unsafe { SlabAllocator::remote_free(ptr, class) }),
         }
     }

@@ -21,12 +21,12 @@ pub(crate) type MagicWord = core::sync::atomic::AtomicUsize;
 
 #[cfg(not(bsa_loom))]
 mod imp {
-    pub(crate) use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
+    pub(crate) use core::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64};
 }
 
 #[cfg(bsa_loom)]
 mod imp {
-    pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64};
+    pub(crate) use loom::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64};
 }
 
 pub(crate) use imp::*;

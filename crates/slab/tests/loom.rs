@@ -22,10 +22,13 @@
 //!   judgement against the owner's bitmap, so a stale second free of a
 //!   collected object frees it again while it is handed out).
 //!
-//! Models (7)–(9) check the slab-ownership map (`map.rs`): a chunk's
-//! memory is a loom cell, so a pinned operation not ordered after the
-//! header's setup or before the chunk's reuse is a causality violation
-//! (the mutant weakens the map's Release/Acquire pairs too).
+//! Models (7)–(9) and (14)–(16) check the slab-ownership map (`map.rs`): a
+//! chunk's memory is a loom cell, so a pinned operation, or an unpinned one
+//! inside a reader's section, not ordered after the header's setup or
+//! before the chunk's reuse is a causality violation (`bsa_loom_mutant`
+//! weakens the map's Release/Acquire pairs and the sections' and
+//! quiesce's SeqCst fences; `bsa_loom_mutant_step` drops a section's
+//! fence).
 #![cfg(bsa_loom)]
 
 use std::alloc::Layout;
@@ -33,7 +36,8 @@ use std::ptr::NonNull;
 use std::vec::Vec;
 
 use bsa_slab::{
-    AllocFailure, Chunk, Inbox, SizeClass, SlabAllocator, SlabError, SlabMap, SLAB_SIZE,
+    AllocFailure, Chunk, Inbox, Reader, RemoteFree, SizeClass, SlabAllocator, SlabError, SlabMap,
+    SLAB_SIZE,
 };
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
@@ -503,6 +507,8 @@ struct MapWorld {
     map: SlabMap,
     mem: usize,
     memory: UnsafeCell<u32>,
+    /// Readers of CPUs 1 and 2 (protocol step 4).
+    readers: [Reader; 2],
 }
 
 impl MapWorld {
@@ -520,6 +526,7 @@ impl MapWorld {
             map,
             mem: mem.addr(),
             memory: UnsafeCell::new(0),
+            readers: [Reader::new(), Reader::new()],
         })
     }
 
@@ -540,6 +547,30 @@ impl MapWorld {
         self.chunk().release(cpu);
         // SAFETY (model): the pages are handed to a new user.
         self.memory.with_mut(|m| unsafe { *m = 2 });
+    }
+
+    /// The owner releases the chunk, waits for the readers' sections
+    /// (quiesce), and the page allocator reuses it.
+    fn release_quiesce_reuse(&self, cpu: usize) {
+        self.chunk().release(cpu);
+        self.map.quiesce(&self.readers);
+        // SAFETY (model): the pages are handed to a new user.
+        self.memory.with_mut(|m| unsafe { *m = 2 });
+    }
+
+    /// An unpinned cross-CPU operation of CPU `1 + r`, inside a section of
+    /// its reader: reads the header only if the chunk has an owner.
+    fn remote_op_in(&self, r: usize) -> bool {
+        // SAFETY: each model thread uses its own reader, one section at a
+        // time.
+        let section = unsafe { self.readers[r].enter() };
+        let owner = self.chunk().owner_in(&section);
+        if owner.is_some() {
+            // SAFETY (model): reading the header, as a remote free does.
+            let v = self.memory.with(|m| unsafe { *m });
+            assert_eq!(v, 1, "an operation in a section saw a chunk that is not a slab");
+        }
+        owner.is_some()
     }
 
     /// A cross-CPU operation: reads the header only while pinned, and only
@@ -616,5 +647,94 @@ fn map_two_pins_and_a_release() {
             t.join().unwrap();
         }
         assert_eq!((w.chunk().owner(), w.chunk().pins()), (None, 0));
+    });
+}
+
+/// (14) Protocol step 4: an unpinned operation inside a reader's section
+/// races the owner's release, quiesce and reuse of the chunk. It reads the
+/// header before the reuse, or sees no owner (the mutants drop or weaken
+/// the fences, or the section's `Release`: loom then reports the header
+/// read racing the reuse).
+#[test]
+fn map_quiesce_waits_for_a_section() {
+    loom::model(|| {
+        let w = MapWorld::new();
+        w.set_up(0);
+        let w2 = Arc::clone(&w);
+        let t = thread::spawn(move || w2.remote_op_in(0));
+        w.release_quiesce_reuse(0);
+        t.join().unwrap();
+        assert_eq!((w.chunk().owner(), w.chunk().pins()), (None, 0));
+    });
+}
+
+/// (15) Two readers, one of them running two sections in a row (its
+/// number moves past the value a quiesce waits on), and one pinned
+/// operation, against a release, quiesce and reuse.
+#[test]
+fn map_quiesce_two_readers_and_a_pin() {
+    loom::model(|| {
+        let w = MapWorld::new();
+        w.set_up(0);
+        let a = Arc::clone(&w);
+        let ta = thread::spawn(move || {
+            a.remote_op_in(0);
+            a.remote_op_in(0)
+        });
+        let b = Arc::clone(&w);
+        let tb = thread::spawn(move || (b.remote_op_in(1), b.remote_op()));
+        w.release_quiesce_reuse(0);
+        ta.join().unwrap();
+        tb.join().unwrap();
+        assert_eq!((w.chunk().owner(), w.chunk().pins()), (None, 0));
+    });
+}
+
+/// (16) The real remote free, unpinned: a legitimate free of a slab's last
+/// live object through `Chunk::remote_free_in` races the owner's trim; the
+/// owner hands the emptied slab back, clears its map entry, quiesces and
+/// reuses the memory. The freer's last access to the slab (after its
+/// `fetch_or`, its judgement and announce) happens before the reuse. (A
+/// legitimate free is also ordered by the collect that takes its bit, so
+/// the mutants are caught by (14) and (15), whose operations are stray.)
+#[test]
+fn unpinned_remote_free_races_release_and_reuse() {
+    loom::model(|| {
+        let w = MapWorld::new();
+        let slab = NonNull::new((w.mem + SLAB_SIZE) as *mut u8).unwrap();
+        let inbox = Box::new(Inbox::new());
+        // SAFETY: the inbox outlives the allocator's slab (both end here).
+        let mut alloc = unsafe { SlabAllocator::with_inbox(0, NonNull::from(&*inbox)) };
+        // SAFETY: chunk 1 of the zeroed region, aligned, ours; the map's
+        // entries live in chunk 0.
+        unsafe { alloc.add_slab(class(), slab) }.unwrap();
+        w.set_up(0);
+        let last = Obj(alloc.alloc_class(class()).unwrap());
+        let w2 = Arc::clone(&w);
+        let t = thread::spawn(move || {
+            // SAFETY: this thread is reader 0's only user.
+            let section = unsafe { w2.readers[0].enter() };
+            let chunk = w2.map.chunk(last.0.addr().get()).unwrap();
+            let r = chunk.remote_free_in(&section, last.0, class(), 1);
+            assert_eq!(r, RemoteFree::Done(Ok(())));
+            // SAFETY (model): the freer's last access to the slab's
+            // memory, still inside the section.
+            let v = w2.memory.with(|m| unsafe { *m });
+            assert_eq!(v, 1, "the freer worked on reused memory");
+        });
+        let mut released = Vec::new();
+        alloc.trim(|m| released.push(m));
+        if released.is_empty() {
+            t.join().unwrap();
+            alloc.trim(|m| released.push(m));
+            assert_eq!(released, [slab], "emptied slab handed back");
+            w.release_quiesce_reuse(0);
+        } else {
+            assert_eq!(released, [slab]);
+            w.release_quiesce_reuse(0);
+            t.join().unwrap();
+        }
+        assert_eq!(alloc.stats().total().slabs(), 0);
+        assert!(!alloc.has_queued_remote_frees());
     });
 }
