@@ -208,14 +208,12 @@ impl SlabAllocator {
     #[inline(always)]
     pub fn try_alloc_fast(&mut self, class: SizeClass) -> Option<NonNull<u8>> {
         let slab = self.classes[class.slot()].current?;
-        // The object freed last (if no remote double free is pending on
-        // it), else an avail one; the last avail object makes the slow
-        // path collect the slab (`exhausted`).
-        let obj = match slab.take_quarantined(class.geometry()) {
-            Some(obj) => Some(obj),
-            None if slab.avail() <= 1 => return None,
-            None => slab.take_free(class.geometry()),
-        };
+        // The last avail object makes the slow path collect the slab
+        // (`exhausted`).
+        if slab.avail() <= 1 {
+            return None;
+        }
+        let obj = slab.take_free(class.geometry());
         #[cfg(any(test, feature = "check"))]
         self.debug_check(Some(class));
         obj
@@ -233,9 +231,6 @@ impl SlabAllocator {
     #[inline]
     fn alloc_class_inner(&mut self, class: SizeClass) -> Result<NonNull<u8>, AllocFailure> {
         if let Some(slab) = self.classes[class.slot()].current {
-            if let Some(obj) = slab.take_quarantined(class.geometry()) {
-                return Ok(obj);
-            }
             if let Some(obj) = slab.take_free(class.geometry()) {
                 if slab.avail() == 0 {
                     self.exhausted(slab);
@@ -408,10 +403,8 @@ impl SlabAllocator {
     ///
     /// Returns `Ok(Some(slab))` when the slab became empty and the class
     /// already caches `empty_keep` empty slabs: the caller gets those
-    /// `SLAB_SIZE` bytes back. The object goes into quarantine: the next
-    /// allocation of the class takes it straight back if the slab is the
-    /// current one and no remote free is pending on the object, else it
-    /// becomes avail at the slab's next collect. A free of an object
+    /// `SLAB_SIZE` bytes back. The object goes into quarantine: it is handed
+    /// out again only after the slab's next collect. A free of an object
     /// that is free, quarantined or visibly pending (freed from another
     /// CPU) is [`SlabError::DoubleFree`]; one whose remote free is not
     /// visible yet is caught by that collect (see the crate docs, "Remote

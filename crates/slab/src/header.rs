@@ -14,9 +14,8 @@
 //! (word `w` of both in one 16-byte pair), plus a remote one:
 //! - *free* word `F` (owner writes, remote freers read) and *extra* word
 //!   `X` (owner only): `F & !X` *avail* (free and allocatable), `F & X`
-//!   *quarantined* (freed locally: allocatable by the owner's next
-//!   allocation if no remote free is pending on it, else after the slab's
-//!   next collect), `!F & X` on *probation* (freed from another CPU and taken
+//!   *quarantined* (freed locally, allocatable after the slab's next
+//!   collect), `!F & X` on *probation* (freed from another CPU and taken
 //!   in by the last collect, allocatable after the next one, which first
 //!   makes them free, then takes the pending bits of their words), `!F &
 //!   !X` allocated;
@@ -654,51 +653,6 @@ impl Slab {
         // SAFETY: type invariant (the slab is SLAB_SIZE bytes from `base`);
         // a set bit is an object index `i < count` (bits beyond the count
         // are never set), so `first + i * size < SLAB_SIZE`.
-        Some(unsafe { self.base().add(g.first as usize + i * g.size as usize) })
-    }
-
-    /// Takes the lowest quarantined object (freed locally since the last
-    /// collect) whose pending bit is clear, if any: the owner's hot object
-    /// goes straight back to its next allocation. The pending word is read
-    /// (`Relaxed`) so that a remote double free already set on the object
-    /// keeps it in quarantine for the collect to judge; one that lands
-    /// after this read is the freer's to judge (it reads the object's
-    /// bits after its `fetch_or`: free, it takes its bit back and refuses;
-    /// allocated, it frees the new allocation, which no allocator can tell
-    /// from a legitimate free). The crate docs, invariant 3.
-    #[inline(always)]
-    pub(crate) fn take_quarantined(self, g: &Geometry) -> Option<NonNull<u8>> {
-        let q = self.quarantined_words();
-        if q == 0 {
-            return None;
-        }
-        let w = q.trailing_zeros() as usize;
-        let (f_cell, x_cell) = self.cells(w);
-        let (f, x) = (
-            f_cell.load(Ordering::Relaxed),
-            x_cell.load(Ordering::Relaxed),
-        );
-        let quarantined = f & x;
-        let word = quarantined & !self.pending_word_in(g, w).load(Ordering::Relaxed);
-        if word == 0 {
-            return None;
-        }
-        let bit = word & word.wrapping_neg();
-        // Only the owner writes: loads and stores, not RMWs. Either bit
-        // still set reads as free to a remote freer.
-        f_cell.store(f & !bit, Ordering::Relaxed);
-        x_cell.store(x & !bit, Ordering::Relaxed);
-        let own = self.own();
-        // SAFETY: type invariant; owner fields, exclusive via the allocator.
-        unsafe {
-            if quarantined == bit {
-                (*own).quarantined_words = q & !(1u64 << w);
-            }
-            (*own).quarantined -= 1;
-        }
-        let i = w * 64 + bit.trailing_zeros() as usize;
-        debug_assert!(i < g.count as usize);
-        // SAFETY: as in `take_free`: a quarantined bit is an object index.
         Some(unsafe { self.base().add(g.first as usize + i * g.size as usize) })
     }
 

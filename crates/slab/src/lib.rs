@@ -167,9 +167,7 @@
 //!    that goes from idle to pending, and one inbox push per idle period.
 //!
 //! **The owner collects on demand**, never as a condition for handing out
-//! an object it has: allocations take the lowest quarantined object whose
-//! pending bit is clear (the object freed last comes straight back), else
-//! an avail one. It collects a
+//! an object it has: allocations take avail objects only. It collects a
 //! slab when it is the class's current slab and has no avail object left,
 //! when it becomes current, when the class has no free object at all (then
 //! it takes its whole inbox and collects every queued slab: no list is
@@ -185,11 +183,8 @@
 //!
 //! **Local frees go to quarantine:** a local free sets the object's free
 //! and extra bits (after checking that it is not free, on probation or
-//! visibly pending: else `DoubleFree` at the call). The owner's next
-//! allocation may take it straight back, after reading its pending bit
-//! (`Relaxed`) clear; a quarantined object whose pending bit is set (a
-//! remote double free at work) stays for the next collect, which makes it
-//! avail and judges the bit.
+//! visibly pending: else `DoubleFree` at the call); the object becomes
+//! avail at the slab's next collect.
 //!
 //! **Release:** an empty slab is handed back only if one CAS turns its
 //! summary from 0 (nothing pending, not queued) into `QUEUED` (retired): a
@@ -210,15 +205,11 @@
 //!    taken whole (ABA-free); a slab's link is read before its `QUEUED` is
 //!    cleared. A bit a freer takes back that was a later free's is put back.
 //! 3. *No object handed out twice; exact double frees.* An object is
-//!    handed out only while avail (it became avail at a collect), or while
-//!    quarantined with its pending bit read clear by the hand-out. Let a
+//!    handed out only while avail, and it became avail at a collect. Let a
 //!    second free `f2` of an object follow its first free `f1` (`f1`
 //!    happens before `f2`) and happen before the object's next hand-out.
 //!    If `f1` is local, the object is quarantined and `f2` (either kind)
-//!    sees its free bit (a remote `f2` refuses and takes its bit back; a
-//!    hand-out from quarantine ordered after `f2`'s `fetch_or` reads the
-//!    bit, or reads it already taken back, and a hand-out not ordered after
-//!    it is one `f2` does not happen before). If `f1` is remote and pending, `f2` finds the
+//!    sees its free bit. If `f1` is remote and pending, `f2` finds the
 //!    pending bit (remote) or sees it (local; if not, `f2` quarantines the
 //!    object and the collect that takes `f1`'s bit finds the object free and
 //!    drops it). If a collect `c1` took `f1`'s bit, the object is on

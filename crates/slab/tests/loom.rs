@@ -739,18 +739,15 @@ fn unpinned_remote_free_races_release_and_reuse() {
     });
 }
 
-/// (17) The owner's hot object: a local free puts it in quarantine, and the
-/// owner's next allocation takes it straight back unless a remote free is
-/// pending on it. Here a stale remote double free of it races that
-/// allocation. Every outcome has exactly one explanation: the freer is
-/// refused at the call (it saw the object free); or the owner skipped the
-/// object (it saw the pending bit) and its collect drops the free as a
-/// double free; or the allocation handed the object out first and the
-/// free, which read it allocated, freed the new allocation (which no
-/// allocator can tell from a legitimate free: the new holder's own free
-/// is then the double free, refused). Never handed out twice.
+/// (17) Why a local free waits in quarantine for a collect: a remote free
+/// and a local free of one object race (a double free in the caller,
+/// neither ordered before the other), then the owner allocates. Whatever
+/// the interleaving, the object must not end up handed out while a free
+/// of it is still pending (the next collect would then take it from its
+/// new holder): the owner's allocation and its later collect, and the
+/// freer's judgement, leave exactly one free in effect.
 #[test]
-fn stale_free_races_the_reuse_of_the_hot_object() {
+fn racing_local_and_remote_frees_then_an_allocation() {
     loom::model(|| {
         let mut w = setup();
         // Make the slab current with avail objects 1 and 2.
@@ -760,42 +757,29 @@ fn stale_free_races_the_reuse_of_the_hot_object() {
         }
         let first = Obj(w.alloc.alloc_class(class()).unwrap());
         assert_eq!(first, w.objs[0]);
-        let hot = w.objs[5];
-        // SAFETY: a live object of our slab.
-        assert_eq!(unsafe { w.alloc.free(hot.0, class()) }, Ok(None));
-        // SAFETY: deliberately wrong (a stale second free), on a live slab.
-        let t = thread::spawn(move || unsafe { SlabAllocator::remote_free(hot.0, class()) });
+        let o = w.objs[5];
+        // SAFETY: a live object of a live slab (one of the two frees is the
+        // double free).
+        let t = thread::spawn(move || unsafe { SlabAllocator::remote_free(o.0, class()) });
+        // SAFETY: as above.
+        let local = unsafe { w.alloc.free(o.0, class()) };
         let got = Obj(w.alloc.alloc_class(class()).unwrap());
-        assert!(got == hot || got == w.objs[1], "handed out a live object");
-        got.touch(10);
-        let stale = t.join().unwrap();
-        // SAFETY: `got` is ours (handed out above); a double free is
-        // refused, not undefined.
-        let own_free = unsafe { w.alloc.free(got.0, class()) };
+        let remote = t.join().unwrap();
+        // Collect everything pending, then hand out every free object: the
+        // ones the model holds (`first`, `got`, and the untouched others)
+        // must never come out.
         w.alloc.drain_remote(|_| panic!("slab is never empty"));
-        let dropped = w.alloc.stats().remote_double_frees;
         let _ = w.alloc.take_remote_error();
-        match (stale, dropped) {
-            (Err(SlabError::DoubleFree), 0) => assert_eq!(own_free, Ok(None)),
-            (Ok(()), 1) => {
-                assert_eq!(got, w.objs[1], "dropped, yet handed out");
-                assert_eq!(own_free, Ok(None));
-            }
-            (Ok(()), 0) => {
-                assert_eq!(got, hot, "a free of a free object accepted");
-                assert_eq!(own_free, Err(SlabError::DoubleFree));
-            }
-            other => panic!("no explanation: {other:?}, {own_free:?}"),
-        }
-        // Everything free now comes out exactly once: objects 1, 2 and 5.
         let mut out = Vec::new();
         alloc_all(&mut w, &mut out, 20);
         w.alloc.drain_remote(|_| panic!("slab is never empty"));
         alloc_all(&mut w, &mut out, 30);
-        out.sort();
-        let mut want = std::vec![w.objs[1], w.objs[2], hot];
-        want.sort();
-        assert_eq!(out, want, "handed out twice or lost");
+        assert!(!out.contains(&got), "handed out twice: {local:?} {remote:?}");
+        assert!(!out.contains(&first), "handed out twice");
+        assert!(
+            local.is_err() || remote.is_err() || w.alloc.stats().remote_double_frees == 1,
+            "a double free went unnoticed: {local:?} {remote:?}"
+        );
         w.alloc.check_consistency().unwrap();
         teardown(w);
     });
