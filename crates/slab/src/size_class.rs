@@ -171,8 +171,10 @@ impl fmt::Display for SizeClass {
     }
 }
 
-/// Where the objects of one class sit in a slab.
+/// Where the objects of one class sit in a slab. 32 bytes, so that the
+/// table lookup is a shift.
 #[derive(Debug)]
+#[repr(C, align(32))]
 pub(crate) struct Geometry {
     /// Object size.
     pub(crate) size: u32,
@@ -192,6 +194,9 @@ pub(crate) struct Geometry {
     /// gives `off * e / 2^32 < 1 <= size - r`. (A unit test also checks every
     /// offset of every class.) For power-of-two sizes it is an exact shift.
     pub(crate) recip: u32,
+    /// `count * size`: bytes of the object area (offsets from object 0
+    /// below it may be objects).
+    pub(crate) span: u32,
 }
 
 impl Geometry {
@@ -206,7 +211,7 @@ impl Geometry {
     #[inline]
     pub(crate) const fn index_of(&self, off_in_slab: usize) -> Option<usize> {
         let rel = off_in_slab.wrapping_sub(self.first as usize);
-        if rel >= (self.count * self.size) as usize {
+        if rel >= self.span as usize {
             return None;
         }
         let idx = ((rel as u64 * self.recip as u64) >> 32) as usize;
@@ -237,6 +242,7 @@ const fn compute_geometry(size: usize) -> Geometry {
                 pending: pending as u32,
                 count: count as u32,
                 recip: recip as u32,
+                span: (count * size) as u32,
             };
         }
         count -= 1;
@@ -253,6 +259,7 @@ const fn build_geometry() -> [Geometry; CLASS_SLOTS] {
         pending: 0,
         count: 0,
         recip: 0,
+        span: 0,
     };
     let mut g = [ZERO; CLASS_SLOTS];
     let mut i = 0;
