@@ -918,7 +918,7 @@ impl Model {
                 if owner.is_none() {
                     return;
                 }
-                // Free (avail or quarantined) or pending: refused at the
+                // Free (avail or on probation) or pending: refused at the
                 // call on the owner (local free) and on any other CPU
                 // (remote free) alike, nothing changed.
                 self.dealloc_refused(addr, layout, &[MisuseKind::DoubleFree]);

@@ -14,7 +14,7 @@
 //!
 //! The crate's `check` feature (on in the fuzz crate) runs its consistency
 //! checker inside every operation, so the model knows nothing of lists,
-//! current slabs, quarantine or collect timing. It knows every object it
+//! current slabs, probation or collect timing. It knows every object it
 //! holds (live) or remote-freed (pending: counted live by the allocator
 //! until some collect, which the model cannot see, takes it in), and every
 //! chunk each CPU holds (from `add_slab` and the release callbacks). It

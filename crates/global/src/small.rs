@@ -255,7 +255,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// A free into a slab of the current CPU (held as `slot`) that the fast
     /// path (`SlabAllocator::try_free_fast`) declined: serves posted
     /// requests, then frees with every check (class, slot boundary, double
-    /// free against the object's avail, quarantined and pending bits) and
+    /// free against the object's free, probation and pending bits) and
     /// hands a surplus empty slab back to the buddy.
     #[inline(never)]
     pub(crate) fn free_owned_slow(
@@ -411,7 +411,7 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
     /// - an object of the current CPU, or of a CPU whose slot is locked
     ///   (not exclusive): the checks of a free (map entry, the slab
     ///   header's class, the slot boundary, the object's avail,
-    ///   quarantined and pending bits), holding the owner's slot;
+    ///   probation and pending bits), holding the owner's slot;
     /// - an object of another CPU whose index is exclusive: pinned on its
     ///   map entry (so the slab cannot be released), the same checks
     ///   without the owner ([`bsa_slab::Chunk::check_live`]). Exact for an

@@ -273,7 +273,8 @@ mod global {
         dealloc(&h, p, SMALL);
         let before = accounting(&h);
         dealloc_on(&h, 1, p, SMALL);
-        // Quarantined for its owner: the remote freer sees it.
+        // Free for its owner: the remote freer sees it (after its
+        // `fetch_or`) and refuses.
         assert_eq!(reports(&h), [MisuseKind::DoubleFree]);
         h.drain_remote_frees();
         assert_eq!(reports(&h), []);

@@ -272,7 +272,7 @@ impl SlabAllocator {
     }
 
     /// The current slab just handed out its last avail object: collect it
-    /// (its quarantined objects and the remote frees its summary names),
+    /// (its probation objects and the remote frees its summary names),
     /// or file it as full (the next allocation picks a new current slab).
     #[cold]
     fn exhausted(&mut self, slab: Slab) {
@@ -403,12 +403,10 @@ impl SlabAllocator {
     ///
     /// Returns `Ok(Some(slab))` when the slab became empty and the class
     /// already caches `empty_keep` empty slabs: the caller gets those
-    /// `SLAB_SIZE` bytes back. The object goes into quarantine: it is handed
-    /// out again only after the slab's next collect. A free of an object
-    /// that is free, quarantined or visibly pending (freed from another
-    /// CPU) is [`SlabError::DoubleFree`]; one whose remote free is not
-    /// visible yet is caught by that collect (see the crate docs, "Remote
-    /// frees").
+    /// `SLAB_SIZE` bytes back. The object is avail again at once. A free
+    /// of an object that is avail, on probation or visibly pending (freed
+    /// from another CPU) is [`SlabError::DoubleFree`] (see the crate docs,
+    /// "Remote frees", for frees racing each other).
     ///
     /// Errors (nothing is changed): [`SlabError::NotInSlab`] (no valid
     /// header), [`SlabError::NotOnSlotBoundary`], [`SlabError::WrongOwner`]
@@ -584,7 +582,7 @@ impl SlabAllocator {
     }
 
     /// Returns object `index` (validated: a slot of `slab`) to `slab`'s
-    /// quarantine.
+    /// avail objects.
     #[inline]
     fn free_in(
         &mut self,
@@ -718,8 +716,8 @@ impl SlabAllocator {
         unsafe { header::locate(ptr) }.map(|l| l.class)
     }
 
-    /// Collects every slab (the queued ones first): remote frees and
-    /// quarantined objects become allocatable, slabs go on the lists their
+    /// Collects every slab (the queued ones first): remote frees become
+    /// allocatable (after a probation collect), slabs go on the lists their
     /// free counts call for, and slabs that are empty beyond `empty_keep`
     /// are handed to `release`.
     pub fn drain_remote(&mut self, mut release: impl FnMut(NonNull<u8>)) {
@@ -735,10 +733,7 @@ impl SlabAllocator {
                 let mut cur = self.classes[c].lists[tag as usize].head;
                 while let Some(slab) = cur {
                     cur = slab.next();
-                    if slab.pending_summary() != 0
-                        || slab.quarantined() != 0
-                        || slab.probation() != 0
-                    {
+                    if slab.pending_summary() != 0 || slab.probation() != 0 {
                         self.collect(slab, false);
                         if let Some(mem) = self.settle(slab, true) {
                             release(mem);

@@ -5,20 +5,22 @@
 //! ```text
 //! +--------+--------+------------------+---------+----------------+---------+-------+-----+------+
 //! | shared | owner  | owner bitmap     | padding | pending bitmap | padding | obj 0 | ... | tail |
-//! | line   | line   | (avail, quar.)   |         | (remote lines) |         |       |     |      |
+//! | line   | line   | (free, probation)|         | (remote lines) |         |       |     |      |
 //! +--------+--------+------------------+---------+----------------+---------+-------+-----+------+
 //! ^ slab start = obj_addr & !(SLAB_SIZE - 1)
 //! ```
 //!
-//! An object is in one of four owner states, kept in two owner bitmaps
-//! (word `w` of both in one 16-byte pair), plus a remote one:
-//! - *free* word `F` (owner writes, remote freers read) and *extra* word
-//!   `X` (owner only): `F & !X` *avail* (free and allocatable), `F & X`
-//!   *quarantined* (freed locally, allocatable after the slab's next
-//!   collect), `!F & X` on *probation* (freed from another CPU and taken
-//!   in by the last collect, allocatable after the next one, which first
-//!   makes them free, then takes the pending bits of their words), `!F &
-//!   !X` allocated;
+//! An object is in one of three owner states, kept in two owner bitmaps
+//! (word `w` of both in one 16-byte pair; never both bits), plus a remote
+//! one:
+//! - *free* word `F` (owner writes, remote freers read): *avail*, free and
+//!   allocatable (never allocated yet, freed locally, or made free by a
+//!   collect);
+//! - *extra* word `X` (owner writes, remote freers read): on *probation*,
+//!   freed from another CPU and taken in by the last collect, allocatable
+//!   after the next one, which first makes them free, then takes the
+//!   pending bits of their words;
+//! - neither: allocated;
 //! - *pending* (remote freers, `fetch_or`): freed from another CPU, not yet
 //!   collected; on cache lines of their own, which the owner only touches
 //!   when it collects.
@@ -88,14 +90,10 @@ struct Own {
     list: ListTag,
     /// Objects whose avail bit is set.
     avail: u32,
-    /// Objects free but not avail (quarantined local frees).
-    quarantined: u32,
     /// Objects whose probation bit is set.
     probation: u32,
     /// Bit `w` set iff avail word `w` is non-zero.
     avail_words: u64,
-    /// Bit `w` set iff word `w` has quarantined objects.
-    quarantined_words: u64,
     /// Bit `w` set iff probation word `w` is non-zero.
     probation_words: u64,
     prev: *mut SlabHeader,
@@ -230,18 +228,17 @@ impl SharedView {
         unsafe { pending_cell(self.hdr.cast(), self.g, w) }
     }
 
-    /// Whether object `index` is free for the owner (avail, quarantined
-    /// or on probation: its free or extra bit), `Relaxed` loads of the
+    /// Whether object `index` is free for the owner (avail or on
+    /// probation: its free or extra bit), `Relaxed` loads of the
     /// owner's words (the owner may be writing them meanwhile).
     #[inline]
     pub(crate) fn owner_free(&self, index: usize) -> bool {
         let w = index / 64;
         // SAFETY: type invariant; `owner_cells`' bounds (`index < count`).
         let (f, x) = unsafe { owner_cells(self.hdr.cast(), w) };
-        // The extra word first, with Acquire: the owner stores it with
-        // Release after the free word (a local free; a collect turning
-        // probation objects free), so seeing its newer value means seeing
-        // the free word as new. Otherwise a collect's "probation now free"
+        // The extra word first, with Acquire: a collect stores it with
+        // Release after the free word (turning probation objects free), so
+        // seeing its newer value means seeing the free word as new. Otherwise a collect's "probation now free"
         // could read as neither.
         let xv = x.load(Ordering::Acquire);
         (f.load(Ordering::Relaxed) | xv) & (1u64 << (index % 64)) != 0
@@ -255,8 +252,8 @@ impl SharedView {
 }
 
 /// Whether object `index` of the slab whose header is `hdr` is allocated
-/// as far as another CPU can tell: not free (avail, quarantined or on
-/// probation), not pending. Read from any CPU (`Relaxed` loads; the owner
+/// as far as another CPU can tell: not free (avail or on probation), not
+/// pending. Read from any CPU (`Relaxed` loads; the owner
 /// and remote freers may be writing meanwhile).
 ///
 /// # Safety
@@ -310,10 +307,8 @@ pub(crate) unsafe fn init(
             own: Own {
                 list: DETACHED,
                 avail: count as u32,
-                quarantined: 0,
                 probation: 0,
                 avail_words: all_words,
-                quarantined_words: 0,
                 probation_words: 0,
                 prev: ptr::null_mut(),
                 next: ptr::null_mut(),
@@ -421,9 +416,11 @@ impl Slab {
     ///   by the calling allocator.
     #[inline]
     pub(crate) unsafe fn containing(ptr: NonNull<u8>) -> Slab {
-        // The block is a live slab, so its start is not address 0.
-        let start =
-            ptr.map_addr(|a| core::num::NonZeroUsize::new(a.get() & !(SLAB_SIZE - 1)).unwrap_or(a));
+        // SAFETY: the block is a live slab (caller contract), so its start
+        // is not address 0.
+        let start = ptr.map_addr(|a| unsafe {
+            core::num::NonZeroUsize::new_unchecked(a.get() & !(SLAB_SIZE - 1))
+        });
         Slab(start.cast())
     }
 
@@ -491,13 +488,6 @@ impl Slab {
         unsafe { (*self.own()).avail }
     }
 
-    /// Objects freed locally and not collected yet.
-    #[inline(always)]
-    pub(crate) fn quarantined(self) -> u32 {
-        // SAFETY: type invariant; owner field.
-        unsafe { (*self.own()).quarantined }
-    }
-
     /// Objects on probation (remote frees the last collect took in).
     #[inline(always)]
     pub(crate) fn probation(self) -> u32 {
@@ -505,11 +495,11 @@ impl Slab {
         unsafe { (*self.own()).probation }
     }
 
-    /// Objects free for the owner (avail, quarantined or on probation;
-    /// pending remote frees not included until collected).
+    /// Objects free for the owner (avail or on probation; pending remote
+    /// frees not included until collected).
     #[inline(always)]
     pub(crate) fn free(self) -> u32 {
-        self.avail() + self.quarantined() + self.probation()
+        self.avail() + self.probation()
     }
 
     #[inline]
@@ -564,24 +554,16 @@ impl Slab {
         unsafe { owner_cells(self.base(), w) }
     }
 
-    /// Avail objects of word `w` (free, not quarantined).
+    /// Avail (free) word `w`.
     #[inline(always)]
     pub(crate) fn avail_word(self, w: usize) -> u64 {
-        let (f, x) = self.cells(w);
-        f.load(Ordering::Relaxed) & !x.load(Ordering::Relaxed)
-    }
-
-    /// Free word `w` (avail or quarantined).
-    #[inline(always)]
-    pub(crate) fn free_word(self, w: usize) -> u64 {
         self.cells(w).0.load(Ordering::Relaxed)
     }
 
     /// Probation objects of word `w`.
     #[inline(always)]
     pub(crate) fn probation_word(self, w: usize) -> u64 {
-        let (f, x) = self.cells(w);
-        !f.load(Ordering::Relaxed) & x.load(Ordering::Relaxed)
+        self.cells(w).1.load(Ordering::Relaxed)
     }
 
     /// Pending word `w` (`w < words`).
@@ -608,13 +590,6 @@ impl Slab {
         unsafe { (*self.own()).avail_words }
     }
 
-    /// Summary of words with quarantined objects.
-    #[inline(always)]
-    pub(crate) fn quarantined_words(self) -> u64 {
-        // SAFETY: type invariant; owner field.
-        unsafe { (*self.own()).quarantined_words }
-    }
-
     /// Summary of probation words.
     #[inline(always)]
     pub(crate) fn probation_words(self) -> u64 {
@@ -633,9 +608,11 @@ impl Slab {
             return None;
         }
         let w = summary.trailing_zeros() as usize;
-        let (f_cell, x_cell) = self.cells(w);
+        // Free and extra bits are never both set: the free word is the
+        // avail word.
+        let f_cell = self.cells(w).0;
         let f = f_cell.load(Ordering::Relaxed);
-        let word = f & !x_cell.load(Ordering::Relaxed);
+        let word = f;
         let bit = word.trailing_zeros() as usize;
         let rest = word & word.wrapping_sub(1);
         // Only the owner writes: a load and a store, not an RMW.
@@ -656,8 +633,8 @@ impl Slab {
         Some(unsafe { self.base().add(g.first as usize + i * g.size as usize) })
     }
 
-    /// Whether object `i` is free or freed: free (avail or quarantined), on
-    /// probation, or pending (a remote free not collected yet). `Relaxed`
+    /// Whether object `i` is free or freed: avail, on probation, or
+    /// pending (a remote free not collected yet). `Relaxed`
     /// load of the pending word: a remote free that is not visible yet is
     /// caught when the slab is collected, before the object can be handed
     /// out again.
@@ -669,10 +646,11 @@ impl Slab {
         (f.load(Ordering::Relaxed) | x.load(Ordering::Relaxed) | p) & bit != 0
     }
 
-    /// A local free of object `i`: it goes into quarantine (its free bit,
-    /// not its avail bit: allocatable after the next collect). Returns
-    /// `false` (and changes nothing) if it is already free, on probation or
-    /// pending: a double free.
+    /// A local free of object `i`: it is avail at once (its free bit).
+    /// Returns `false` (and changes nothing) if it is already free, on
+    /// probation or pending: a double free. A remote free of it ordered
+    /// after this reads the free bit after its `fetch_or` and refuses (the
+    /// crate docs, invariant 3).
     #[inline(always)]
     pub(crate) fn free_local(self, g: &Geometry, i: usize) -> bool {
         let (w, bit) = (i / 64, 1u64 << (i % 64));
@@ -683,15 +661,11 @@ impl Slab {
             return false;
         }
         f.store(fw | bit, Ordering::Relaxed);
-        // `Relaxed` is enough here: a remote reader that sees either bit
-        // sees the object free (only the collect's clearing of extra bits
-        // needs the Release, see `collect`).
-        x.store(xw | bit, Ordering::Relaxed);
         let own = self.own();
         // SAFETY: type invariant; owner fields, exclusive via the allocator.
         unsafe {
-            (*own).quarantined_words |= 1u64 << w;
-            (*own).quarantined += 1;
+            (*own).avail_words |= 1u64 << w;
+            (*own).avail += 1;
         }
         true
     }
@@ -705,9 +679,9 @@ impl Slab {
     }
 
     /// Collects the slab, word by word for the words the summary names and
-    /// those with quarantined or probation objects:
-    /// 1. the objects on probation become free, and every free object
-    ///    avail (plain stores of the owner's words);
+    /// those with probation objects:
+    /// 1. the objects on probation become free (avail; plain stores of the
+    ///    owner's words);
     /// 2. then the word's pending bits are taken (`swap`, AcqRel; for a
     ///    word with probation objects even if the summary does not name
     ///    it): a bit of an object that is free now is a double free,
@@ -731,7 +705,7 @@ impl Slab {
         };
         let pending_words = summary & !QUEUED;
         let probation_words = self.probation_words();
-        let mut words = pending_words | probation_words | self.quarantined_words();
+        let mut words = pending_words | probation_words;
         let own = self.own();
         let (mut avail, mut probation, mut avail_words, mut new_probation_words) =
             (self.avail(), self.probation(), self.avail_words(), 0u64);
@@ -743,17 +717,13 @@ impl Slab {
                 f_cell.load(Ordering::Relaxed),
                 x_cell.load(Ordering::Relaxed),
             );
-            let (a, r) = (f & !x, !f & x);
-            // Probation objects become free (and every free object avail)
-            // before the word's pending bits are taken.
+            debug_assert_eq!(f & x, 0, "an object both free and on probation");
+            let (a, r) = (f, x);
+            // Probation objects become free before the word's pending bits
+            // are taken.
             let now = f | x;
             f_cell.store(now, Ordering::Relaxed);
-            let take = (pending_words | probation_words) & (1u64 << w) != 0;
-            let p = if take {
-                self.pending_word(w).swap(0, sync::TAKE)
-            } else {
-                0
-            };
+            let p = self.pending_word(w).swap(0, sync::TAKE);
             let dup = p & now;
             let fresh = p & !now;
             // Release: pairs with the Acquire load in
@@ -769,10 +739,8 @@ impl Slab {
         // SAFETY: type invariant; owner fields, exclusive via the allocator.
         unsafe {
             (*own).avail = avail;
-            (*own).quarantined = 0;
             (*own).probation = probation;
             (*own).avail_words = avail_words;
-            (*own).quarantined_words = 0;
             (*own).probation_words = new_probation_words;
         }
         out

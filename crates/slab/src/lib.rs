@@ -47,7 +47,7 @@
 //!
 //! Each class allocates from one *current* slab, which is on no list and
 //! always has an avail object; when it runs out (after collecting its
-//! quarantined objects and remote frees) it is filed as full and the next
+//! remote frees) it is filed as full and the next
 //! allocation takes the head of the partial list, else of the empty list. A free into the current slab
 //! moves nothing — so one object allocated and freed in a loop never
 //! bounces its slab between lists — and a free into another slab moves it
@@ -140,10 +140,9 @@
 //!
 //! [`SlabAllocator::remote_free`] may run on any CPU without the owner's
 //! lock. Per object, the owner keeps two bits (plain stores, `Relaxed`
-//! atomics): its *free* bit `F` (avail or quarantined — the one remote
-//! freers read) and an *extra* bit `X`: `F & !X` avail, `F & X`
-//! quarantined (freed locally), `!F & X` on probation (freed remotely and
-//! taken in, not yet allocatable). Remote freers own a *pending* bitmap on
+//! atomics, never both set), which remote freers read: its *free* bit `F`
+//! (avail: allocatable) and its *extra* bit `X` (on probation: freed
+//! remotely and taken in by a collect, not yet allocatable). Remote freers own a *pending* bitmap on
 //! cache lines of their own (`fetch_or`), named by a *summary* word in the
 //! header's shared line, one bit of which (`QUEUED`) says the slab is on its
 //! owner's [`Inbox`], a lock-free stack of slabs with pending frees.
@@ -154,8 +153,7 @@
 //!    written. A bit already set: its remote free is still pending, a
 //!    double free, refused (`DoubleFree`).
 //! 2. It reads the object's extra bit (Acquire) and free bit. Either set:
-//!    the object is free for the owner (avail, quarantined or on
-//!    probation) — a double free, or this free's own bit was collected
+//!    the object is free for the owner (avail or on probation) — a double free, or this free's own bit was collected
 //!    meanwhile. It takes its bit back (`fetch_and`,
 //!    AcqRel): gone, the owner collected it and judged it (`Ok`); there and
 //!    the object still free, refused (`DoubleFree`); there but the object
@@ -167,13 +165,14 @@
 //!    that goes from idle to pending, and one inbox push per idle period.
 //!
 //! **The owner collects on demand**, never as a condition for handing out
-//! an object it has: allocations take avail objects only. It collects a
+//! an object it has: allocations take avail objects (the lowest first),
+//! never look at pending bits. It collects a
 //! slab when it is the class's current slab and has no avail object left,
 //! when it becomes current, when the class has no free object at all (then
 //! it takes its whole inbox and collects every queued slab: no list is
 //! ever walked to find remote frees), and at [`SlabAllocator::drain_remote`]
 //! and [`SlabAllocator::trim`]. Per word: (1) objects on probation become
-//! free and every free object avail (plain stores); (2) then the word's
+//! free (plain stores); (2) then the word's
 //! pending bits are taken (`swap`, AcqRel; for every word the summary
 //! names and every word with probation objects): a bit of an object that
 //! is free is a double free, dropped, counted in
@@ -181,10 +180,13 @@
 //! [`SlabAllocator::take_remote_error`] and `log::error!`; the others go on
 //! probation.
 //!
-//! **Local frees go to quarantine:** a local free sets the object's free
-//! and extra bits (after checking that it is not free, on probation or
-//! visibly pending: else `DoubleFree` at the call); the object becomes
-//! avail at the slab's next collect.
+//! **Local frees make the object avail at once:** a local free sets the
+//! object's free bit after checking that it is not free, on probation or
+//! visibly pending (else `DoubleFree` at the call), so the object freed
+//! last is handed out next when it is the lowest avail one (the
+//! alloc/free loop reuses one hot object). No quarantine is needed: a
+//! remote free ordered after the local one reads the free bit after its
+//! `fetch_or` and refuses (invariant 3).
 //!
 //! **Release:** an empty slab is handed back only if one CAS turns its
 //! summary from 0 (nothing pending, not queued) into `QUEUED` (retired): a
@@ -205,14 +207,14 @@
 //!    taken whole (ABA-free); a slab's link is read before its `QUEUED` is
 //!    cleared. A bit a freer takes back that was a later free's is put back.
 //! 3. *No object handed out twice; exact double frees.* An object is
-//!    handed out only while avail, and it became avail at a collect. Let a
-//!    second free `f2` of an object follow its first free `f1` (`f1`
-//!    happens before `f2`) and happen before the object's next hand-out.
-//!    If `f1` is local, the object is quarantined and `f2` (either kind)
-//!    sees its free bit. If `f1` is remote and pending, `f2` finds the
-//!    pending bit (remote) or sees it (local; if not, `f2` quarantines the
-//!    object and the collect that takes `f1`'s bit finds the object free and
-//!    drops it). If a collect `c1` took `f1`'s bit, the object is on
+//!    handed out only while avail, once per free that made it avail (a
+//!    local free, or the collect that ended its probation). Let a second
+//!    free `f2` of an object follow its first free `f1` (`f1` happens
+//!    before `f2`) and happen before the object's next hand-out. If `f1`
+//!    is local, the object is avail and `f2` sees its free bit (a local
+//!    `f2` at its check; a remote one after its `fetch_or`, then it takes
+//!    its bit back and refuses). If `f1` is remote and pending, `f2` finds
+//!    the pending bit (remote) or sees it (local). If a collect `c1` took `f1`'s bit, the object is on
 //!    probation, which `f2` sees once `c1` stored the extra bit (Release;
 //!    the freer's Acquire load of it); an `f2` that lands before is caught
 //!    by the collect `c2` that makes the object free: `c2` stores the free
@@ -225,7 +227,11 @@
 //!    Exceptions, none of which hands an object out twice: frees of one
 //!    object racing each other, neither ordered before the other, are a
 //!    data race in the caller and are caught when a collect or a bitmap
-//!    read sees both, not in every interleaving; and a stale free racing
+//!    read sees both, not in every interleaving (when both are accepted,
+//!    the later one is a free of the object's next allocation: loom
+//!    models 17 and 18 check that the books still balance, every accepted
+//!    free that no collect dropped making the object available exactly
+//!    once); and a stale free racing
 //!    the object's new holder's own double free (two bugs at once) can be
 //!    missed by a take-back and put-back in between. What no allocator can
 //!    catch: a stale free of an object that has been handed out again — to

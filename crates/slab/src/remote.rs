@@ -97,8 +97,8 @@ impl Inbox {
 /// 1. `fetch_or` its bit into the pending word (the one atomic RMW of the
 ///    steady state). A bit already set: a second remote free of an object
 ///    still pending; refused.
-/// 2. Read the owner's free and extra bits of the object (avail,
-///    quarantined or on probation). Set: a double free of a free object —
+/// 2. Read the owner's free and extra bits of the object (avail or on
+///    probation). Set: a double free of a free object —
 ///    or this free's own bit was
 ///    collected and the object made free meanwhile. Take the bit back
 ///    with `fetch_and`: gone, the owner collected it and judged it (`Ok`);

@@ -130,7 +130,7 @@ pub enum SlabConsistencyError {
         /// Its free count.
         free: u32,
     },
-    /// Bits set in the avail or quarantined bitmap differ from their
+    /// Bits set in the avail (free) or probation bitmap differ from their
     /// counter, an object is in both, or bits are set beyond the object
     /// count.
     Bitmap {
@@ -293,19 +293,15 @@ impl SlabAllocator {
         }
         let g = class.geometry();
         let (count, free) = (g.count, slab.free());
-        let (mut avail, mut quarantined, mut probation) = (0, 0, 0);
-        let (mut avail_words, mut quarantined_words, mut probation_words) = (0u64, 0u64, 0u64);
+        let (mut avail, mut probation) = (0, 0);
+        let (mut avail_words, mut probation_words) = (0u64, 0u64);
         let bad = SlabConsistencyError::Bitmap {
             class,
             bits: u32::MAX,
             free,
         };
         for w in 0..g.words() {
-            let (a, f, r) = (
-                slab.avail_word(w),
-                slab.free_word(w),
-                slab.probation_word(w),
-            );
+            let (a, r) = (slab.avail_word(w), slab.probation_word(w));
             let p = slab
                 .pending_word(w)
                 .load(core::sync::atomic::Ordering::Relaxed);
@@ -315,31 +311,24 @@ impl SlabAllocator {
                 (1u64 << (count as usize - w * 64)) - 1
             };
             // Pending bits may be set concurrently, but never beyond the
-            // count (remote freers validate the slot).
-            if (f | r | p) & !valid != 0 {
+            // count (remote freers validate the slot). No object is both
+            // avail and on probation.
+            if (a | r | p) & !valid != 0 || a & r != 0 {
                 return Err(bad);
             }
             avail += a.count_ones();
-            quarantined += (f & !a).count_ones();
             probation += r.count_ones();
             avail_words |= u64::from(a != 0) << w;
-            quarantined_words |= u64::from(f & !a != 0) << w;
             probation_words |= u64::from(r != 0) << w;
         }
-        if avail != slab.avail()
-            || quarantined != slab.quarantined()
-            || probation != slab.probation()
-        {
+        if avail != slab.avail() || probation != slab.probation() {
             return Err(SlabConsistencyError::Bitmap {
                 class,
-                bits: avail + quarantined + probation,
+                bits: avail + probation,
                 free,
             });
         }
-        if avail_words != slab.avail_words()
-            || quarantined_words != slab.quarantined_words()
-            || probation_words != slab.probation_words()
-        {
+        if avail_words != slab.avail_words() || probation_words != slab.probation_words() {
             return Err(SlabConsistencyError::Summary { class });
         }
         // The current slab always has an object to hand out.

@@ -31,7 +31,7 @@ mod imp {
 
 pub(crate) use imp::*;
 
-/// A word of the owner's bitmaps (avail, quarantined): only the owner
+/// A word of the owner's bitmaps (free, probation): only the owner
 /// writes (plain `Relaxed` stores), remote freers read.
 pub(crate) type BitmapWord = AtomicU64;
 

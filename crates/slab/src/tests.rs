@@ -401,12 +401,9 @@ fn single_object_keeps_its_slab_current_and_on_no_list() {
     assert_eq!(unsafe { a.free(cached, class) }, Ok(None));
     for _ in 0..if cfg!(miri) { 20 } else { 200 } {
         let p = alloc(&mut a, &mut pool, class);
-        // Freed objects are quarantined until the slab's next collect, so
-        // the slot changes, but no other slab is touched.
-        assert_eq!(
-            p.addr().get() & !(SLAB_SIZE - 1),
-            cached.addr().get() & !(SLAB_SIZE - 1)
-        );
+        // The freed object is avail at once and handed out again (the same
+        // hot object every time); no other slab is touched.
+        assert_eq!(p, cached);
         let st = a.stats().classes[class.index()];
         assert_eq!(
             (st.partial_slabs, st.empty_slabs, st.live_objects),
@@ -540,12 +537,8 @@ fn fast_paths_serve_the_common_case_and_decline_the_rest_unchanged() {
     unsafe {
         assert_eq!(a.free(p, class), Ok(None));
         let q = a.alloc_class(class).unwrap();
-        // p is quarantined: the next avail object comes first.
-        assert_ne!(q, p);
-        assert_eq!(
-            q.addr().get() & !(SLAB_SIZE - 1),
-            p.addr().get() & !(SLAB_SIZE - 1)
-        );
+        // p is avail again at once, and the lowest: it comes straight back.
+        assert_eq!(q, p);
         // Local frees that change no list.
         assert!(a.try_free_fast(q, class));
         assert!(bitmap_says_free(q));
@@ -764,7 +757,7 @@ fn local_then_remote_double_free_is_refused_at_the_call() {
     unsafe {
         SlabAllocator::remote_free(q, class).unwrap();
         a.free(p, class).unwrap();
-        // p is quarantined here: the remote freer sees it and takes its
+        // p is avail here: the remote freer sees it free and takes its
         // pending bit back.
         assert_eq!(
             SlabAllocator::remote_free(p, class),
@@ -890,17 +883,33 @@ fn collect_drops_a_pending_bit_of_a_free_object() {
 }
 
 #[test]
-fn a_local_free_is_quarantined_until_the_next_collect() {
+fn a_local_free_is_avail_at_once_and_stays_judged() {
     let mut pool = Pool::new();
     let mut a = SlabAllocator::new(0, inbox());
     let class = class_of_size(2048);
     let n = class.objects_per_slab();
     let p = alloc(&mut a, &mut pool, class);
-    // SAFETY: live object.
-    unsafe { a.free(p, class) }.unwrap();
-    // The other n - 1 objects come first, then p after the collect.
+    let other = alloc(&mut a, &mut pool, class);
+    // SAFETY: (this block) objects of a live slab of `a`; the second frees
+    // are deliberate double frees, refused.
+    unsafe {
+        a.free(p, class).unwrap();
+        // While p is free, a second free of it, local or remote, is
+        // refused at the call (the remote freer reads its free bit after
+        // its `fetch_or`), and p stays free, nothing pending.
+        assert_eq!(a.free(p, class), Err(SlabError::DoubleFree));
+        assert_eq!(SlabAllocator::remote_free(p, class), Err(SlabError::DoubleFree));
+        assert!(bitmap_says_free(p));
+        assert_eq!(a.stats().classes[class.index()].remote_pending_slabs, 0);
+        // The object freed last is the lowest avail one here: it comes
+        // straight back, before any collect.
+        assert_eq!(a.alloc_class(class), Ok(p));
+        a.free(other, class).unwrap();
+        a.free(p, class).unwrap();
+    }
+    // All n objects exactly once, from the one slab.
     let mut got: Vec<_> = (0..n).map(|_| alloc(&mut a, &mut pool, class)).collect();
-    assert_eq!(got[n - 1], p);
+    assert_eq!(&got[..2], [p, other]);
     assert_eq!(pool.given, 1);
     got.sort_unstable();
     got.dedup();

@@ -739,13 +739,36 @@ fn unpinned_remote_free_races_release_and_reuse() {
     });
 }
 
-/// (17) Why a local free waits in quarantine for a collect: a remote free
-/// and a local free of one object race (a double free in the caller,
-/// neither ordered before the other), then the owner allocates. Whatever
-/// the interleaving, the object must not end up handed out while a free
-/// of it is still pending (the next collect would then take it from its
-/// new holder): the owner's allocation and its later collect, and the
-/// freer's judgement, leave exactly one free in effect.
+/// The books of (17) and (18): `o` was live, then freed twice at once (a
+/// local and a remote free racing: a double free in the caller, neither
+/// ordered before the other). Each free the allocator accepted and did
+/// not drop as a double free must make `o` available exactly once, so
+/// with every free object handed out at the end, `o` came out exactly as
+/// often as such frees took effect: never more (an object handed out twice
+/// for one free), never less than once (a free lost). Every other object
+/// was freed once and comes out once.
+fn check_racing_frees(
+    w: &SlabAllocator,
+    objs: &[Obj],
+    o: Obj,
+    frees: [bool; 2],
+    handed_out: &[Obj],
+) {
+    let dropped = w.stats().remote_double_frees as usize;
+    let effective = frees.iter().filter(|&&ok| ok).count() - dropped;
+    let got_o = handed_out.iter().filter(|&&x| x == o).count();
+    assert!(effective >= 1, "both frees refused or dropped: {frees:?}, {dropped}");
+    assert_eq!(got_o, effective, "handed out {got_o} times for {effective} frees");
+    let mut others: Vec<_> = handed_out.iter().copied().filter(|&x| x != o).collect();
+    others.sort();
+    assert_eq!(others, [objs[1], objs[2]], "handed out twice or lost");
+}
+
+/// (17) A remote and a local free of one object race (a double free in the
+/// caller), then the owner allocates, then everything is collected and
+/// handed out. The racing frees are not always caught (crate docs,
+/// invariant 3, exceptions), but the books balance: see
+/// `check_racing_frees`.
 #[test]
 fn racing_local_and_remote_frees_then_an_allocation() {
     loom::model(|| {
@@ -763,23 +786,55 @@ fn racing_local_and_remote_frees_then_an_allocation() {
         let t = thread::spawn(move || unsafe { SlabAllocator::remote_free(o.0, class()) });
         // SAFETY: as above.
         let local = unsafe { w.alloc.free(o.0, class()) };
-        let got = Obj(w.alloc.alloc_class(class()).unwrap());
+        let mut out = std::vec![Obj(w.alloc.alloc_class(class()).unwrap())];
+        out[0].touch(10);
         let remote = t.join().unwrap();
-        // Collect everything pending, then hand out every free object: the
-        // ones the model holds (`first`, `got`, and the untouched others)
-        // must never come out.
         w.alloc.drain_remote(|_| panic!("slab is never empty"));
         let _ = w.alloc.take_remote_error();
-        let mut out = Vec::new();
-        alloc_all(&mut w, &mut out, 20);
+        while let Ok(p) = w.alloc.alloc_class(class()) {
+            out.push(Obj(p));
+        }
         w.alloc.drain_remote(|_| panic!("slab is never empty"));
-        alloc_all(&mut w, &mut out, 30);
-        assert!(!out.contains(&got), "handed out twice: {local:?} {remote:?}");
-        assert!(!out.contains(&first), "handed out twice");
-        assert!(
-            local.is_err() || remote.is_err() || w.alloc.stats().remote_double_frees == 1,
-            "a double free went unnoticed: {local:?} {remote:?}"
-        );
+        while let Ok(p) = w.alloc.alloc_class(class()) {
+            out.push(Obj(p));
+        }
+        check_racing_frees(&w.alloc, &w.objs, o, [local.is_ok(), remote.is_ok()], &out);
+        w.alloc.check_consistency().unwrap();
+        teardown(w);
+    });
+}
+
+/// (18) As (17), but the owner allocates every free object (collecting on
+/// the way) before the freer is joined.
+#[test]
+fn racing_local_and_remote_frees_then_a_collect_and_hand_out() {
+    loom::model(|| {
+        let mut w = setup();
+        for o in &w.objs[..3] {
+            // SAFETY: live objects of our slab.
+            assert_eq!(unsafe { w.alloc.free(o.0, class()) }, Ok(None));
+        }
+        let first = Obj(w.alloc.alloc_class(class()).unwrap());
+        assert_eq!(first, w.objs[0]);
+        let o = w.objs[5];
+        // SAFETY: a live object of a live slab (one of the two frees is the
+        // double free).
+        let t = thread::spawn(move || unsafe { SlabAllocator::remote_free(o.0, class()) });
+        // SAFETY: as above.
+        let local = unsafe { w.alloc.free(o.0, class()) };
+        let mut out = Vec::new();
+        while let Ok(p) = w.alloc.alloc_class(class()) {
+            out.push(Obj(p));
+        }
+        let remote = t.join().unwrap();
+        for _ in 0..2 {
+            w.alloc.drain_remote(|_| panic!("slab is never empty"));
+            let _ = w.alloc.take_remote_error();
+            while let Ok(p) = w.alloc.alloc_class(class()) {
+                out.push(Obj(p));
+            }
+        }
+        check_racing_frees(&w.alloc, &w.objs, o, [local.is_ok(), remote.is_ok()], &out);
         w.alloc.check_consistency().unwrap();
         teardown(w);
     });
