@@ -212,7 +212,8 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             release_chunk(&self.regions, chunk, cpu);
             // SAFETY: the slab cache handed the chunk back (detached,
             // empty) and its map entry was just cleared with no pin left:
-            // it is ours and unused.
+            // its object area is ours and unused (unpinned remote freers
+            // may still read its header until `finish` quiesces).
             unsafe { chunks.push(chunk) };
         };
         if reqs & REQ_TRIM != 0 {

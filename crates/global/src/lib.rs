@@ -86,17 +86,29 @@
 //!     we hold its owner's slot, so its header is ours to read; the slab
 //!     crate then checks the class and slot boundary and catches double
 //!     frees in its bitmaps.
-//!   - Owner is another CPU: [`bsa_slab::Chunk::remote_free`], a validated
-//!     entry point with no contract: one `fetch_add` on the entry both
-//!     reads the owner and *pins* the chunk, the object's bit goes into its
-//!     slab's pending bitmap (one `fetch_or`), then the pin is dropped.
-//!     Releasing a chunk clears its owner with a compare-exchange that only
-//!     succeeds with no pin left, so a chunk never returns to the buddy
-//!     while a remote free works on it — even when that free is a racing
-//!     double free. A remote double free is refused at the call when the
+//!   - Owner is another CPU, and the freeing CPU's index is exclusive
+//!     ([`Platform::cpu_is_exclusive`]): [`bsa_slab::Chunk::remote_free_in`]
+//!     inside a section of that CPU's [`bsa_slab::Reader`] (an odd number
+//!     stored in the reader's own cache line and a `SeqCst` fence; an even
+//!     one when done): one load of the entry, then the object's bit goes
+//!     into its slab's pending bitmap (one `fetch_or`, the only RMW). A
+//!     chunk handed back (owner cleared) goes to the buddy only after
+//!     [`bsa_slab::SlabMap::quiesce`] over the readers of every exclusive
+//!     CPU: a fence, then a wait for each reader it finds inside a section.
+//!     So a chunk never returns to the buddy while a remote free works on
+//!     it — even when that free is a racing double free.
+//!   - Owner is another CPU, and the freeing CPU's index is shared by
+//!     several threads: [`bsa_slab::Chunk::remote_free`], which *pins* the
+//!     chunk instead (one `fetch_add` on the entry reads the owner; the pin
+//!     is dropped after the `fetch_or`); releasing a chunk clears its owner
+//!     with a compare-exchange that only succeeds with no pin left.
+//!
+//!     Either way, a remote double free is refused at the call when the
 //!     freer can see it (reported as [`MisuseKind::DoubleFree`] at once);
 //!     one it cannot see (two frees racing) is dropped by the owner's
-//!     collect before the object is handed out again. A collect cannot
+//!     collect when it sees both (in some interleavings the later free is
+//!     taken as a free of the object's next allocation, as a stale free
+//!     after a reuse would be). A collect cannot
 //!     tell who freed twice, so what it finds is kept per CPU and reported
 //!     at that CPU's next refill, or at the next [`GlobalAllocator::trim`]
 //!     / [`GlobalAllocator::drain_remote_frees`]: one
@@ -107,9 +119,11 @@
 //!   Cost on the small-free fast path: one `Acquire` load of the region
 //!   count, a scan of (usually one) region bounds, one load of the map
 //!   entry; the local path adds only the slot lock (none on an exclusive
-//!   CPU), the remote path the pin's two uncontended RMWs on the map entry
-//!   around the `fetch_or` on the slab's pending word. No buddy lock, no
-//!   global contention.
+//!   CPU), the remote path the `fetch_or` on the slab's pending word (plus
+//!   the reader section's two plain stores and fence, or on a shared CPU
+//!   index the pin's two uncontended RMWs on the map entry). No buddy lock,
+//!   no global contention. Handing a chunk back costs a quiesce (a fence
+//!   and one load per exclusive CPU).
 //!
 //!   `alloc` and `dealloc` are inlined into their callers for the common
 //!   case (an object from, or back to, a slab of the current CPU that

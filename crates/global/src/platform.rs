@@ -95,8 +95,10 @@ pub unsafe trait Platform: Sync {
     /// Whether CPU index `cpu` is *exclusive*: used by at most one context
     /// at a time inside the critical section (see the trait's `# Safety`
     /// section for the whole promise). The owner's small-object paths on an
-    /// exclusive index take no lock and execute no atomic read-modify-write;
-    /// other CPUs never touch its slot, and cross-CPU work on it (trim,
+    /// exclusive index take no lock and execute no atomic read-modify-write,
+    /// and its frees into other CPUs' slabs run inside a section of its
+    /// `bsa_slab::Reader` instead of pinning the chunk (one RMW, the
+    /// pending bitmap's `fetch_or`); other CPUs never touch its slot, and cross-CPU work on it (trim,
     /// drain, stats) becomes a request its owner serves (see
     /// [`GlobalAllocator::trim`](crate::GlobalAllocator::trim)). Default:
     /// `false` (every slot is guarded by its spin lock, so threads may

@@ -715,6 +715,7 @@ impl<'a> Chunk<'a> {
 #[cfg(all(test, not(bsa_loom)))]
 mod tests {
     use super::*;
+    use crate::SlabError;
     use core::sync::atomic::AtomicBool;
     use std::alloc::{alloc_zeroed, dealloc, Layout};
 
@@ -765,4 +766,92 @@ mod tests {
         // SAFETY: allocated above with `layout`; `map` is not used again.
         unsafe { dealloc(mem, layout) };
     }
+
+    #[test]
+    fn sections_remote_free_in_and_quiesce() {
+        let layout = Layout::from_size_align(4 * SLAB_SIZE, SLAB_SIZE).unwrap();
+        // SAFETY: non-zero size.
+        let mem = unsafe { alloc_zeroed(layout) };
+        assert!(!mem.is_null());
+        let map = SlabMap::new();
+        let mut writer = ();
+        let plan = map.plan(&mut writer, mem, layout.size(), 0).unwrap();
+        // SAFETY: fresh plan under our (single-threaded) writer; the memory
+        // outlives `map`; no chunk's memory is reused below before a
+        // quiesce.
+        unsafe { map.publish(&mut writer, plan) };
+        // A slab of CPU 0 in chunk 1 (chunk 0 holds the entries).
+        let slab = NonNull::new(mem.wrapping_add(SLAB_SIZE)).unwrap();
+        let inbox = std::boxed::Box::new(crate::Inbox::new());
+        // SAFETY: the inbox outlives the allocator's slabs (both end here).
+        let mut a = unsafe { SlabAllocator::with_inbox(0, NonNull::from(&*inbox)) };
+        let class = SizeClass::for_layout(Layout::from_size_align(64, 8).unwrap()).unwrap();
+        // SAFETY: chunk 1 is zeroed, aligned, ours, outside the entries.
+        unsafe { a.add_slab(class, slab) }.unwrap();
+        let chunk = map.chunk(slab.addr().get()).unwrap();
+        // SAFETY: the chunk holds CPU 0's slab until `release` below.
+        unsafe { chunk.claim(0) };
+        let (p, q) = (a.alloc_class(class).unwrap(), a.alloc_class(class).unwrap());
+        let readers = [Reader::new(), Reader::new()];
+        {
+            // SAFETY: this thread is reader 1's only user.
+            let section = unsafe { readers[1].enter() };
+            assert_eq!(readers[1].seq.load(Ordering::Relaxed) & 1, 1);
+            assert_eq!(chunk.owner_in(&section), Some(0));
+            // From CPU 1: a remote free; again: refused; from CPU 0: mine.
+            assert_eq!(
+                chunk.remote_free_in(&section, p, class, 1),
+                RemoteFree::Done(Ok(()))
+            );
+            assert_eq!(
+                chunk.remote_free_in(&section, p, class, 1),
+                RemoteFree::Done(Err(SlabError::DoubleFree))
+            );
+            assert_eq!(chunk.remote_free_in(&section, q, class, 0), RemoteFree::Mine);
+            // A pointer outside the chunk is not a slab of it.
+            let outside = NonNull::new(mem.wrapping_add(3 * SLAB_SIZE)).unwrap();
+            assert_eq!(
+                chunk.remote_free_in(&section, outside, class, 1),
+                RemoteFree::NotASlab
+            );
+        }
+        assert_eq!(readers[1].seq.load(Ordering::Relaxed), 2);
+        // A quiesce with no section open returns at once; with one open in
+        // another thread, it waits until that section ends.
+        map.quiesce(&readers);
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            // SAFETY: reader 0's only user is this thread.
+            let section = unsafe { readers[0].enter() };
+            s.spawn(|| {
+                map.quiesce(&readers);
+                done.store(true, Ordering::SeqCst);
+            });
+            for _ in 0..50 {
+                std::thread::yield_now();
+            }
+            assert!(!done.load(Ordering::SeqCst), "quiesce ignored an open section");
+            drop(section);
+        });
+        assert!(done.load(Ordering::SeqCst));
+        // SAFETY: `q` is a live object of `a`'s slab.
+        assert_eq!(unsafe { a.free(q, class) }, Ok(None));
+        let mut back = std::vec::Vec::new();
+        a.trim(|m| back.push(m));
+        assert_eq!(back, [slab]);
+        chunk.release(0);
+        {
+            // SAFETY: as above.
+            let section = unsafe { readers[1].enter() };
+            // Released: refused without touching the chunk.
+            assert_eq!(
+                chunk.remote_free_in(&section, p, class, 1),
+                RemoteFree::NotASlab
+            );
+        }
+        map.quiesce(&readers);
+        // SAFETY: allocated above with `layout`; `map` is not used again.
+        unsafe { dealloc(mem, layout) };
+    }
+
 }
