@@ -38,7 +38,12 @@ impl ChunkList {
         // contract); the chunk is `SLAB_SIZE` bytes long and
         // `SLAB_SIZE`-aligned, so its last word is in bounds and aligned for
         // an `Option<NonNull<u8>>`.
-        unsafe { chunk.add(LINK).cast::<Option<NonNull<u8>>>().write(self.head) };
+        unsafe {
+            chunk
+                .add(LINK)
+                .cast::<Option<NonNull<u8>>>()
+                .write(self.head)
+        };
         self.head = Some(chunk);
     }
 

@@ -238,8 +238,8 @@ impl SharedView {
         let (f, x) = unsafe { owner_cells(self.hdr.cast(), w) };
         // The extra word first, with Acquire: a collect stores it with
         // Release after the free word (turning probation objects free), so
-        // seeing its newer value means seeing the free word as new. Otherwise a collect's "probation now free"
-        // could read as neither.
+        // seeing its newer value means seeing the free word as new.
+        // Otherwise a collect's "probation now free" could read as neither.
         let xv = x.load(Ordering::Acquire);
         (f.load(Ordering::Relaxed) | xv) & (1u64 << (index % 64)) != 0
     }
@@ -253,8 +253,8 @@ impl SharedView {
 
 /// Whether object `index` of the slab whose header is `hdr` is allocated
 /// as far as another CPU can tell: not free (avail or on probation), not
-/// pending. Read from any CPU (`Relaxed` loads; the owner
-/// and remote freers may be writing meanwhile).
+/// pending. Read from any CPU (`Relaxed` loads; the owner and remote
+/// freers may be writing meanwhile).
 ///
 /// # Safety
 /// - `loc` came from [`locate`] and its slab stays initialized (not

@@ -807,7 +807,10 @@ mod tests {
                 chunk.remote_free_in(&section, p, class, 1),
                 RemoteFree::Done(Err(SlabError::DoubleFree))
             );
-            assert_eq!(chunk.remote_free_in(&section, q, class, 0), RemoteFree::Mine);
+            assert_eq!(
+                chunk.remote_free_in(&section, q, class, 0),
+                RemoteFree::Mine
+            );
             // A pointer outside the chunk is not a slab of it.
             let outside = NonNull::new(mem.wrapping_add(3 * SLAB_SIZE)).unwrap();
             assert_eq!(
@@ -830,7 +833,10 @@ mod tests {
             for _ in 0..50 {
                 std::thread::yield_now();
             }
-            assert!(!done.load(Ordering::SeqCst), "quiesce ignored an open section");
+            assert!(
+                !done.load(Ordering::SeqCst),
+                "quiesce ignored an open section"
+            );
             drop(section);
         });
         assert!(done.load(Ordering::SeqCst));
@@ -853,5 +859,4 @@ mod tests {
         // SAFETY: allocated above with `layout`; `map` is not used again.
         unsafe { dealloc(mem, layout) };
     }
-
 }

@@ -898,7 +898,10 @@ fn a_local_free_is_avail_at_once_and_stays_judged() {
         // refused at the call (the remote freer reads its free bit after
         // its `fetch_or`), and p stays free, nothing pending.
         assert_eq!(a.free(p, class), Err(SlabError::DoubleFree));
-        assert_eq!(SlabAllocator::remote_free(p, class), Err(SlabError::DoubleFree));
+        assert_eq!(
+            SlabAllocator::remote_free(p, class),
+            Err(SlabError::DoubleFree)
+        );
         assert!(bitmap_says_free(p));
         assert_eq!(a.stats().classes[class.index()].remote_pending_slabs, 0);
         // The object freed last is the lowest avail one here: it comes

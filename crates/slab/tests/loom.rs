@@ -568,7 +568,10 @@ impl MapWorld {
         if owner.is_some() {
             // SAFETY (model): reading the header, as a remote free does.
             let v = self.memory.with(|m| unsafe { *m });
-            assert_eq!(v, 1, "an operation in a section saw a chunk that is not a slab");
+            assert_eq!(
+                v, 1,
+                "an operation in a section saw a chunk that is not a slab"
+            );
         }
         owner.is_some()
     }
@@ -757,8 +760,14 @@ fn check_racing_frees(
     let dropped = w.stats().remote_double_frees as usize;
     let effective = frees.iter().filter(|&&ok| ok).count() - dropped;
     let got_o = handed_out.iter().filter(|&&x| x == o).count();
-    assert!(effective >= 1, "both frees refused or dropped: {frees:?}, {dropped}");
-    assert_eq!(got_o, effective, "handed out {got_o} times for {effective} frees");
+    assert!(
+        effective >= 1,
+        "both frees refused or dropped: {frees:?}, {dropped}"
+    );
+    assert_eq!(
+        got_o, effective,
+        "handed out {got_o} times for {effective} frees"
+    );
     let mut others: Vec<_> = handed_out.iter().copied().filter(|&x| x != o).collect();
     others.sort();
     assert_eq!(others, [objs[1], objs[2]], "handed out twice or lost");
