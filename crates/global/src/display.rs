@@ -6,12 +6,12 @@
 //! bsa heap: 2 CPUs, 1 region, 65536 KiB managed
 //! pages: 16314 total, 16250 free, 64 in use (256 KiB): large 0 KiB, page API 0 KiB, 8 slab chunks (256 KiB)
 //! class  size  objs/slab      live  live bytes    full  partial   empty  pending  waste bytes
-//!     0     8       4021        10          80       0        1       0        0        32688
+//!     0     8       3888        10          80       0        1       0        0        32688
 //!    19   512         63         2        1024       0        2       0        0        64512
 //! total                         12        1104       0        3       0        0        97200
 //! cpu 0: 10 live objects (80 bytes), slabs 0 full, 1 partial, 0 empty, 0 with pending remote frees
 //! cpu 1: 2 live objects (1024 bytes), slabs 0 full, 2 partial, 0 empty, 0 with pending remote frees
-//! remote double frees: 0, corrupt remote-free chains: 0
+//! remote double frees found by collects: 0
 //! ```
 //!
 //! Only classes that have a slab or a live object get a row. `waste bytes`

@@ -228,8 +228,10 @@ pub enum MisuseKind {
         /// The CPU count given to `init`.
         cpu_count: usize,
     },
-    /// The slab layer found a corrupted free chain or slab header (e.g. a
-    /// remote double free detected while draining).
+    /// The allocator's own records disagree: a page block carries a tag
+    /// this allocator never writes, or a slab header does not match what
+    /// the slab-ownership map says about its chunk (metadata overwritten,
+    /// e.g. by a buffer overrun before the slab).
     Corruption,
     /// An allocation before [`init`](crate::GlobalAllocator::init), on a
     /// platform without [`Platform::initial_region`]: it returns null
@@ -273,7 +275,9 @@ impl fmt::Display for MisuseKind {
                  (give init the number of possible CPU indices, or map CPU ids to dense \
                  indices in current_cpu)"
             ),
-            MisuseKind::Corruption => f.write_str("corrupted slab metadata or free chain"),
+            MisuseKind::Corruption => {
+                f.write_str("corrupted allocator metadata (page tag or slab header)")
+            }
             MisuseKind::UsedBeforeInit => f.write_str(
                 "allocation before GlobalAllocator::init: call init first, or implement \
                  Platform::initial_region (a std program allocates before main; \
