@@ -43,6 +43,10 @@ pub(crate) enum Facts {
     InSlab,
     /// A free buddy page.
     Free,
+    /// Inside a free buddy page, not at its start: for a small object,
+    /// one whose slab chunk went back to the buddy after the object was
+    /// freed.
+    FreeInterior,
     /// The first page of a live buddy allocation of this kind and size
     /// (`None`: a tag this allocator never writes).
     Head(Option<PageKind>, usize),
@@ -68,9 +72,15 @@ impl<P: Platform, const PAGE_SIZE: usize> GlobalAllocator<P, PAGE_SIZE> {
             PageInfo::Free => Facts::Free,
             PageInfo::Head(a) => Facts::Head(PageKind::from_tag(a.tag), a.pages),
             PageInfo::Inside => Facts::Inside { page_aligned: true },
-            PageInfo::NotPageAligned => Facts::Inside {
-                page_aligned: false,
-            },
+            PageInfo::NotPageAligned => {
+                let page = ptr.as_ptr().map_addr(|a| a & !(PAGE_SIZE - 1));
+                match buddy.page_info(page) {
+                    PageInfo::Free => Facts::FreeInterior,
+                    _ => Facts::Inside {
+                        page_aligned: false,
+                    },
+                }
+            }
         }
     }
 
@@ -122,6 +132,10 @@ pub(crate) fn misuse_kind(facts: Facts, claim: Claim) -> MisuseKind {
         (Facts::Foreign, _) => K::ForeignPointer,
         (Facts::Metadata, _) => K::NotAllocated,
         (Facts::Free, _) => K::DoubleFree,
+        // A small object (or a C `free`) inside free pages: its slab went
+        // back after it was freed.
+        (Facts::FreeInterior, Claim::Small | Claim::Any) => K::DoubleFree,
+        (Facts::FreeInterior, Claim::Large(_) | Claim::Pages(_)) => K::NotAllocated,
         // A small layout for something that is not a small object, or a
         // page layout for one.
         (Facts::InSlab, Claim::Small | Claim::Any) => K::NotAllocated,
@@ -168,7 +182,8 @@ pub(crate) fn page_error(facts: Facts, count: usize) -> bsa_buddy::AllocError {
         },
         Facts::Inside {
             page_aligned: false,
-        } => B::NotPageAligned,
+        }
+        | Facts::FreeInterior => B::NotPageAligned,
         Facts::Metadata
         | Facts::InSlab
         | Facts::Inside { page_aligned: true }

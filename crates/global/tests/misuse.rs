@@ -19,6 +19,7 @@
 //! | global | wrong size for a large block, wrong page count | report `WrongPageCount`; pages `Err(Pages(WrongCount))` |
 //! | global | page-API block through `dealloc` / large block through `dealloc_pages` | report `WrongApi` / `Err(Pages(NotAllocated))` |
 //! | global | pages never allocated: free pages, region metadata, a chunk that is no slab | `DoubleFree` / `NotAllocated` / `NotAllocated` |
+//! | global | small double free after its slab went back to the buddy | report `DoubleFree` |
 //! | global | null pointer to `dealloc` / `realloc` | report `NotAllocated` (realloc: null) |
 //! | global | realloc with a foreign pointer or a wrong page count | null, report, block untouched |
 //! | global | realloc / `grow` / `shrink` with a small old layout of another class, or a small old layout for a large block | null / `Err`, report `LayoutMismatch` (as `dealloc`), block untouched |
@@ -225,6 +226,31 @@ mod global {
         assert_eq!(reports(&h), [MisuseKind::DoubleFree]);
         still_works(&h, before, "global small local double free");
         dealloc(&h, keep, SMALL);
+    }
+
+    /// A second free of a small object after its slab chunk went back to
+    /// the buddy (the object freed, the chunk trimmed): the pointer now lies
+    /// inside free pages, which is still a double free.
+    #[test]
+    fn double_free_small_after_its_slab_went_back() {
+        let (_r, h) = setup();
+        let (a, b) = (alloc(&h, SMALL), alloc(&h, SMALL));
+        dealloc(&h, a, SMALL);
+        dealloc(&h, b, SMALL);
+        // The stale pointer: one not on a page boundary (a slab's first
+        // object may be; a free page there was `DoubleFree` before too).
+        let p = if a.as_ptr() as usize % PAGE == 0 {
+            b
+        } else {
+            a
+        };
+        assert_ne!(p.as_ptr() as usize % PAGE, 0);
+        h.trim();
+        assert_eq!(h.stats().slab_chunks, 0, "the slab went back");
+        let before = accounting(&h);
+        dealloc(&h, p, SMALL);
+        assert_eq!(reports(&h), [MisuseKind::DoubleFree]);
+        still_works(&h, before, "global small double free after trim");
     }
 
     #[test]
