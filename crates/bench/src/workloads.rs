@@ -482,6 +482,17 @@ mod tests {
 
     const SMALL_ARENA: usize = 4 << 20;
 
+    /// Held by every test that builds allocator heaps: the hosted and
+    /// kernel-style platforms hand out thread indices process-wide, so a
+    /// test thread of one heap can hold the index another heap's `trim`
+    /// needs to park (it then posts a request nobody serves, and that
+    /// heap's accounting after `trim` is off).
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn batches_and_scripts_are_deterministic() {
         let a = Batch::new(100, true, 1);
@@ -522,6 +533,7 @@ mod tests {
 
     #[test]
     fn every_subject_runs_every_workload() {
+        let _serial = serial();
         for name in crate::subject::NAMES {
             let s = Subject::new(name, SMALL_ARENA).expect("known subject");
             let a = s.alloc();
@@ -539,6 +551,7 @@ mod tests {
 
     #[test]
     fn bsa_reports_no_misuse_and_frees_everything() {
+        let _serial = serial();
         let arena = Arena::touched(SMALL_ARENA).unwrap();
         let heap = crate::subject::new_bsa(&arena, crate::BSA_CPUS);
         let free_at_start = heap.stats().free_pages;
@@ -553,6 +566,7 @@ mod tests {
 
     #[test]
     fn bsa_kernel_reports_no_misuse_and_frees_everything() {
+        let _serial = serial();
         use crate::kernel::{KernelBsa, KernelPlatform, KERNEL_CPUS};
         let arena = Arena::touched(SMALL_ARENA).unwrap();
         let k = KernelBsa::new(&arena);
@@ -577,6 +591,7 @@ mod tests {
 
     #[test]
     fn efficiency_stops_at_the_first_failure() {
+        let _serial = serial();
         for name in crate::subject::ARENA_NAMES {
             let s = Subject::new(name, SMALL_ARENA).unwrap();
             let e = efficiency(s.alloc(), s.arena_bytes(), 11);
@@ -605,6 +620,7 @@ mod tests {
 
     #[test]
     fn init_is_timed() {
+        let _serial = serial();
         let arena = Arena::reserved(8 << 20).unwrap();
         assert!(time_init(&arena, 3) > Duration::ZERO);
     }
