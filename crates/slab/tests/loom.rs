@@ -773,43 +773,53 @@ fn check_racing_frees(
     assert_eq!(others, [objs[1], objs[2]], "handed out twice or lost");
 }
 
-/// (17) A remote and a local free of one object race (a double free in the
-/// caller), then the owner allocates, then everything is collected and
-/// handed out. The racing frees are not always caught (crate docs,
-/// invariant 3, exceptions), but the books balance: see
-/// `check_racing_frees`.
-#[test]
-fn racing_local_and_remote_frees_then_an_allocation() {
-    loom::model(|| {
-        let mut w = setup();
-        // Make the slab current with avail objects 1 and 2.
-        for o in &w.objs[..3] {
-            // SAFETY: live objects of our slab.
-            assert_eq!(unsafe { w.alloc.free(o.0, class()) }, Ok(None));
-        }
-        let first = Obj(w.alloc.alloc_class(class()).unwrap());
-        assert_eq!(first, w.objs[0]);
-        let o = w.objs[5];
-        // SAFETY: a live object of a live slab (one of the two frees is the
-        // double free).
-        let t = thread::spawn(move || unsafe { SlabAllocator::remote_free(o.0, class()) });
-        // SAFETY: as above.
-        let local = unsafe { w.alloc.free(o.0, class()) };
-        let mut out = std::vec![Obj(w.alloc.alloc_class(class()).unwrap())];
-        out[0].touch(10);
-        let remote = t.join().unwrap();
+/// The race of (17) and (18): the slab current with avail objects 1 and
+/// 2, then a remote and a local free of object 5 at once (a double free in
+/// the caller, neither ordered before the other); `owner` is what the
+/// owner does before the freer is joined (objects it gets go into the
+/// list). Afterwards everything is collected and handed out, and the books
+/// are checked (`check_racing_frees`).
+fn racing_frees(owner: impl FnOnce(&mut World, &mut Vec<Obj>)) {
+    let mut w = setup();
+    for o in &w.objs[..3] {
+        // SAFETY: live objects of our slab.
+        assert_eq!(unsafe { w.alloc.free(o.0, class()) }, Ok(None));
+    }
+    assert_eq!(Obj(w.alloc.alloc_class(class()).unwrap()), w.objs[0]);
+    let o = w.objs[5];
+    // SAFETY: a live object of a live slab (one of the two frees is the
+    // double free).
+    let t = thread::spawn(move || unsafe { SlabAllocator::remote_free(o.0, class()) });
+    // SAFETY: as above.
+    let local = unsafe { w.alloc.free(o.0, class()) };
+    let mut out = Vec::new();
+    owner(&mut w, &mut out);
+    let remote = t.join().unwrap();
+    for _ in 0..2 {
         w.alloc.drain_remote(|_| panic!("slab is never empty"));
         let _ = w.alloc.take_remote_error();
         while let Ok(p) = w.alloc.alloc_class(class()) {
             out.push(Obj(p));
         }
-        w.alloc.drain_remote(|_| panic!("slab is never empty"));
-        while let Ok(p) = w.alloc.alloc_class(class()) {
-            out.push(Obj(p));
-        }
-        check_racing_frees(&w.alloc, &w.objs, o, [local.is_ok(), remote.is_ok()], &out);
-        w.alloc.check_consistency().unwrap();
-        teardown(w);
+    }
+    check_racing_frees(&w.alloc, &w.objs, o, [local.is_ok(), remote.is_ok()], &out);
+    w.alloc.check_consistency().unwrap();
+    teardown(w);
+}
+
+/// (17) A remote and a local free of one object race (a double free in the
+/// caller), then the owner allocates once, then everything is collected
+/// and handed out. The racing frees are not always caught (crate docs,
+/// invariant 3, exceptions), but the books balance: see
+/// `check_racing_frees`.
+#[test]
+fn racing_local_and_remote_frees_then_an_allocation() {
+    loom::model(|| {
+        racing_frees(|w, out| {
+            let p = Obj(w.alloc.alloc_class(class()).unwrap());
+            p.touch(10);
+            out.push(p);
+        })
     });
 }
 
@@ -818,33 +828,10 @@ fn racing_local_and_remote_frees_then_an_allocation() {
 #[test]
 fn racing_local_and_remote_frees_then_a_collect_and_hand_out() {
     loom::model(|| {
-        let mut w = setup();
-        for o in &w.objs[..3] {
-            // SAFETY: live objects of our slab.
-            assert_eq!(unsafe { w.alloc.free(o.0, class()) }, Ok(None));
-        }
-        let first = Obj(w.alloc.alloc_class(class()).unwrap());
-        assert_eq!(first, w.objs[0]);
-        let o = w.objs[5];
-        // SAFETY: a live object of a live slab (one of the two frees is the
-        // double free).
-        let t = thread::spawn(move || unsafe { SlabAllocator::remote_free(o.0, class()) });
-        // SAFETY: as above.
-        let local = unsafe { w.alloc.free(o.0, class()) };
-        let mut out = Vec::new();
-        while let Ok(p) = w.alloc.alloc_class(class()) {
-            out.push(Obj(p));
-        }
-        let remote = t.join().unwrap();
-        for _ in 0..2 {
-            w.alloc.drain_remote(|_| panic!("slab is never empty"));
-            let _ = w.alloc.take_remote_error();
+        racing_frees(|w, out| {
             while let Ok(p) = w.alloc.alloc_class(class()) {
                 out.push(Obj(p));
             }
-        }
-        check_racing_frees(&w.alloc, &w.objs, o, [local.is_ok(), remote.is_ok()], &out);
-        w.alloc.check_consistency().unwrap();
-        teardown(w);
+        })
     });
 }
