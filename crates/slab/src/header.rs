@@ -612,9 +612,8 @@ impl Slab {
         // avail word.
         let f_cell = self.cells(w).0;
         let f = f_cell.load(Ordering::Relaxed);
-        let word = f;
-        let bit = word.trailing_zeros() as usize;
-        let rest = word & word.wrapping_sub(1);
+        let bit = f.trailing_zeros() as usize;
+        let rest = f & f.wrapping_sub(1);
         // Only the owner writes: a load and a store, not an RMW.
         f_cell.store(f & !(1u64 << bit), Ordering::Relaxed);
         let own = self.own();
@@ -718,9 +717,8 @@ impl Slab {
                 x_cell.load(Ordering::Relaxed),
             );
             debug_assert_eq!(f & x, 0, "an object both free and on probation");
-            let (a, r) = (f, x);
-            // Probation objects become free before the word's pending bits
-            // are taken.
+            // Probation objects (`x`) become free before the word's pending
+            // bits are taken.
             let now = f | x;
             f_cell.store(now, Ordering::Relaxed);
             let p = self.pending_word(w).swap(0, sync::TAKE);
@@ -729,8 +727,8 @@ impl Slab {
             // Release: pairs with the Acquire load in
             // `SharedView::owner_free` (the free word is stored first).
             x_cell.store(fresh, Ordering::Release);
-            avail += now.count_ones() - a.count_ones();
-            probation = probation + fresh.count_ones() - r.count_ones();
+            avail += x.count_ones();
+            probation = probation + fresh.count_ones() - x.count_ones();
             avail_words |= u64::from(now != 0) << w;
             new_probation_words |= u64::from(fresh != 0) << w;
             out.freed += fresh.count_ones();
